@@ -1,0 +1,1 @@
+//! Shared build-script code for the `-sys` crates (filled by issue 2).

@@ -1,0 +1,4 @@
+//! The vhost-user virtio-gpu device: the virtio-gpu command set over vhost-user, with pluggable
+//! renderers. See `DESIGN.md` for how a guest command travels through the modules.
+
+pub mod display;

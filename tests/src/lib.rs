@@ -1,0 +1,1 @@
+//! Test frontend for vhost-user-gpu backends (filled by issue 4).

@@ -1,0 +1,1 @@
+//! Raw FFI bindings to libvirglrenderer (filled by issue 2).

@@ -1,0 +1,1 @@
+//! Safe binding to libvirglrenderer (filled by issue 2).
