@@ -1,4 +1,8 @@
 //! The vhost-user virtio-gpu device: the virtio-gpu command set over vhost-user, with pluggable
 //! renderers. See `DESIGN.md` for how a guest command travels through the modules.
 
+pub mod backend;
 pub mod display;
+pub mod gpu;
+pub mod protocol;
+pub mod renderer;

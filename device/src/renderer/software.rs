@@ -1,0 +1,1 @@
+//! The pure-Rust 2D renderer (being written).

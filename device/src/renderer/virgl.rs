@@ -1,0 +1,1 @@
+//! The virglrenderer renderer (being written).
