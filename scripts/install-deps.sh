@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs everything the build and the test suite need on a fresh Debian 12 machine (run as root).
+# The Debian package list is scripts/debian-packages.txt; the guest end-to-end tests add QEMU from
+# bookworm-backports (scripts/guest/install-host-deps.sh).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+
+sudo_() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+mapfile -t pkgs < <(grep -v -E '^\s*(#|$)' "$here/debian-packages.txt")
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    sudo_ apt-get update -qq
+    sudo_ env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if [ -x "$here/guest/install-host-deps.sh" ]; then
+    "$here/guest/install-host-deps.sh"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "cargo not found: install a Rust toolchain (rustup) first" >&2
+    exit 1
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+    cargo install --locked cargo-nextest
+fi
