@@ -205,6 +205,28 @@ pub fn find_header(spec: &LibrarySpec, probe: &Probe) -> Result<PathBuf, Error> 
 
 /// Generates bindings for the spec's header into `out`.
 pub fn generate_bindings(spec: &LibrarySpec, probe: &Probe, out: &Path) -> Result<(), Error> {
+    generate_bindings_with_args(spec, probe, out, &[])
+}
+
+/// Reads a variable of the library's pkg-config file (`includedir`, `libdir`, ...).
+pub fn pkg_config_variable(spec: &LibrarySpec, variable: &str) -> Result<String, Error> {
+    pkg_config::get_variable(spec.pkg_config_name, variable).map_err(|e| Error::LibraryNotFound {
+        name: spec.pkg_config_name,
+        min_version: spec.min_version,
+        packages: spec.packages,
+        detail: e.to_string(),
+    })
+}
+
+/// Like [`generate_bindings`], with extra clang arguments for headers that need them: an
+/// additional `-I<dir>` when the header includes a path the `.pc` file does not cover, or
+/// `-include stdbool.h` for a C header that uses `bool` without including `<stdbool.h>`.
+pub fn generate_bindings_with_args(
+    spec: &LibrarySpec,
+    probe: &Probe,
+    out: &Path,
+    extra_clang_args: &[String],
+) -> Result<(), Error> {
     let header = find_header(spec, probe)?;
     println!("cargo:rerun-if-changed={}", header.display());
     let mut builder = bindgen::Builder::default()
@@ -222,6 +244,7 @@ pub fn generate_bindings(spec: &LibrarySpec, probe: &Probe, out: &Path) -> Resul
     for define in spec.defines {
         builder = builder.clang_arg(format!("-D{define}"));
     }
+    builder = builder.clang_args(extra_clang_args);
     for pattern in spec.allowlist {
         builder = builder
             .allowlist_function(pattern)
