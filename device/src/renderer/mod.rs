@@ -1,5 +1,714 @@
-//! The `Renderer` trait: the one seam between the device and a renderer (being written).
+//! The `Renderer` trait: the one seam between the device state (`gpu.rs`) and a renderer.
+//!
+//! The device validates every guest value it can (ids, rectangles against the resource size,
+//! counts, sizes) before it calls a renderer; a renderer still checks what only it can know
+//! (backing large enough for a transfer, a format it supports) and answers with a typed
+//! [`RendererError`], which the device turns into a `VIRTIO_GPU_RESP_ERR_*`.
+//!
+//! A renderer is **not** required to be `Send`: the daemon runs the whole `VirtioGpu` on one
+//! dedicated thread, because virglrenderer's GL context is thread-affine.
+//!
+//! Optional parts (3D, contexts, blobs, dmabuf export) have default methods that answer
+//! [`RendererError::Unsupported`]; the device only offers the feature bits that
+//! [`Renderer::capabilities`] claims, so a guest reaching a default method gets an error
+//! response, never a crash.
+
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+use vm_memory::{
+    Address, Bytes, GuestAddress, GuestMemory, GuestMemoryBackend, GuestMemoryError, GuestMemoryRegion,
+    GuestMemoryMmap, Permissions,
+};
+
+pub use crate::protocol::{Box3d, Rect};
 
 pub mod software;
 #[cfg(feature = "virglrenderer")]
 pub mod virgl;
+
+/// What went wrong in a renderer. The device maps each variant to a `VIRTIO_GPU_RESP_ERR_*`
+/// (see `gpu.rs`): `Unsupported` and `Library` to ERR_UNSPEC, `OutOfMemory` to ERR_OUT_OF_MEMORY,
+/// the `Invalid*` variants to their namesakes, `GuestMemory` to ERR_INVALID_PARAMETER.
+#[derive(Debug, thiserror::Error)]
+pub enum RendererError {
+    /// The renderer does not implement this operation.
+    #[error("{0} is not supported by this renderer")]
+    Unsupported(&'static str),
+    /// The renderer could not get the host memory the operation needs.
+    #[error("out of host memory: {0}")]
+    OutOfMemory(String),
+    /// The renderer does not know this resource id (or it is of the wrong kind).
+    #[error("invalid resource id {0}")]
+    InvalidResourceId(u32),
+    /// The renderer does not know this context id.
+    #[error("invalid context id {0}")]
+    InvalidContextId(u32),
+    /// A parameter the renderer cannot accept (format, size, a backing too small...).
+    #[error("invalid parameter: {0}")]
+    InvalidParameter(String),
+    /// A guest memory access failed (range outside guest memory).
+    #[error("guest memory access failed: {0}")]
+    GuestMemory(#[from] GuestMemoryError),
+    /// The underlying library reported an error.
+    #[error("renderer library error: {0}")]
+    Library(String),
+}
+
+/// Result of a renderer operation.
+pub type Result<T> = std::result::Result<T, RendererError>;
+
+/// What a renderer implements; the device derives the `VIRTIO_GPU_F_*` bits it offers from it
+/// ("a bit is offered only if every command it enables is implemented").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RendererCapabilities {
+    /// 3D: contexts, CREATE_3D, 3D transfers, SUBMIT_3D, capsets (`VIRTIO_GPU_F_VIRGL`).
+    pub three_d: bool,
+    /// Contexts created with a capset id (`VIRTIO_GPU_F_CONTEXT_INIT`, needs `three_d`).
+    pub context_init: bool,
+    /// `BLOB_MEM_GUEST` blobs and SET_SCANOUT_BLOB on them (`VIRTIO_GPU_F_RESOURCE_BLOB`).
+    pub blob_guest: bool,
+    /// `BLOB_MEM_HOST3D` / `BLOB_MEM_HOST3D_GUEST` blobs (needs `three_d`).
+    pub blob_host: bool,
+}
+
+/// One capability set the renderer offers (GET_CAPSET_INFO).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CapsetInfo {
+    /// `VIRTIO_GPU_CAPSET_*`.
+    pub id: u32,
+    /// The highest version the renderer knows.
+    pub max_version: u32,
+    /// The largest size of the capset data in bytes.
+    pub max_size: u32,
+}
+
+/// Arguments of RESOURCE_CREATE_3D (the guest's gallium-style resource description).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResourceCreate3d {
+    /// Gallium `pipe_texture_target`.
+    pub target: u32,
+    /// Gallium/virgl format.
+    pub format: u32,
+    /// Gallium bind flags.
+    pub bind: u32,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Depth.
+    pub depth: u32,
+    /// Number of array layers.
+    pub array_size: u32,
+    /// Last mip level.
+    pub last_level: u32,
+    /// Number of samples.
+    pub nr_samples: u32,
+    /// `VIRTIO_GPU_RESOURCE_FLAG_Y_0_TOP` and friends.
+    pub flags: u32,
+}
+
+/// Arguments of TRANSFER_TO_HOST_3D / TRANSFER_FROM_HOST_3D.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Transfer3d {
+    /// The box to transfer.
+    pub box3d: Box3d,
+    /// Byte offset into the backing.
+    pub offset: u64,
+    /// Mip level.
+    pub level: u32,
+    /// Stride of the backing in bytes (0: the renderer's default).
+    pub stride: u32,
+    /// Layer stride of the backing in bytes (0: the renderer's default).
+    pub layer_stride: u32,
+}
+
+/// Arguments of RESOURCE_CREATE_BLOB (besides the resource id, the context and the backing).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CreateBlob {
+    /// `VIRTIO_GPU_BLOB_MEM_*`.
+    pub blob_mem: u32,
+    /// `VIRTIO_GPU_BLOB_FLAG_*`.
+    pub blob_flags: u32,
+    /// Context-local object id for host blobs (0 for guest blobs).
+    pub blob_id: u64,
+    /// Size of the blob in bytes.
+    pub size: u64,
+}
+
+/// How a blob resource lays out a scanout image (SET_SCANOUT_BLOB).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlobScanoutLayout {
+    /// Width of the image in pixels.
+    pub width: u32,
+    /// Height of the image in pixels.
+    pub height: u32,
+    /// `VIRTIO_GPU_FORMAT_*`.
+    pub format: u32,
+    /// Per-plane strides in bytes (only plane 0 is used for the single-plane RGB formats).
+    pub strides: [u32; 4],
+    /// Per-plane offsets in bytes into the blob.
+    pub offsets: [u32; 4],
+}
+
+/// Size and format of a resource as the renderer knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResourceInfo {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// DRM fourcc of the pixels.
+    pub fourcc: u32,
+}
+
+/// A resource exported as a dmabuf, for a zero-copy scanout.
+#[derive(Debug)]
+pub struct Dmabuf {
+    /// The dmabuf.
+    pub fd: OwnedFd,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// Stride in bytes.
+    pub stride: u32,
+    /// DRM fourcc.
+    pub fourcc: u32,
+    /// DRM format modifier, when known.
+    pub modifier: Option<u64>,
+    /// `VIRTIO_GPU_RESOURCE_FLAG_Y_0_TOP` and friends.
+    pub flags: u32,
+}
+
+/// The kind of handle a blob was exported as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlobHandleKind {
+    /// A Linux dmabuf.
+    Dmabuf,
+    /// An opaque fd (e.g. a Vulkan opaque fd).
+    OpaqueFd,
+    /// A shared-memory fd (memfd), mappable with mmap.
+    Shm,
+}
+
+/// A blob exported as a file descriptor.
+#[derive(Debug)]
+pub struct ExportedBlob {
+    /// The handle.
+    pub fd: OwnedFd,
+    /// What the handle is.
+    pub kind: BlobHandleKind,
+}
+
+/// A host mapping of a blob (RESOURCE_MAP_BLOB).
+#[derive(Clone, Copy, Debug)]
+pub struct BlobMapping {
+    /// Start of the mapping in this process.
+    pub addr: *mut u8,
+    /// Size in bytes.
+    pub size: u64,
+    /// `VIRTIO_GPU_MAP_CACHE_*`.
+    pub map_info: u32,
+}
+
+/// A fence: a point on a (context, ring) timeline.
+///
+/// `ring_idx: None` is the device-global timeline (a fence without
+/// `VIRTIO_GPU_FLAG_INFO_RING_IDX`); the device then sets `ctx_id` to the context the command
+/// named, which a renderer may ignore (virglrenderer's global fences do). Ids are the guest's
+/// `fence_id`, full 64 bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FenceId {
+    /// The context the fenced command belongs to (0: none).
+    pub ctx_id: u32,
+    /// The ring of the context, `None` for the global timeline.
+    pub ring_idx: Option<u8>,
+    /// The guest's fence id (a sequence number on the timeline).
+    pub id: u64,
+}
+
+/// One contiguous piece of guest backing (a validated `virtio_gpu_mem_entry`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackingEntry {
+    /// Guest physical address.
+    pub addr: u64,
+    /// Length in bytes.
+    pub len: u32,
+}
+
+/// A contiguous range of host virtual memory backing part of a [`GuestBacking`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostRange {
+    /// Start in this process's address space.
+    pub addr: *mut u8,
+    /// Length in bytes.
+    pub len: usize,
+}
+
+/// Errors of building a [`GuestBacking`].
+#[derive(Debug, thiserror::Error)]
+pub enum BackingError {
+    /// An entry does not lie inside guest memory.
+    #[error("backing entry {index} ({addr:#x}, {len} bytes) is outside guest memory")]
+    OutsideGuestMemory {
+        /// Index of the entry.
+        index: usize,
+        /// Its guest address.
+        addr: u64,
+        /// Its length.
+        len: u32,
+    },
+    /// The entries add up to more than `u64::MAX` bytes.
+    #[error("backing length overflows")]
+    Overflow,
+}
+
+/// The guest pages backing a resource: a validated list of guest ranges plus a clone of the
+/// guest memory map.
+///
+/// The clone keeps the mapped regions alive (they are `Arc`s), so the pages stay mapped even
+/// when the frontend replaces the memory table (SET_MEM_TABLE) while a resource is attached.
+/// Every entry was checked to lie inside guest memory when the backing was built; reads and
+/// writes go through `vm-memory`'s checked accessors.
+#[derive(Clone, Debug)]
+pub struct GuestBacking {
+    mem: GuestMemoryMmap,
+    entries: Vec<BackingEntry>,
+    /// `starts[i]`: byte offset of entry `i` within the backing (prefix sums of the lengths).
+    starts: Vec<u64>,
+    len: u64,
+}
+
+impl GuestBacking {
+    /// Validates `entries` against `mem` (every range inside guest memory, total length without
+    /// overflow) and keeps a clone of `mem`.
+    pub fn new(
+        mem: GuestMemoryMmap,
+        entries: Vec<BackingEntry>,
+    ) -> std::result::Result<Self, BackingError> {
+        let mut starts = Vec::with_capacity(entries.len());
+        let mut len: u64 = 0;
+        for (index, e) in entries.iter().enumerate() {
+            let in_memory = usize::try_from(e.len).is_ok_and(|l| {
+                GuestMemory::check_range(&mem, GuestAddress(e.addr), l, Permissions::ReadWrite)
+            });
+            if !in_memory {
+                return Err(BackingError::OutsideGuestMemory {
+                    index,
+                    addr: e.addr,
+                    len: e.len,
+                });
+            }
+            starts.push(len);
+            len = len
+                .checked_add(u64::from(e.len))
+                .ok_or(BackingError::Overflow)?;
+        }
+        Ok(GuestBacking {
+            mem,
+            entries,
+            starts,
+            len,
+        })
+    }
+
+    /// Total length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the backing has no bytes at all.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The validated entries.
+    pub fn entries(&self) -> &[BackingEntry] {
+        &self.entries
+    }
+
+    /// The guest memory this backing refers to.
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        &self.mem
+    }
+
+    /// Calls `f(guest_addr, chunk_len, pos_in_request)` for every contiguous guest piece of the
+    /// backing bytes `offset..offset + count`.
+    fn for_each_piece(
+        &self,
+        offset: u64,
+        count: usize,
+        mut f: impl FnMut(GuestAddress, usize, usize) -> Result<()>,
+    ) -> Result<()> {
+        let count_u64 = u64::try_from(count)
+            .map_err(|_| RendererError::InvalidParameter("access too large".into()))?;
+        let end = offset
+            .checked_add(count_u64)
+            .filter(|&end| end <= self.len)
+            .ok_or_else(|| {
+                RendererError::InvalidParameter(format!(
+                    "backing access {offset}+{count} beyond its {} bytes",
+                    self.len
+                ))
+            })?;
+        if count == 0 {
+            return Ok(());
+        }
+        // The entry holding `offset`: the last one starting at or before it.
+        let mut idx = self.starts.partition_point(|&s| s <= offset).saturating_sub(1);
+        let mut pos = offset;
+        let mut done = 0usize;
+        while pos < end {
+            let (entry, start) = match (self.entries.get(idx), self.starts.get(idx)) {
+                (Some(e), Some(&s)) => (e, s),
+                _ => {
+                    return Err(RendererError::InvalidParameter(
+                        "backing access past the last entry".into(),
+                    ))
+                }
+            };
+            let within = pos - start;
+            let entry_end = start + u64::from(entry.len);
+            let chunk = entry_end.min(end) - pos;
+            if chunk > 0 {
+                let addr = GuestAddress(entry.addr)
+                    .checked_add(within)
+                    .ok_or_else(|| RendererError::InvalidParameter("address overflow".into()))?;
+                // chunk <= count, which is a usize.
+                let chunk_usize = chunk as usize;
+                f(addr, chunk_usize, done)?;
+                done += chunk_usize;
+                pos += chunk;
+            }
+            idx += 1;
+        }
+        Ok(())
+    }
+
+    /// Reads `buf.len()` bytes at byte `offset` of the backing.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.for_each_piece(offset, buf.len(), |addr, len, at| {
+            let dst = buf
+                .get_mut(at..at + len)
+                .ok_or_else(|| RendererError::InvalidParameter("read split".into()))?;
+            self.mem.read_slice(dst, addr)?;
+            Ok(())
+        })
+    }
+
+    /// Writes `buf` at byte `offset` of the backing.
+    pub fn write_at(&self, offset: u64, buf: &[u8]) -> Result<()> {
+        self.for_each_piece(offset, buf.len(), |addr, len, at| {
+            let src = buf
+                .get(at..at + len)
+                .ok_or_else(|| RendererError::InvalidParameter("write split".into()))?;
+            self.mem.write_slice(src, addr)?;
+            Ok(())
+        })
+    }
+
+    /// The host address ranges of the backing, in order, split where guest memory regions end.
+    ///
+    /// The pointers stay valid as long as this `GuestBacking` (or a clone) lives: it holds the
+    /// regions' mappings. They point at guest memory, which the guest may change at any time,
+    /// so a user must treat the bytes as volatile (the virglrenderer adapter hands them to the
+    /// library under the crate's backing contract).
+    pub fn host_ranges(&self) -> Result<Vec<HostRange>> {
+        let mut ranges = Vec::with_capacity(self.entries.len());
+        for e in &self.entries {
+            let mut addr = GuestAddress(e.addr);
+            let mut left = u64::from(e.len);
+            while left > 0 {
+                let region = GuestMemoryBackend::find_region(&self.mem, addr).ok_or(
+                    RendererError::GuestMemory(GuestMemoryError::InvalidGuestAddress(addr)),
+                )?;
+                let region_off = addr.0 - region.start_addr().0;
+                let in_region = (region.len() - region_off).min(left);
+                let host = GuestMemoryBackend::get_host_address(&self.mem, addr)?;
+                // in_region <= e.len, a u32.
+                ranges.push(HostRange {
+                    addr: host,
+                    len: in_region as usize,
+                });
+                left -= in_region;
+                addr = GuestAddress(addr.0 + in_region);
+            }
+        }
+        Ok(ranges)
+    }
+}
+
+/// A renderer: owns the resources' pixels (or GPU objects), contexts and fences.
+///
+/// Resource and context ids are the guest's; the device has already checked that a resource id
+/// passed to any method other than the `*_create*` ones exists, and that rectangles lie inside
+/// the resource.
+pub trait Renderer {
+    /// A short name for logs and `--renderer` ("software", "virglrenderer"...).
+    fn name(&self) -> &'static str;
+
+    /// What this renderer implements.
+    fn capabilities(&self) -> RendererCapabilities;
+
+    /// The capability sets offered to the guest, in GET_CAPSET_INFO index order.
+    fn capsets(&self) -> Vec<CapsetInfo> {
+        Vec::new()
+    }
+
+    /// The data of capset `id` at `version` (at most the `max_size` announced).
+    fn capset(&mut self, id: u32, version: u32) -> Result<Vec<u8>> {
+        let _ = (id, version);
+        Err(RendererError::Unsupported("capsets"))
+    }
+
+    /// Creates a 2D resource of `VIRTIO_GPU_FORMAT_*` `format`.
+    fn resource_create_2d(&mut self, id: u32, format: u32, width: u32, height: u32) -> Result<()>;
+
+    /// Creates a 3D resource.
+    fn resource_create_3d(&mut self, id: u32, args: &ResourceCreate3d) -> Result<()> {
+        let _ = (id, args);
+        Err(RendererError::Unsupported("3D resources"))
+    }
+
+    /// Destroys a resource (its backing goes with it).
+    fn resource_unref(&mut self, id: u32) -> Result<()>;
+
+    /// Attaches guest pages as the resource's backing.
+    fn attach_backing(&mut self, id: u32, backing: GuestBacking) -> Result<()>;
+
+    /// Detaches the resource's backing.
+    fn detach_backing(&mut self, id: u32) -> Result<()>;
+
+    /// Copies `rect` of the resource from its backing: row `i` of the rectangle starts at backing
+    /// byte `offset + i * stride`, where `stride = width * bytes_per_pixel` of the resource.
+    fn transfer_to_host_2d(&mut self, id: u32, rect: Rect, offset: u64) -> Result<()>;
+
+    /// TRANSFER_TO_HOST_3D.
+    fn transfer_to_host_3d(&mut self, ctx_id: u32, id: u32, transfer: &Transfer3d) -> Result<()> {
+        let _ = (ctx_id, id, transfer);
+        Err(RendererError::Unsupported("3D transfers"))
+    }
+
+    /// TRANSFER_FROM_HOST_3D.
+    fn transfer_from_host_3d(
+        &mut self,
+        ctx_id: u32,
+        id: u32,
+        transfer: &Transfer3d,
+    ) -> Result<()> {
+        let _ = (ctx_id, id, transfer);
+        Err(RendererError::Unsupported("3D transfers"))
+    }
+
+    /// Creates a context; `capset_id` is the CONTEXT_INIT capset (0: the renderer's default).
+    fn context_create(&mut self, ctx_id: u32, capset_id: u32, name: &str) -> Result<()> {
+        let _ = (ctx_id, capset_id, name);
+        Err(RendererError::Unsupported("contexts"))
+    }
+
+    /// Destroys a context.
+    fn context_destroy(&mut self, ctx_id: u32) -> Result<()> {
+        let _ = ctx_id;
+        Err(RendererError::Unsupported("contexts"))
+    }
+
+    /// Makes a resource visible to a context.
+    fn context_attach_resource(&mut self, ctx_id: u32, id: u32) -> Result<()> {
+        let _ = (ctx_id, id);
+        Err(RendererError::Unsupported("contexts"))
+    }
+
+    /// Removes a resource from a context.
+    fn context_detach_resource(&mut self, ctx_id: u32, id: u32) -> Result<()> {
+        let _ = (ctx_id, id);
+        Err(RendererError::Unsupported("contexts"))
+    }
+
+    /// Executes a command stream (SUBMIT_3D) in a context.
+    fn submit(&mut self, ctx_id: u32, commands: &[u8]) -> Result<()> {
+        let _ = (ctx_id, commands);
+        Err(RendererError::Unsupported("SUBMIT_3D"))
+    }
+
+    /// Creates a fence that completes once all work submitted before it on its timeline has.
+    fn create_fence(&mut self, fence: FenceId) -> Result<()>;
+
+    /// A file descriptor that becomes readable when fences may have completed, if the renderer
+    /// has one. Without one, the device polls after every command.
+    fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
+        None
+    }
+
+    /// Processes completions and returns the fences completed since the last call. A returned
+    /// fence means that every fence with an id `<=` its id on the same timeline is complete.
+    fn poll(&mut self) -> Vec<FenceId>;
+
+    /// Creates a blob resource. `backing` holds the guest pages for `BLOB_MEM_GUEST` and
+    /// `BLOB_MEM_HOST3D_GUEST`, and is `None` for `BLOB_MEM_HOST3D`.
+    fn create_blob(
+        &mut self,
+        id: u32,
+        ctx_id: u32,
+        args: &CreateBlob,
+        backing: Option<GuestBacking>,
+    ) -> Result<()> {
+        let _ = (id, ctx_id, args, backing);
+        Err(RendererError::Unsupported("blob resources"))
+    }
+
+    /// Maps a host blob into this process (RESOURCE_MAP_BLOB).
+    fn map_blob(&mut self, id: u32) -> Result<BlobMapping> {
+        let _ = id;
+        Err(RendererError::Unsupported("blob mapping"))
+    }
+
+    /// Undoes [`Renderer::map_blob`].
+    fn unmap_blob(&mut self, id: u32) -> Result<()> {
+        let _ = id;
+        Err(RendererError::Unsupported("blob mapping"))
+    }
+
+    /// Exports a blob as a file descriptor (e.g. to map it into the guest through a frontend).
+    fn export_blob(&mut self, id: u32) -> Result<ExportedBlob> {
+        let _ = id;
+        Err(RendererError::Unsupported("blob export"))
+    }
+
+    /// The `VIRTIO_GPU_MAP_CACHE_*` of a mappable blob.
+    fn map_info(&mut self, id: u32) -> Result<u32> {
+        let _ = id;
+        Err(RendererError::Unsupported("blob mapping"))
+    }
+
+    /// Size and format of a resource.
+    fn resource_info(&self, id: u32) -> Result<ResourceInfo>;
+
+    /// Reads `rect` of the resource into `out` as tightly packed little-endian ARGB8888 words
+    /// (bytes B, G, R, A; A = 0xff for formats without alpha). This is XRGB8888 for the display
+    /// and ARGB8888 for cursors. `out.len()` must be `rect.width * rect.height * 4`.
+    fn read_pixels(&mut self, id: u32, rect: Rect, out: &mut [u8]) -> Result<()>;
+
+    /// Like [`Renderer::read_pixels`], for a blob resource shown with SET_SCANOUT_BLOB:
+    /// `layout` says where the image lies in the blob; `rect` is inside the image.
+    fn read_blob_pixels(
+        &mut self,
+        id: u32,
+        layout: &BlobScanoutLayout,
+        rect: Rect,
+        out: &mut [u8],
+    ) -> Result<()> {
+        let _ = (id, layout, rect, out);
+        Err(RendererError::Unsupported("blob scanout"))
+    }
+
+    /// Exports a resource as a dmabuf for a zero-copy scanout; renderers that cannot answer
+    /// [`RendererError::Unsupported`] and the device falls back to [`Renderer::read_pixels`].
+    fn export_dmabuf(&mut self, id: u32) -> Result<Dmabuf> {
+        let _ = id;
+        Err(RendererError::Unsupported("dmabuf export"))
+    }
+
+    /// Drops every resource, context and pending fence (guest reset). The device also unrefs
+    /// every resource and destroys every context it knows before calling this.
+    fn reset(&mut self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mem() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000), (GuestAddress(0x20000), 0x10000)])
+            .unwrap()
+    }
+
+    #[test]
+    fn backing_rejects_ranges_outside_memory() {
+        let m = mem();
+        let err = GuestBacking::new(
+            m.clone(),
+            vec![
+                BackingEntry { addr: 0, len: 16 },
+                BackingEntry {
+                    addr: 0xfff0,
+                    len: 0x20,
+                },
+            ],
+        )
+        .unwrap_err();
+        assert!(matches!(err, BackingError::OutsideGuestMemory { index: 1, .. }));
+        assert!(GuestBacking::new(
+            m,
+            vec![BackingEntry {
+                addr: u64::MAX - 4,
+                len: 16
+            }]
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn backing_reads_and_writes_across_entries() {
+        let m = mem();
+        let b = GuestBacking::new(
+            m.clone(),
+            vec![
+                BackingEntry {
+                    addr: 0x1000,
+                    len: 3,
+                },
+                BackingEntry {
+                    addr: 0x20000,
+                    len: 5,
+                },
+                BackingEntry {
+                    addr: 0x500,
+                    len: 4,
+                },
+            ],
+        )
+        .unwrap();
+        assert_eq!(b.len(), 12);
+        let data: Vec<u8> = (1..=12).collect();
+        b.write_at(0, &data).unwrap();
+        let mut out = [0u8; 6];
+        b.read_at(2, &mut out).unwrap();
+        assert_eq!(out, [3, 4, 5, 6, 7, 8]);
+        let mut g = [0u8; 4];
+        m.read_slice(&mut g, GuestAddress(0x500)).unwrap();
+        assert_eq!(g, [9, 10, 11, 12]);
+        // Past the end is refused, not truncated.
+        assert!(b.read_at(10, &mut [0u8; 3]).is_err());
+        assert!(b.read_at(u64::MAX, &mut [0u8; 1]).is_err());
+        // Zero-length entries are skipped.
+        let z = GuestBacking::new(
+            m,
+            vec![
+                BackingEntry { addr: 0, len: 0 },
+                BackingEntry { addr: 0x10, len: 2 },
+            ],
+        )
+        .unwrap();
+        z.write_at(0, &[7, 8]).unwrap();
+        let mut o = [0u8; 2];
+        z.read_at(0, &mut o).unwrap();
+        assert_eq!(o, [7, 8]);
+    }
+
+    #[test]
+    fn host_ranges_match_guest_memory() {
+        let m = mem();
+        let b = GuestBacking::new(
+            m.clone(),
+            vec![BackingEntry {
+                addr: 0x2000,
+                len: 0x100,
+            }],
+        )
+        .unwrap();
+        let r = b.host_ranges().unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].len, 0x100);
+        assert_eq!(r[0].addr, GuestMemoryBackend::get_host_address(&m, GuestAddress(0x2000)).unwrap());
+    }
+}
