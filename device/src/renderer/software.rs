@@ -1,1 +1,767 @@
-//! The pure-Rust 2D renderer (being written).
+//! The pure-Rust 2D renderer: no native library, no 3D.
+//!
+//! 2D resources live in host memory in the guest's format (one of the spec's eight 32-bit RGB
+//! formats, see [`PixelFormat`]); TRANSFER_TO_HOST_2D copies rows from the guest backing, and
+//! [`Renderer::read_pixels`] converts to the display's XRGB8888/ARGB8888. Guest blobs
+//! (`BLOB_MEM_GUEST`) are not copied at all: SET_SCANOUT_BLOB reads them straight from guest
+//! memory with the strides and offsets the guest gave. Fences complete at once.
+//!
+//! Host-memory accounting against `--max-hostmem` is done by the device before it calls
+//! [`Renderer::resource_create_2d`]; this renderer additionally refuses (rather than aborts on)
+//! an allocation the allocator cannot satisfy.
+
+use std::collections::HashMap;
+
+use drm_fourcc::DrmFourcc;
+use log::{debug, warn};
+
+use super::{
+    BlobScanoutLayout, CreateBlob, FenceId, GuestBacking, Rect, Renderer, RendererCapabilities,
+    RendererError, ResourceInfo, Result,
+};
+use crate::protocol::{
+    VIRTIO_GPU_BLOB_MEM_GUEST, VIRTIO_GPU_FORMAT_A8B8G8R8_UNORM, VIRTIO_GPU_FORMAT_A8R8G8B8_UNORM,
+    VIRTIO_GPU_FORMAT_B8G8R8A8_UNORM, VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM,
+    VIRTIO_GPU_FORMAT_R8G8B8A8_UNORM, VIRTIO_GPU_FORMAT_R8G8B8X8_UNORM,
+    VIRTIO_GPU_FORMAT_X8B8G8R8_UNORM, VIRTIO_GPU_FORMAT_X8R8G8B8_UNORM,
+};
+
+/// Bytes per pixel of every format the spec defines for 2D resources.
+pub const BYTES_PER_PIXEL: u32 = 4;
+
+/// One of the spec's 2D pixel formats. The virtio names give the byte order in memory
+/// (`B8G8R8A8`: byte 0 is blue), which is the DRM fourcc of the reversed name on a
+/// little-endian word (`ARGB8888`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PixelFormat {
+    /// `VIRTIO_GPU_FORMAT_*`.
+    pub virtio: u32,
+    /// The same layout as a DRM fourcc.
+    pub fourcc: DrmFourcc,
+    /// Byte index of blue, green, red within a pixel.
+    bgr: [usize; 3],
+    /// Byte index of alpha, `None` for the X formats.
+    alpha: Option<usize>,
+}
+
+impl PixelFormat {
+    /// The format of `VIRTIO_GPU_FORMAT_*` `virtio`, `None` if the spec has no such 2D format.
+    pub fn from_virtio(virtio: u32) -> Option<PixelFormat> {
+        let (fourcc, bgr, alpha) = match virtio {
+            VIRTIO_GPU_FORMAT_B8G8R8A8_UNORM => (DrmFourcc::Argb8888, [0, 1, 2], Some(3)),
+            VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM => (DrmFourcc::Xrgb8888, [0, 1, 2], None),
+            VIRTIO_GPU_FORMAT_A8R8G8B8_UNORM => (DrmFourcc::Bgra8888, [3, 2, 1], Some(0)),
+            VIRTIO_GPU_FORMAT_X8R8G8B8_UNORM => (DrmFourcc::Bgrx8888, [3, 2, 1], None),
+            VIRTIO_GPU_FORMAT_R8G8B8A8_UNORM => (DrmFourcc::Abgr8888, [2, 1, 0], Some(3)),
+            VIRTIO_GPU_FORMAT_X8B8G8R8_UNORM => (DrmFourcc::Rgbx8888, [1, 2, 3], None),
+            VIRTIO_GPU_FORMAT_A8B8G8R8_UNORM => (DrmFourcc::Rgba8888, [1, 2, 3], Some(0)),
+            VIRTIO_GPU_FORMAT_R8G8B8X8_UNORM => (DrmFourcc::Xbgr8888, [2, 1, 0], None),
+            _ => return None,
+        };
+        Some(PixelFormat {
+            virtio,
+            fourcc,
+            bgr,
+            alpha,
+        })
+    }
+
+    /// Converts one row of pixels in this format to little-endian ARGB8888 (bytes B, G, R, A;
+    /// A = 0xff without alpha). `src` and `dst` have the same length, a multiple of 4.
+    pub fn row_to_argb8888(&self, src: &[u8], dst: &mut [u8]) {
+        let [b, g, r] = self.bgr;
+        for (s, d) in src.chunks_exact(4).zip(dst.chunks_exact_mut(4)) {
+            d[0] = s[b];
+            d[1] = s[g];
+            d[2] = s[r];
+            d[3] = self.alpha.map_or(0xff, |a| s[a]);
+        }
+    }
+}
+
+enum ResourceKind {
+    /// A 2D resource with its pixels in host memory, rows of `width * 4` bytes.
+    Image {
+        format: PixelFormat,
+        pixels: Vec<u8>,
+        backing: Option<GuestBacking>,
+    },
+    /// A `BLOB_MEM_GUEST` blob: the guest's pages are the resource.
+    GuestBlob { backing: GuestBacking, size: u64 },
+}
+
+struct SoftResource {
+    width: u32,
+    height: u32,
+    kind: ResourceKind,
+}
+
+/// The pure-Rust 2D renderer.
+#[derive(Default)]
+pub struct SoftwareRenderer {
+    resources: HashMap<u32, SoftResource>,
+    completed: Vec<FenceId>,
+}
+
+impl SoftwareRenderer {
+    /// A renderer without resources.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn resource(&self, id: u32) -> Result<&SoftResource> {
+        self.resources
+            .get(&id)
+            .ok_or(RendererError::InvalidResourceId(id))
+    }
+}
+
+fn check_out_len(rect: Rect, out: &[u8]) -> Result<usize> {
+    let row = usize::try_from(rect.width)
+        .ok()
+        .and_then(|w| w.checked_mul(BYTES_PER_PIXEL as usize))
+        .ok_or_else(|| RendererError::InvalidParameter("rectangle too wide".into()))?;
+    let need = usize::try_from(rect.height)
+        .ok()
+        .and_then(|h| h.checked_mul(row));
+    if need != Some(out.len()) {
+        return Err(RendererError::InvalidParameter(format!(
+            "output buffer of {} bytes for a {}x{} rectangle",
+            out.len(),
+            rect.width,
+            rect.height
+        )));
+    }
+    Ok(row)
+}
+
+impl Renderer for SoftwareRenderer {
+    fn name(&self) -> &'static str {
+        "software"
+    }
+
+    fn capabilities(&self) -> RendererCapabilities {
+        RendererCapabilities {
+            three_d: false,
+            context_init: false,
+            blob_guest: true,
+            blob_host: false,
+        }
+    }
+
+    fn resource_create_2d(&mut self, id: u32, format: u32, width: u32, height: u32) -> Result<()> {
+        if self.resources.contains_key(&id) {
+            return Err(RendererError::InvalidResourceId(id));
+        }
+        let format = PixelFormat::from_virtio(format)
+            .ok_or_else(|| RendererError::InvalidParameter(format!("format {format}")))?;
+        let size = u64::from(width)
+            .checked_mul(u64::from(height))
+            .and_then(|p| p.checked_mul(u64::from(BYTES_PER_PIXEL)))
+            .and_then(|s| usize::try_from(s).ok())
+            .ok_or_else(|| RendererError::OutOfMemory(format!("{width}x{height}")))?;
+        let mut pixels = Vec::new();
+        pixels
+            .try_reserve_exact(size)
+            .map_err(|e| RendererError::OutOfMemory(format!("{width}x{height}: {e}")))?;
+        pixels.resize(size, 0);
+        self.resources.insert(
+            id,
+            SoftResource {
+                width,
+                height,
+                kind: ResourceKind::Image {
+                    format,
+                    pixels,
+                    backing: None,
+                },
+            },
+        );
+        Ok(())
+    }
+
+    fn resource_unref(&mut self, id: u32) -> Result<()> {
+        self.resources
+            .remove(&id)
+            .map(|_| ())
+            .ok_or(RendererError::InvalidResourceId(id))
+    }
+
+    fn attach_backing(&mut self, id: u32, new: GuestBacking) -> Result<()> {
+        let res = self
+            .resources
+            .get_mut(&id)
+            .ok_or(RendererError::InvalidResourceId(id))?;
+        match &mut res.kind {
+            ResourceKind::Image { backing, .. } => {
+                if backing.is_some() {
+                    return Err(RendererError::InvalidParameter(format!(
+                        "resource {id} already has a backing"
+                    )));
+                }
+                *backing = Some(new);
+                Ok(())
+            }
+            ResourceKind::GuestBlob { .. } => Err(RendererError::InvalidParameter(format!(
+                "resource {id} is a blob"
+            ))),
+        }
+    }
+
+    fn detach_backing(&mut self, id: u32) -> Result<()> {
+        let res = self
+            .resources
+            .get_mut(&id)
+            .ok_or(RendererError::InvalidResourceId(id))?;
+        match &mut res.kind {
+            ResourceKind::Image { backing, .. } => {
+                *backing = None;
+                Ok(())
+            }
+            ResourceKind::GuestBlob { .. } => Err(RendererError::InvalidParameter(format!(
+                "resource {id} is a blob"
+            ))),
+        }
+    }
+
+    fn transfer_to_host_2d(&mut self, id: u32, rect: Rect, offset: u64) -> Result<()> {
+        let res = self
+            .resources
+            .get_mut(&id)
+            .ok_or(RendererError::InvalidResourceId(id))?;
+        let (width, height) = (res.width, res.height);
+        let (pixels, backing) = match &mut res.kind {
+            ResourceKind::Image {
+                pixels, backing, ..
+            } => (pixels, backing),
+            ResourceKind::GuestBlob { .. } => {
+                return Err(RendererError::InvalidParameter(format!(
+                    "TRANSFER_TO_HOST_2D on blob {id}"
+                )))
+            }
+        };
+        let backing = backing.as_ref().ok_or_else(|| {
+            RendererError::InvalidParameter(format!("resource {id} has no backing"))
+        })?;
+        if !rect.is_inside(width, height) {
+            return Err(RendererError::InvalidParameter(format!(
+                "{rect:?} outside {width}x{height}"
+            )));
+        }
+        if rect.is_empty() {
+            return Ok(());
+        }
+        let bpp = u64::from(BYTES_PER_PIXEL);
+        // Rows of the resource and of the backing: the spec's 2D transfer has stride width * bpp.
+        let stride = u64::from(width) * bpp;
+        let row_len = u64::from(rect.width) * bpp;
+        // The whole source range must lie in the backing: no partial transfer.
+        let last = stride
+            .checked_mul(u64::from(rect.height - 1))
+            .and_then(|v| v.checked_add(offset))
+            .and_then(|v| v.checked_add(row_len))
+            .filter(|&end| end <= backing.len())
+            .ok_or_else(|| {
+                RendererError::InvalidParameter(format!(
+                    "transfer of {rect:?} at offset {offset} beyond the {}-byte backing",
+                    backing.len()
+                ))
+            })?;
+        debug!("transfer {rect:?} of resource {id}, offset {offset}, backing end {last}");
+        // All values below are bounded by the resource size (a usize allocation).
+        let row_usize = row_len as usize;
+        for i in 0..u64::from(rect.height) {
+            let src = offset + i * stride;
+            let dst = ((u64::from(rect.y) + i) * stride + u64::from(rect.x) * bpp) as usize;
+            let dst_row = pixels
+                .get_mut(dst..dst + row_usize)
+                .ok_or_else(|| RendererError::InvalidParameter("row outside resource".into()))?;
+            backing.read_at(src, dst_row)?;
+        }
+        Ok(())
+    }
+
+    fn create_fence(&mut self, fence: FenceId) -> Result<()> {
+        // Every command is executed synchronously, so the fence is already signalled.
+        self.completed.push(fence);
+        Ok(())
+    }
+
+    fn poll(&mut self) -> Vec<FenceId> {
+        std::mem::take(&mut self.completed)
+    }
+
+    fn create_blob(
+        &mut self,
+        id: u32,
+        ctx_id: u32,
+        args: &CreateBlob,
+        backing: Option<GuestBacking>,
+    ) -> Result<()> {
+        if self.resources.contains_key(&id) {
+            return Err(RendererError::InvalidResourceId(id));
+        }
+        if args.blob_mem != VIRTIO_GPU_BLOB_MEM_GUEST {
+            return Err(RendererError::Unsupported("host blobs"));
+        }
+        if ctx_id != 0 {
+            debug!("guest blob {id} names context {ctx_id}; contexts are not used here");
+        }
+        let backing = backing.ok_or_else(|| {
+            RendererError::InvalidParameter(format!("guest blob {id} without backing"))
+        })?;
+        if args.size > backing.len() {
+            return Err(RendererError::InvalidParameter(format!(
+                "blob {id} of {} bytes with a {}-byte backing",
+                args.size,
+                backing.len()
+            )));
+        }
+        self.resources.insert(
+            id,
+            SoftResource {
+                width: 0,
+                height: 0,
+                kind: ResourceKind::GuestBlob {
+                    backing,
+                    size: args.size,
+                },
+            },
+        );
+        Ok(())
+    }
+
+    fn resource_info(&self, id: u32) -> Result<ResourceInfo> {
+        let res = self.resource(id)?;
+        let fourcc = match &res.kind {
+            ResourceKind::Image { format, .. } => format.fourcc as u32,
+            ResourceKind::GuestBlob { .. } => 0,
+        };
+        Ok(ResourceInfo {
+            width: res.width,
+            height: res.height,
+            fourcc,
+        })
+    }
+
+    fn read_pixels(&mut self, id: u32, rect: Rect, out: &mut [u8]) -> Result<()> {
+        let res = self.resource(id)?;
+        let (format, pixels) = match &res.kind {
+            ResourceKind::Image { format, pixels, .. } => (format, pixels),
+            ResourceKind::GuestBlob { .. } => {
+                return Err(RendererError::InvalidParameter(format!(
+                    "blob {id} read without a scanout layout"
+                )))
+            }
+        };
+        if !rect.is_inside(res.width, res.height) {
+            return Err(RendererError::InvalidParameter(format!(
+                "{rect:?} outside {}x{}",
+                res.width, res.height
+            )));
+        }
+        let row = check_out_len(rect, out)?;
+        if row == 0 {
+            return Ok(());
+        }
+        // Bounded by the resource's allocation.
+        let stride = res.width as usize * BYTES_PER_PIXEL as usize;
+        for (i, dst) in out.chunks_exact_mut(row).enumerate() {
+            let start = (rect.y as usize + i) * stride + rect.x as usize * BYTES_PER_PIXEL as usize;
+            let src = pixels
+                .get(start..start + row)
+                .ok_or_else(|| RendererError::InvalidParameter("row outside resource".into()))?;
+            format.row_to_argb8888(src, dst);
+        }
+        Ok(())
+    }
+
+    fn read_blob_pixels(
+        &mut self,
+        id: u32,
+        layout: &BlobScanoutLayout,
+        rect: Rect,
+        out: &mut [u8],
+    ) -> Result<()> {
+        let res = self.resource(id)?;
+        let (backing, size) = match &res.kind {
+            ResourceKind::GuestBlob { backing, size } => (backing, *size),
+            ResourceKind::Image { .. } => {
+                return Err(RendererError::InvalidParameter(format!(
+                    "resource {id} is not a blob"
+                )))
+            }
+        };
+        let format = PixelFormat::from_virtio(layout.format).ok_or_else(|| {
+            RendererError::InvalidParameter(format!("scanout format {}", layout.format))
+        })?;
+        if !rect.is_inside(layout.width, layout.height) {
+            return Err(RendererError::InvalidParameter(format!(
+                "{rect:?} outside the {}x{} blob image",
+                layout.width, layout.height
+            )));
+        }
+        let row = check_out_len(rect, out)?;
+        if row == 0 {
+            return Ok(());
+        }
+        let bpp = u64::from(BYTES_PER_PIXEL);
+        let stride = u64::from(layout.strides[0]);
+        let base = u64::from(layout.offsets[0]);
+        // The image's last row must fit in the blob: strides smaller than a row or offsets past
+        // the end are refused here rather than read out of place.
+        if stride < u64::from(layout.width) * bpp {
+            return Err(RendererError::InvalidParameter(format!(
+                "stride {stride} below {} pixels",
+                layout.width
+            )));
+        }
+        let image_end = stride
+            .checked_mul(u64::from(layout.height.saturating_sub(1)))
+            .and_then(|v| v.checked_add(base))
+            .and_then(|v| v.checked_add(u64::from(layout.width) * bpp));
+        if !matches!(image_end, Some(end) if end <= size) {
+            return Err(RendererError::InvalidParameter(format!(
+                "blob image {layout:?} beyond the {size}-byte blob"
+            )));
+        }
+        let mut tmp = vec![0u8; row];
+        for (i, dst) in out.chunks_exact_mut(row).enumerate() {
+            // Inside the image, which was checked to lie inside the blob.
+            let src = base + (u64::from(rect.y) + i as u64) * stride + u64::from(rect.x) * bpp;
+            backing.read_at(src, &mut tmp)?;
+            format.row_to_argb8888(&tmp, dst);
+        }
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        if !self.resources.is_empty() {
+            warn!(
+                "software renderer reset with {} resources left",
+                self.resources.len()
+            );
+        }
+        self.resources.clear();
+        self.completed.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::BackingEntry;
+    use super::*;
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+    fn mem() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap()
+    }
+
+    /// A pixel value unique to (x, y), as 4 bytes in memory order.
+    fn px(x: u32, y: u32) -> [u8; 4] {
+        [x as u8, y as u8, (x * 7 + y * 13) as u8, 0x80 | (x + y) as u8]
+    }
+
+    #[test]
+    fn format_table_matches_pixman_and_drm() {
+        // B8G8R8A8: bytes B,G,R,A = little-endian ARGB8888.
+        let f = PixelFormat::from_virtio(VIRTIO_GPU_FORMAT_B8G8R8A8_UNORM).unwrap();
+        assert_eq!(f.fourcc, DrmFourcc::Argb8888);
+        let mut d = [0u8; 4];
+        f.row_to_argb8888(&[1, 2, 3, 4], &mut d);
+        assert_eq!(d, [1, 2, 3, 4]);
+        // Every format: a pixel with B=0x10, G=0x20, R=0x30, A=0x40 written in its byte order.
+        let cases: [(u32, [u8; 4], [u8; 4], DrmFourcc); 8] = [
+            (1, [0x10, 0x20, 0x30, 0x40], [0x10, 0x20, 0x30, 0x40], DrmFourcc::Argb8888),
+            (2, [0x10, 0x20, 0x30, 0x40], [0x10, 0x20, 0x30, 0xff], DrmFourcc::Xrgb8888),
+            (3, [0x40, 0x30, 0x20, 0x10], [0x10, 0x20, 0x30, 0x40], DrmFourcc::Bgra8888),
+            (4, [0x40, 0x30, 0x20, 0x10], [0x10, 0x20, 0x30, 0xff], DrmFourcc::Bgrx8888),
+            (67, [0x30, 0x20, 0x10, 0x40], [0x10, 0x20, 0x30, 0x40], DrmFourcc::Abgr8888),
+            (68, [0x40, 0x10, 0x20, 0x30], [0x10, 0x20, 0x30, 0xff], DrmFourcc::Rgbx8888),
+            (121, [0x40, 0x10, 0x20, 0x30], [0x10, 0x20, 0x30, 0x40], DrmFourcc::Rgba8888),
+            (134, [0x30, 0x20, 0x10, 0x40], [0x10, 0x20, 0x30, 0xff], DrmFourcc::Xbgr8888),
+        ];
+        for (virtio, src, want, fourcc) in cases {
+            let f = PixelFormat::from_virtio(virtio).unwrap();
+            assert_eq!(f.fourcc, fourcc, "format {virtio}");
+            let mut d = [0u8; 4];
+            f.row_to_argb8888(&src, &mut d);
+            assert_eq!(d, want, "format {virtio}");
+        }
+        assert!(PixelFormat::from_virtio(0).is_none());
+        assert!(PixelFormat::from_virtio(5).is_none());
+    }
+
+    /// Fills a `w`x`h` guest image at `addr` (stride w*4) with `px`.
+    fn fill_guest(m: &GuestMemoryMmap, addr: u64, w: u32, h: u32) {
+        for y in 0..h {
+            for x in 0..w {
+                m.write_slice(&px(x, y), GuestAddress(addr + u64::from((y * w + x) * 4)))
+                    .unwrap();
+            }
+        }
+    }
+
+    #[test]
+    fn partial_transfers_are_pixel_exact() {
+        // Odd width (stride 7*4 = 28 bytes), backing split in 3 uneven entries.
+        let (w, h) = (7u32, 5u32);
+        let m = mem();
+        let size = w * h * 4;
+        fill_guest(&m, 0x10000, w, h);
+        // Scatter the same bytes over three entries.
+        let mut img = vec![0u8; size as usize];
+        m.read_slice(&mut img, GuestAddress(0x10000)).unwrap();
+        let cuts = [0usize, 13, 61, size as usize];
+        let addrs = [0x20000u64, 0x30003, 0x40001];
+        let mut entries = Vec::new();
+        for i in 0..3 {
+            m.write_slice(&img[cuts[i]..cuts[i + 1]], GuestAddress(addrs[i]))
+                .unwrap();
+            entries.push(BackingEntry {
+                addr: addrs[i],
+                len: (cuts[i + 1] - cuts[i]) as u32,
+            });
+        }
+        let mut r = SoftwareRenderer::new();
+        r.resource_create_2d(1, VIRTIO_GPU_FORMAT_B8G8R8A8_UNORM, w, h)
+            .unwrap();
+        r.attach_backing(1, GuestBacking::new(m.clone(), entries).unwrap())
+            .unwrap();
+        // Transfer only the rect (2,1) 3x3: offset is the byte offset of its first pixel.
+        let rect = Rect::new(2, 1, 3, 3);
+        let offset = u64::from((1 * w + 2) * 4);
+        r.transfer_to_host_2d(1, rect, offset).unwrap();
+        let mut out = vec![0u8; (w * h * 4) as usize];
+        r.read_pixels(1, Rect::new(0, 0, w, h), &mut out).unwrap();
+        for y in 0..h {
+            for x in 0..w {
+                let i = ((y * w + x) * 4) as usize;
+                let want = if x >= 2 && x < 5 && y >= 1 && y < 4 {
+                    px(x, y)
+                } else {
+                    [0; 4]
+                };
+                assert_eq!(&out[i..i + 4], &want, "pixel ({x},{y})");
+            }
+        }
+        // A partial read returns just that rectangle, tightly packed.
+        let mut part = vec![0u8; 2 * 2 * 4];
+        r.read_pixels(1, Rect::new(3, 2, 2, 2), &mut part).unwrap();
+        assert_eq!(
+            part,
+            [px(3, 2), px(4, 2), px(3, 3), px(4, 3)].concat()
+        );
+    }
+
+    #[test]
+    fn transfer_offset_need_not_match_the_rect() {
+        // The guest may place the rect's data anywhere in the backing: offset is honoured as is.
+        let (w, h) = (5u32, 4u32);
+        let m = mem();
+        // Backing: 3 junk bytes, then a w*h image whose pixel (0,0) is what lands at (1,2).
+        let base = 0x10000u64;
+        m.write_slice(&[0xee; 3], GuestAddress(base)).unwrap();
+        fill_guest(&m, base + 3, w, h);
+        let mut r = SoftwareRenderer::new();
+        r.resource_create_2d(9, VIRTIO_GPU_FORMAT_X8R8G8B8_UNORM, w, h)
+            .unwrap();
+        r.attach_backing(
+            9,
+            GuestBacking::new(
+                m.clone(),
+                vec![BackingEntry {
+                    addr: base,
+                    len: 3 + w * h * 4,
+                }],
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        r.transfer_to_host_2d(9, Rect::new(1, 2, 2, 2), 3).unwrap();
+        let mut out = vec![0u8; 2 * 2 * 4];
+        r.read_pixels(9, Rect::new(1, 2, 2, 2), &mut out).unwrap();
+        // X8R8G8B8: bytes X,R,G,B -> output B,G,R,0xff. Row 1 of the source starts one stride
+        // (w*4) after the offset.
+        let conv = |p: [u8; 4]| [p[3], p[2], p[1], 0xff];
+        assert_eq!(
+            out,
+            [conv(px(0, 0)), conv(px(1, 0)), conv(px(0, 1)), conv(px(1, 1))].concat()
+        );
+    }
+
+    #[test]
+    fn transfers_beyond_the_backing_are_refused_whole() {
+        let m = mem();
+        let mut r = SoftwareRenderer::new();
+        r.resource_create_2d(1, VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM, 4, 4)
+            .unwrap();
+        // No backing yet.
+        assert!(matches!(
+            r.transfer_to_host_2d(1, Rect::new(0, 0, 4, 4), 0),
+            Err(RendererError::InvalidParameter(_))
+        ));
+        // A backing one byte short of the full image.
+        r.attach_backing(
+            1,
+            GuestBacking::new(
+                m.clone(),
+                vec![BackingEntry {
+                    addr: 0x1000,
+                    len: 63,
+                }],
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(r.transfer_to_host_2d(1, Rect::new(0, 0, 4, 4), 0).is_err());
+        assert!(r.transfer_to_host_2d(1, Rect::new(0, 0, 4, 3), 0).is_ok());
+        assert!(r
+            .transfer_to_host_2d(1, Rect::new(0, 0, 1, 1), u64::MAX - 2)
+            .is_err());
+        assert!(r.transfer_to_host_2d(1, Rect::new(3, 3, 2, 1), 0).is_err());
+        // Attaching twice is refused.
+        assert!(r
+            .attach_backing(
+                1,
+                GuestBacking::new(m, vec![BackingEntry { addr: 0, len: 4 }]).unwrap()
+            )
+            .is_err());
+        r.detach_backing(1).unwrap();
+        assert!(r.transfer_to_host_2d(1, Rect::new(0, 0, 1, 1), 0).is_err());
+    }
+
+    #[test]
+    fn create_checks_format_duplicates_and_huge_sizes() {
+        let mut r = SoftwareRenderer::new();
+        assert!(matches!(
+            r.resource_create_2d(1, 99, 4, 4),
+            Err(RendererError::InvalidParameter(_))
+        ));
+        r.resource_create_2d(1, 1, 4, 4).unwrap();
+        assert!(matches!(
+            r.resource_create_2d(1, 1, 4, 4),
+            Err(RendererError::InvalidResourceId(1))
+        ));
+        // An allocation the allocator refuses is an error, not an abort.
+        assert!(matches!(
+            r.resource_create_2d(2, 1, u32::MAX, u32::MAX),
+            Err(RendererError::OutOfMemory(_))
+        ));
+        assert_eq!(
+            r.resource_info(1).unwrap(),
+            ResourceInfo {
+                width: 4,
+                height: 4,
+                fourcc: DrmFourcc::Argb8888 as u32
+            }
+        );
+        r.resource_unref(1).unwrap();
+        assert!(r.resource_unref(1).is_err());
+        assert!(r.read_pixels(1, Rect::new(0, 0, 1, 1), &mut [0; 4]).is_err());
+    }
+
+    #[test]
+    fn guest_blob_scanout_reads_guest_memory_with_stride_and_offset() {
+        let m = mem();
+        let (w, h) = (3u32, 2u32);
+        let stride = 20u32; // 12 bytes of pixels + 8 of padding per row
+        let offset = 6u32;
+        let base = 0x5000u64;
+        for y in 0..h {
+            for x in 0..w {
+                let a = base + u64::from(offset + y * stride + x * 4);
+                m.write_slice(&px(x, y), GuestAddress(a)).unwrap();
+            }
+        }
+        let size = u64::from(offset + stride * (h - 1) + w * 4);
+        let backing = GuestBacking::new(
+            m.clone(),
+            vec![
+                BackingEntry {
+                    addr: base,
+                    len: 10,
+                },
+                BackingEntry {
+                    addr: base + 10,
+                    len: size as u32 - 10,
+                },
+            ],
+        )
+        .unwrap();
+        let mut r = SoftwareRenderer::new();
+        let args = CreateBlob {
+            blob_mem: VIRTIO_GPU_BLOB_MEM_GUEST,
+            blob_flags: 0,
+            blob_id: 0,
+            size,
+        };
+        r.create_blob(4, 0, &args, Some(backing.clone())).unwrap();
+        let layout = BlobScanoutLayout {
+            width: w,
+            height: h,
+            format: VIRTIO_GPU_FORMAT_B8G8R8A8_UNORM,
+            strides: [stride, 0, 0, 0],
+            offsets: [offset, 0, 0, 0],
+        };
+        let mut out = vec![0u8; (w * h * 4) as usize];
+        r.read_blob_pixels(4, &layout, Rect::new(0, 0, w, h), &mut out)
+            .unwrap();
+        assert_eq!(
+            out,
+            [px(0, 0), px(1, 0), px(2, 0), px(0, 1), px(1, 1), px(2, 1)].concat()
+        );
+        // Reads see later guest writes: no copy is kept.
+        m.write_slice(&[9, 9, 9, 9], GuestAddress(base + u64::from(offset + stride + 4)))
+            .unwrap();
+        let mut one = [0u8; 4];
+        r.read_blob_pixels(4, &layout, Rect::new(1, 1, 1, 1), &mut one)
+            .unwrap();
+        assert_eq!(one, [9, 9, 9, 9]);
+        // A layout reaching past the blob is refused.
+        let bad = BlobScanoutLayout {
+            height: h + 1,
+            ..layout
+        };
+        assert!(r
+            .read_blob_pixels(4, &bad, Rect::new(0, 0, 1, 1), &mut one)
+            .is_err());
+        let bad = BlobScanoutLayout {
+            strides: [8, 0, 0, 0],
+            ..layout
+        };
+        assert!(r
+            .read_blob_pixels(4, &bad, Rect::new(0, 0, 1, 1), &mut one)
+            .is_err());
+        // A blob larger than its backing is refused, host blobs are unsupported.
+        let big = CreateBlob {
+            size: size + 1,
+            ..args
+        };
+        assert!(r.create_blob(5, 0, &big, Some(backing.clone())).is_err());
+        let host = CreateBlob {
+            blob_mem: crate::protocol::VIRTIO_GPU_BLOB_MEM_HOST3D,
+            ..args
+        };
+        assert!(matches!(
+            r.create_blob(6, 1, &host, None),
+            Err(RendererError::Unsupported(_))
+        ));
+        // 2D operations on a blob are refused.
+        assert!(r.transfer_to_host_2d(4, Rect::new(0, 0, 1, 1), 0).is_err());
+        assert!(r.read_pixels(4, Rect::new(0, 0, 1, 1), &mut one).is_err());
+    }
+
+    #[test]
+    fn fences_complete_at_once() {
+        let mut r = SoftwareRenderer::new();
+        let f = FenceId {
+            ctx_id: 0,
+            ring_idx: None,
+            id: 5,
+        };
+        r.create_fence(f).unwrap();
+        assert_eq!(r.poll(), vec![f]);
+        assert!(r.poll().is_empty());
+    }
+}
