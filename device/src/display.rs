@@ -4,7 +4,15 @@
 //! screen. The vhost-user-gpu frontend (QEMU) is reached through the socket handed over with
 //! `VHOST_USER_GPU_SET_SOCKET`; without one the device is headless.
 
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use vhost::vhost_user::gpu_message::{
+    VhostUserGpuCursorPos, VhostUserGpuCursorUpdate, VhostUserGpuDMABUFScanout,
+    VhostUserGpuDMABUFScanout2, VhostUserGpuEdidRequest, VhostUserGpuScanout, VhostUserGpuUpdate,
+    VIRTIO_GPU_MAX_SCANOUTS,
+};
+use vhost::vhost_user::message::VhostUserU64;
+use vhost::vhost_user::GpuBackend;
 
 /// Width and height of the cursor image in pixels (the spec fixes 64x64).
 pub const CURSOR_SIZE: u32 = 64;
@@ -86,4 +94,449 @@ pub trait Display {
     fn cursor_move(&mut self, scanout_id: u32, x: u32, y: u32);
     /// Hide the cursor (VHOST_USER_GPU_CURSOR_POS_HIDE).
     fn cursor_hide(&mut self, scanout_id: u32, x: u32, y: u32);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Implementations
+// ---------------------------------------------------------------------------------------------
+
+/// `VHOST_USER_GPU_PROTOCOL_F_EDID` as a mask (bit 0). vhost 0.18's `VhostUserGpuProtocolFeatures`
+/// spells the bit *numbers* as masks (`EDID = 0`, `DMABUF2 = 1`), so we keep our own.
+pub const GPU_PROTOCOL_F_EDID: u64 = 1 << 0;
+/// `VHOST_USER_GPU_PROTOCOL_F_DMABUF2` as a mask (bit 1).
+pub const GPU_PROTOCOL_F_DMABUF2: u64 = 1 << 1;
+/// The GPU-socket protocol features this backend can use.
+pub const GPU_PROTOCOL_FEATURES_SUPPORTED: u64 = GPU_PROTOCOL_F_EDID | GPU_PROTOCOL_F_DMABUF2;
+
+/// Largest pixel payload of one VHOST_USER_GPU_UPDATE message. The protocol has no limit of its
+/// own (vhost's `GpuBackend` takes up to `u32::MAX` bytes, QEMU allocates whatever the header
+/// says), so a big damage rectangle is split into several updates of at most this many bytes:
+/// it bounds the frontend's allocation per message and keeps the socket moving.
+pub const MAX_UPDATE_PAYLOAD_BYTES: usize = 4 << 20;
+
+/// Size of an EDID blob in `virtio_gpu_resp_edid`.
+pub const EDID_BLOB_SIZE: usize = 1024;
+
+/// `VIRTIO_GPU_RESP_OK_DISPLAY_INFO`.
+const RESP_OK_DISPLAY_INFO: u32 = 0x1101;
+/// `VIRTIO_GPU_RESP_OK_EDID`.
+const RESP_OK_EDID: u32 = 0x1104;
+
+/// Bytes per XRGB8888 pixel.
+const BYTES_PER_PIXEL: usize = 4;
+
+/// Number of scanouts a display may know about (the spec's maximum).
+pub const MAX_SCANOUTS: usize = VIRTIO_GPU_MAX_SCANOUTS;
+
+/// No display peer: every picture is dropped, queries are unanswered (the device then uses its
+/// own defaults and generated EDID). Used with `--headless` and before the first
+/// `VHOST_USER_GPU_SET_SOCKET`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HeadlessDisplay;
+
+impl Display for HeadlessDisplay {
+    fn display_info(&mut self) -> Option<Vec<DisplayMode>> {
+        None
+    }
+    fn edid(&mut self, _scanout_id: u32) -> Option<Vec<u8>> {
+        None
+    }
+    fn scanout(&mut self, _scanout_id: u32, _width: u32, _height: u32) {}
+    fn update(&mut self, _: u32, _: u32, _: u32, _: u32, _: u32, _pixels: &[u8]) {}
+    fn supports_dmabuf(&self) -> bool {
+        false
+    }
+    fn dmabuf_scanout(&mut self, _scanout_id: u32, _scanout: &DmabufScanout<'_>) {}
+    fn dmabuf_update(&mut self, _: u32, _: u32, _: u32, _: u32, _: u32) {}
+    fn cursor_update(
+        &mut self,
+        _: u32,
+        _: u32,
+        _: u32,
+        _: u32,
+        _: u32,
+        _image: &[u32; (CURSOR_SIZE * CURSOR_SIZE) as usize],
+    ) {
+    }
+    fn cursor_move(&mut self, _: u32, _: u32, _: u32) {}
+    fn cursor_hide(&mut self, _: u32, _: u32, _: u32) {}
+}
+
+/// What a scanout currently shows on the frontend, as far as this display told it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum ScanoutShown {
+    /// Nothing (never set, or disabled).
+    #[default]
+    Nothing,
+    /// A pixel surface of this size (VHOST_USER_GPU_SCANOUT), fed with UPDATE.
+    Surface { width: u32, height: u32 },
+    /// A dmabuf (VHOST_USER_GPU_DMABUF_SCANOUT[2]), fed with DMABUF_UPDATE.
+    Dmabuf,
+}
+
+/// The display at the other end of QEMU's vhost-user-gpu socket (`VHOST_USER_GPU_SET_SOCKET`).
+///
+/// On a new socket it does the GET/SET_PROTOCOL_FEATURES handshake. It asks for EDIDs only when
+/// `VHOST_USER_GPU_PROTOCOL_F_EDID` was negotiated and only for scanouts below `num_scanouts`
+/// (QEMU never answers GET_EDID for a scanout it does not have, so asking would hang), and uses
+/// DMABUF_SCANOUT2 only with `..._F_DMABUF2` and a known modifier.
+///
+/// A socket error means the peer is gone: the socket is dropped and the display is headless
+/// until the next [`GpuSocketDisplay::set_socket`]. It never panics on what the peer does.
+///
+/// What the frontend shows (per scanout) survives a socket replacement, because QEMU keeps its
+/// surfaces across the SET_SOCKET it sends at every DRIVER_OK. An UPDATE for a scanout that was
+/// never given a size is dropped: QEMU would composite into a surface it does not have.
+pub struct GpuSocketDisplay {
+    socket: Option<GpuBackend>,
+    /// Protocol features negotiated on the current socket.
+    features: u64,
+    num_scanouts: u32,
+    shown: [ScanoutShown; MAX_SCANOUTS],
+}
+
+impl std::fmt::Debug for GpuSocketDisplay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuSocketDisplay")
+            .field("connected", &self.socket.is_some())
+            .field("features", &self.features)
+            .field("num_scanouts", &self.num_scanouts)
+            .field("shown", &self.shown)
+            .finish()
+    }
+}
+
+impl GpuSocketDisplay {
+    /// A display for a device with `num_scanouts` scanouts (clamped to 1..=16), with no socket
+    /// yet.
+    pub fn new(num_scanouts: u32) -> Self {
+        GpuSocketDisplay {
+            socket: None,
+            features: 0,
+            num_scanouts: num_scanouts.clamp(1, MAX_SCANOUTS as u32),
+            shown: [ScanoutShown::Nothing; MAX_SCANOUTS],
+        }
+    }
+
+    /// Replaces the socket (any older one is dropped) and does the protocol-feature handshake.
+    pub fn set_socket(&mut self, socket: GpuBackend) {
+        if self.socket.take().is_some() {
+            log::info!("display: replacing the GPU socket");
+        }
+        self.features = 0;
+        let offered = match socket.get_protocol_features() {
+            Ok(v) => v.value,
+            Err(e) => {
+                log::warn!("display: GET_PROTOCOL_FEATURES failed, staying headless: {e}");
+                return;
+            }
+        };
+        let features = offered & GPU_PROTOCOL_FEATURES_SUPPORTED;
+        if let Err(e) = socket.set_protocol_features(&VhostUserU64::new(features)) {
+            log::warn!("display: SET_PROTOCOL_FEATURES failed, staying headless: {e}");
+            return;
+        }
+        log::info!(
+            "display: GPU socket connected, protocol features offered {offered:#x}, using {features:#x}"
+        );
+        self.features = features;
+        self.socket = Some(socket);
+    }
+
+    /// The number of scanouts this display serves.
+    pub fn num_scanouts(&self) -> u32 {
+        self.num_scanouts
+    }
+
+    /// Whether a display peer is connected.
+    pub fn is_connected(&self) -> bool {
+        self.socket.is_some()
+    }
+
+    /// The GPU-socket protocol features negotiated on the current socket.
+    pub fn protocol_features(&self) -> u64 {
+        self.features
+    }
+
+    /// Drops the socket (the frontend went away or reset the device).
+    pub fn disconnect(&mut self) {
+        if self.socket.take().is_some() {
+            log::info!("display: GPU socket dropped");
+        }
+        self.features = 0;
+    }
+
+    /// Runs `f` on the socket; an error drops the socket (the peer is gone or broken).
+    fn with_socket<T>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&GpuBackend) -> std::io::Result<T>,
+    ) -> Option<T> {
+        let socket = self.socket.as_ref()?;
+        match f(socket) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                log::warn!("display: {what} failed ({e}); dropping the GPU socket, now headless");
+                self.disconnect();
+                None
+            }
+        }
+    }
+
+    fn shown_mut(&mut self, scanout_id: u32) -> Option<&mut ScanoutShown> {
+        if scanout_id >= self.num_scanouts {
+            log::warn!("display: scanout {scanout_id} out of range, ignored");
+            return None;
+        }
+        self.shown.get_mut(scanout_id as usize)
+    }
+
+    /// Sends one UPDATE of pixels that are already laid out tightly for `width x height`.
+    fn send_update(&mut self, update: VhostUserGpuUpdate, pixels: &[u8]) -> bool {
+        self.with_socket("UPDATE", |s| s.update_scanout(&update, pixels))
+            .is_some()
+    }
+}
+
+/// Checks that `x, y, width, height` is a non-empty rectangle inside `bound_w x bound_h`.
+fn rect_inside(x: u32, y: u32, width: u32, height: u32, bound_w: u32, bound_h: u32) -> bool {
+    width > 0
+        && height > 0
+        && x.checked_add(width).is_some_and(|r| r <= bound_w)
+        && y.checked_add(height).is_some_and(|b| b <= bound_h)
+}
+
+impl Display for GpuSocketDisplay {
+    fn display_info(&mut self) -> Option<Vec<DisplayMode>> {
+        let info = self.with_socket("GET_DISPLAY_INFO", |s| s.get_display_info())?;
+        let resp_type = info.hdr.type_;
+        if resp_type != RESP_OK_DISPLAY_INFO {
+            log::warn!("display: GET_DISPLAY_INFO answered with type {resp_type:#x}");
+            return None;
+        }
+        Some(
+            info.pmodes
+                .iter()
+                .take(self.num_scanouts as usize)
+                .map(|p| DisplayMode {
+                    x: p.r.x,
+                    y: p.r.y,
+                    width: p.r.width,
+                    height: p.r.height,
+                    enabled: p.enabled != 0,
+                })
+                .collect(),
+        )
+    }
+
+    fn edid(&mut self, scanout_id: u32) -> Option<Vec<u8>> {
+        if self.features & GPU_PROTOCOL_F_EDID == 0 || scanout_id >= self.num_scanouts {
+            return None;
+        }
+        let req = VhostUserGpuEdidRequest { scanout_id };
+        let resp = self.with_socket("GET_EDID", |s| s.get_edid(&req))?;
+        let resp_type = resp.hdr.type_;
+        let size = resp.size as usize;
+        if resp_type != RESP_OK_EDID || size == 0 || size > EDID_BLOB_SIZE {
+            log::warn!("display: GET_EDID answered with type {resp_type:#x}, size {size}");
+            return None;
+        }
+        resp.edid.get(..size).map(<[u8]>::to_vec)
+    }
+
+    fn scanout(&mut self, scanout_id: u32, width: u32, height: u32) {
+        let Some(shown) = self.shown_mut(scanout_id) else {
+            return;
+        };
+        let was_dmabuf = *shown == ScanoutShown::Dmabuf;
+        *shown = if width == 0 || height == 0 {
+            ScanoutShown::Nothing
+        } else {
+            ScanoutShown::Surface { width, height }
+        };
+        if was_dmabuf {
+            // Release the frontend's dmabuf first: DMABUF_SCANOUT without an fd disables it.
+            let off = VhostUserGpuDMABUFScanout {
+                scanout_id,
+                ..Default::default()
+            };
+            self.with_socket("DMABUF_SCANOUT (disable)", |s| {
+                s.set_dmabuf_scanout(&off, None::<&std::fs::File>)
+            });
+            if width == 0 || height == 0 {
+                return;
+            }
+        }
+        let msg = VhostUserGpuScanout {
+            scanout_id,
+            width: if height == 0 { 0 } else { width },
+            height: if width == 0 { 0 } else { height },
+        };
+        self.with_socket("SCANOUT", |s| s.set_scanout(&msg));
+    }
+
+    fn update(&mut self, scanout_id: u32, x: u32, y: u32, width: u32, height: u32, pixels: &[u8]) {
+        let Some(&mut ScanoutShown::Surface {
+            width: sw,
+            height: sh,
+        }) = self.shown_mut(scanout_id)
+        else {
+            log::debug!("display: UPDATE for scanout {scanout_id} without a surface, dropped");
+            return;
+        };
+        if !rect_inside(x, y, width, height, sw, sh) {
+            log::warn!(
+                "display: UPDATE {width}x{height}+{x}+{y} outside scanout {scanout_id} ({sw}x{sh}), dropped"
+            );
+            return;
+        }
+        // width, height <= the scanout size, which came from u32s; the products are checked.
+        let row_bytes = (width as usize).checked_mul(BYTES_PER_PIXEL);
+        let total = row_bytes.and_then(|r| r.checked_mul(height as usize));
+        let (Some(row_bytes), Some(total)) = (row_bytes, total) else {
+            return;
+        };
+        if pixels.len() != total {
+            log::warn!(
+                "display: UPDATE carries {} bytes, {width}x{height} needs {total}; dropped",
+                pixels.len()
+            );
+            return;
+        }
+        if self.socket.is_none() {
+            return;
+        }
+        if row_bytes <= MAX_UPDATE_PAYLOAD_BYTES {
+            // Whole rows per message: the chunk is a contiguous slice of `pixels`.
+            let rows_per_chunk = (MAX_UPDATE_PAYLOAD_BYTES / row_bytes).max(1);
+            for (i, chunk) in pixels.chunks(rows_per_chunk * row_bytes).enumerate() {
+                let rows = chunk.len() / row_bytes;
+                // i * rows_per_chunk < height (a u32), rows <= rows_per_chunk.
+                let y0 = y + (i * rows_per_chunk) as u32;
+                let msg = VhostUserGpuUpdate {
+                    scanout_id,
+                    x,
+                    y: y0,
+                    width,
+                    height: rows as u32,
+                };
+                if !self.send_update(msg, chunk) {
+                    return;
+                }
+            }
+        } else {
+            // A single row is bigger than a message: split each row into column pieces.
+            let cols_per_chunk = MAX_UPDATE_PAYLOAD_BYTES / BYTES_PER_PIXEL;
+            for (row_index, row) in pixels.chunks(row_bytes).enumerate() {
+                for (col_index, piece) in row.chunks(cols_per_chunk * BYTES_PER_PIXEL).enumerate() {
+                    let msg = VhostUserGpuUpdate {
+                        scanout_id,
+                        x: x + (col_index * cols_per_chunk) as u32,
+                        y: y + row_index as u32,
+                        width: (piece.len() / BYTES_PER_PIXEL) as u32,
+                        height: 1,
+                    };
+                    if !self.send_update(msg, piece) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn supports_dmabuf(&self) -> bool {
+        self.socket.is_some()
+    }
+
+    fn dmabuf_scanout(&mut self, scanout_id: u32, scanout: &DmabufScanout<'_>) {
+        let Some(shown) = self.shown_mut(scanout_id) else {
+            return;
+        };
+        *shown = ScanoutShown::Dmabuf;
+        let base = VhostUserGpuDMABUFScanout {
+            scanout_id,
+            x: scanout.x,
+            y: scanout.y,
+            width: scanout.width,
+            height: scanout.height,
+            fd_width: scanout.fd_width,
+            fd_height: scanout.fd_height,
+            fd_stride: scanout.fd_stride,
+            fd_flags: scanout.fd_flags,
+            fd_drm_fourcc: scanout.fourcc,
+        };
+        let fd = scanout.fd.as_fd();
+        match scanout.modifier {
+            Some(modifier) if self.features & GPU_PROTOCOL_F_DMABUF2 != 0 => {
+                let msg = VhostUserGpuDMABUFScanout2 {
+                    dmabuf_scanout: base,
+                    modifier,
+                };
+                self.with_socket("DMABUF_SCANOUT2", |s| {
+                    s.set_dmabuf_scanout2(&msg, Some(&fd))
+                });
+            }
+            _ => {
+                self.with_socket("DMABUF_SCANOUT", |s| s.set_dmabuf_scanout(&base, Some(&fd)));
+            }
+        }
+    }
+
+    fn dmabuf_update(&mut self, scanout_id: u32, x: u32, y: u32, width: u32, height: u32) {
+        if self.shown_mut(scanout_id).map(|s| *s) != Some(ScanoutShown::Dmabuf) {
+            log::debug!(
+                "display: DMABUF_UPDATE for scanout {scanout_id} without a dmabuf, dropped"
+            );
+            return;
+        }
+        let msg = VhostUserGpuUpdate {
+            scanout_id,
+            x,
+            y,
+            width,
+            height,
+        };
+        self.with_socket("DMABUF_UPDATE", |s| s.update_dmabuf_scanout(&msg));
+    }
+
+    fn cursor_update(
+        &mut self,
+        scanout_id: u32,
+        x: u32,
+        y: u32,
+        hot_x: u32,
+        hot_y: u32,
+        image: &[u32; (CURSOR_SIZE * CURSOR_SIZE) as usize],
+    ) {
+        if self.shown_mut(scanout_id).is_none() || self.socket.is_none() {
+            return;
+        }
+        // QEMU copies the data as native-endian uint32 ARGB words.
+        let mut bytes = [0u8; (CURSOR_SIZE * CURSOR_SIZE) as usize * 4];
+        for (dst, px) in bytes.chunks_exact_mut(4).zip(image.iter()) {
+            dst.copy_from_slice(&px.to_ne_bytes());
+        }
+        let msg = VhostUserGpuCursorUpdate {
+            pos: VhostUserGpuCursorPos { scanout_id, x, y },
+            hot_x,
+            hot_y,
+        };
+        self.with_socket("CURSOR_UPDATE", |s| s.cursor_update(&msg, &bytes));
+    }
+
+    fn cursor_move(&mut self, scanout_id: u32, x: u32, y: u32) {
+        if self.shown_mut(scanout_id).is_none() {
+            return;
+        }
+        let msg = VhostUserGpuCursorPos { scanout_id, x, y };
+        self.with_socket("CURSOR_POS", |s| s.cursor_pos(&msg));
+    }
+
+    fn cursor_hide(&mut self, scanout_id: u32, x: u32, y: u32) {
+        if self.shown_mut(scanout_id).is_none() {
+            return;
+        }
+        let msg = VhostUserGpuCursorPos { scanout_id, x, y };
+        self.with_socket("CURSOR_POS_HIDE", |s| s.cursor_pos_hide(&msg));
+    }
 }

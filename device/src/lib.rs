@@ -2,6 +2,7 @@
 //! renderers. See `DESIGN.md` for how a guest command travels through the modules.
 
 pub mod backend;
+pub mod cli;
 pub mod display;
 pub mod gpu;
 pub mod protocol;

@@ -1,1 +1,90 @@
-fn main() {}
+//! `vhost-user-gpu`: the daemon. See `--help`, and `device/README.md` for how a guest command
+//! travels through the code.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+
+use vhost_user_gpu::backend::{serve, GpuThreadHandle, VhostUserGpuBackend};
+use vhost_user_gpu::cli::{capabilities_json, Action, Cli, RendererKind, ServeOptions};
+use vhost_user_gpu::gpu::{GpuConfig, VirtioGpu};
+use vhost_user_gpu::renderer::software::SoftwareRenderer;
+use vhost_user_gpu::renderer::Renderer;
+
+/// Exit status for a command line that cannot be served (clap uses 2 for its own errors).
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let options = match cli.action() {
+        Ok(Action::PrintCapabilities) => {
+            print!("{}", capabilities_json());
+            return ExitCode::SUCCESS;
+        }
+        Ok(Action::Serve(options)) => options,
+        Err(e) => {
+            eprintln!("vhost-user-gpu: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match run(options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("vhost-user-gpu: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Creates the renderer `options` asks for. Runs on the GPU thread.
+fn create_renderer(options: &ServeOptions) -> Result<Box<dyn Renderer>, String> {
+    match options.renderer {
+        RendererKind::Software => {
+            if let Some(node) = &options.render_node {
+                log::warn!(
+                    "--render-node {} is ignored by the software renderer",
+                    node.display()
+                );
+            }
+            Ok(Box::new(SoftwareRenderer::new()))
+        }
+        RendererKind::Virglrenderer => Err(
+            "the virglrenderer renderer adapter (renderer/virgl.rs) is not available in this \
+             build yet; use --renderer software"
+                .into(),
+        ),
+        RendererKind::Gfxstream => {
+            Err("renderer 'gfxstream' was not compiled into this build".into())
+        }
+    }
+}
+
+fn run(options: ServeOptions) -> Result<(), Box<dyn std::error::Error>> {
+    let config = GpuConfig {
+        num_scanouts: options.num_scanouts,
+        max_hostmem: options.max_hostmem,
+        ..GpuConfig::default()
+    };
+    log::info!(
+        "renderer {}, {} scanout(s), max host memory {} bytes{}",
+        options.renderer,
+        options.num_scanouts,
+        options.max_hostmem,
+        if options.headless { ", headless" } else { "" }
+    );
+    let factory_options = options.clone();
+    let gpu = GpuThreadHandle::spawn(
+        move || {
+            let renderer = create_renderer(&factory_options)?;
+            Ok(VirtioGpu::new(renderer, config))
+        },
+        options.num_scanouts,
+        options.headless,
+    )?;
+    let backend = Arc::new(VhostUserGpuBackend::new(gpu.client()));
+    serve(&options.endpoint, backend)?;
+    Ok(())
+}

@@ -1,0 +1,320 @@
+//! The vhost-user side of the device: what the frontend negotiates, and how its requests and
+//! queue kicks reach the GPU thread.
+//!
+//! - [`VhostUserGpuBackend`] implements `vhost_user_backend::VhostUserBackend`. It owns no
+//!   device state: every request that touches the device (queue kicks, memory tables, the
+//!   display socket, resets) is forwarded to the GPU thread ([`gpu_thread`]), which owns
+//!   `VirtioGpu` and its (thread-affine, `!Send`) renderer.
+//! - [`serve`] accepts frontend connections one after the other, each with a fresh
+//!   `VhostUserDaemon`, and resets the device between them.
+//!
+//! Feature negotiation: the transport features a modern frontend expects (VERSION_1,
+//! EVENT_IDX, INDIRECT_DESC, NOTIFY_ON_EMPTY, RING_RESET) plus `VHOST_USER_F_PROTOCOL_FEATURES`
+//! and the `VIRTIO_GPU_F_*` bits the device reports; protocol features CONFIG (GET_CONFIG is
+//! how QEMU reads the config space), MQ, REPLY_ACK and RESET_DEVICE. STATUS is not offered:
+//! vhost 0.18's request handler does not implement SET_STATUS/GET_STATUS and would drop the
+//! connection on them.
+
+pub mod gpu_thread;
+pub mod serve;
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::{Arc, Mutex};
+
+use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
+use vhost::vhost_user::GpuBackend;
+use vhost_user_backend::{VhostUserBackend, VringRwLock};
+use virtio_bindings::virtio_config::{
+    VIRTIO_F_NOTIFY_ON_EMPTY, VIRTIO_F_RING_RESET, VIRTIO_F_VERSION_1,
+};
+use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
+};
+
+pub use gpu_thread::{GpuDevice, GpuThreadClient, GpuThreadHandle, Request, NUM_QUEUES};
+pub use serve::serve;
+
+use gpu_thread::GuestMemory;
+
+/// Largest virtqueue the device accepts (SET_VRING_NUM above it is refused). QEMU uses 256 for
+/// virtio-gpu; 1024 leaves room without letting a frontend size rings at will.
+pub const MAX_QUEUE_SIZE: usize = 1024;
+
+/// Transport features offered besides the device's own bits.
+pub const TRANSPORT_FEATURES: u64 = (1 << VIRTIO_F_VERSION_1)
+    | (1 << VIRTIO_RING_F_EVENT_IDX)
+    | (1 << VIRTIO_RING_F_INDIRECT_DESC)
+    | (1 << VIRTIO_F_NOTIFY_ON_EMPTY)
+    | (1 << VIRTIO_F_RING_RESET);
+
+/// Errors of the vhost-user side and the GPU thread.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The device (and its renderer) could not be created on the GPU thread.
+    #[error("cannot create the GPU device: {0}")]
+    DeviceInit(String),
+    /// The GPU thread could not be started.
+    #[error("cannot start the GPU thread: {0}")]
+    SpawnThread(#[source] io::Error),
+    /// The GPU thread ended (it panicked or shut down).
+    #[error("the GPU thread is gone")]
+    GpuThreadGone,
+    /// An eventfd could not be created.
+    #[error("cannot create an eventfd: {0}")]
+    EventFd(#[source] io::Error),
+    /// The GPU thread could not be woken.
+    #[error("cannot wake the GPU thread: {0}")]
+    Wake(#[source] io::Error),
+    /// The GPU thread's epoll failed.
+    #[error("epoll: {0}")]
+    Epoll(#[source] io::Error),
+    /// The vhost-user socket could not be set up.
+    #[error("vhost-user socket {what}: {source}")]
+    Socket {
+        /// What was being done.
+        what: String,
+        /// The error.
+        #[source]
+        source: vhost::vhost_user::Error,
+    },
+    /// The vhost-user daemon failed.
+    #[error("vhost-user daemon: {0}")]
+    Daemon(String),
+    /// An inherited file descriptor is not a UNIX stream socket we can serve.
+    #[error("--fd {fd}: {reason}")]
+    BadFd {
+        /// The descriptor.
+        fd: RawFd,
+        /// Why it cannot be used.
+        reason: String,
+    },
+}
+
+/// The `vhost_user_backend::VhostUserBackend` of the GPU: negotiation here, device work on the
+/// GPU thread.
+#[derive(Debug)]
+pub struct VhostUserGpuBackend {
+    gpu: Arc<GpuThreadClient>,
+    /// Read ends of the exit eventfds handed to vhost-user-backend's vring workers (see
+    /// [`VhostUserGpuBackend::close_exit_events`]).
+    exit_events: Mutex<Vec<RawFd>>,
+}
+
+impl VhostUserGpuBackend {
+    /// A backend forwarding to the GPU thread behind `gpu`.
+    pub fn new(gpu: Arc<GpuThreadClient>) -> Self {
+        VhostUserGpuBackend {
+            gpu,
+            exit_events: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The GPU thread's client.
+    pub fn gpu(&self) -> &GpuThreadClient {
+        &self.gpu
+    }
+
+    fn forward(&self, request: Request) -> io::Result<()> {
+        self.gpu
+            .send(request)
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+
+    /// Closes the exit eventfds of vring workers that have ended.
+    ///
+    /// vhost-user-backend 0.24 registers the `EventConsumer` returned by `exit_event()` in the
+    /// worker's epoll with `into_raw_fd()` and never closes it: one eventfd would leak per
+    /// connection. Call this only after the connection's `VhostUserDaemon` was dropped (that
+    /// joins its worker threads), so nothing refers to these descriptors any more.
+    pub fn close_exit_events(&self) {
+        let fds = match self.exit_events.lock() {
+            Ok(mut fds) => std::mem::take(&mut *fds),
+            Err(_) => return,
+        };
+        for fd in fds {
+            if !is_eventfd(fd) {
+                log::warn!("exit event fd {fd} is no longer an eventfd; not closing it");
+                continue;
+            }
+            // SAFETY: `fd` is the read end of an eventfd created in `exit_event()`, whose
+            // ownership vhost-user-backend took with `into_raw_fd()` and never closes; the
+            // worker thread that used it has been joined (the daemon was dropped), so this is
+            // now the only owner, and the check above shows the number still names an eventfd.
+            drop(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
+}
+
+/// Whether `fd` is an open eventfd of this process.
+fn is_eventfd(fd: RawFd) -> bool {
+    std::fs::read_link(format!("/proc/self/fd/{fd}"))
+        .is_ok_and(|target| target.as_os_str() == "anon_inode:[eventfd]")
+}
+
+impl VhostUserBackend for VhostUserGpuBackend {
+    type Bitmap = ();
+    type Vring = VringRwLock;
+
+    fn num_queues(&self) -> usize {
+        NUM_QUEUES
+    }
+
+    fn max_queue_size(&self) -> usize {
+        MAX_QUEUE_SIZE
+    }
+
+    fn features(&self) -> u64 {
+        TRANSPORT_FEATURES
+            | VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits()
+            | self.gpu.device_features()
+    }
+
+    fn acked_features(&self, features: u64) {
+        log::debug!("frontend acked features {features:#x}");
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        VhostUserProtocolFeatures::CONFIG
+            | VhostUserProtocolFeatures::MQ
+            | VhostUserProtocolFeatures::REPLY_ACK
+            | VhostUserProtocolFeatures::RESET_DEVICE
+    }
+
+    fn reset_device(&self) {
+        if let Err(e) = self.forward(Request::ResetDevice) {
+            log::error!("RESET_DEVICE: {e}");
+        }
+    }
+
+    fn set_event_idx(&self, enabled: bool) {
+        // The vrings themselves know it (vhost-user-backend sets it on each queue).
+        log::debug!("EVENT_IDX {}", if enabled { "on" } else { "off" });
+    }
+
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        config_slice(self.gpu.config_space(), offset, size)
+    }
+
+    fn set_config(&self, offset: u32, buf: &[u8]) -> io::Result<()> {
+        // The only writable field is events_clear (offset 4); the device raises no events,
+        // so there is nothing to clear. Anything outside the config space is refused.
+        let len = self.gpu.config_space().len();
+        let end = usize::try_from(offset)
+            .ok()
+            .and_then(|o| o.checked_add(buf.len()));
+        match end {
+            Some(end) if end <= len => Ok(()),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "SET_CONFIG {}@{offset} outside the {len}-byte config space",
+                    buf.len()
+                ),
+            )),
+        }
+    }
+
+    fn update_memory(&self, mem: GuestMemory) -> io::Result<()> {
+        self.forward(Request::Memory(mem))
+    }
+
+    fn set_gpu_socket(&self, gpu_backend: GpuBackend) -> io::Result<()> {
+        self.forward(Request::GpuSocket(gpu_backend))
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        match new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC) {
+            Ok((consumer, notifier)) => {
+                if let Ok(mut fds) = self.exit_events.lock() {
+                    fds.push(consumer.as_raw_fd());
+                }
+                Some((consumer, notifier))
+            }
+            Err(e) => {
+                log::error!("cannot create a vring worker exit event: {e}");
+                None
+            }
+        }
+    }
+
+    fn stop_vring(&self, queue_index: u32) -> io::Result<()> {
+        // The vring is already marked not ready; wait until the GPU thread is out of the batch
+        // it may be in, so it does not touch the stopped ring afterwards.
+        self.gpu.quiesce(queue_index as usize);
+        Ok(())
+    }
+
+    fn handle_event(
+        &self,
+        device_event: u16,
+        _evset: EventSet,
+        vrings: &[VringRwLock],
+        _thread_id: usize,
+    ) -> io::Result<()> {
+        let queue = usize::from(device_event);
+        if queue >= NUM_QUEUES {
+            log::warn!("unexpected event {device_event}");
+            return Ok(());
+        }
+        self.forward(Request::Kick {
+            queue,
+            vrings: vrings.to_vec(),
+        })
+    }
+}
+
+/// `size` bytes of `config` from `offset`, or nothing when the range is not inside it (the
+/// vhost-user library then answers GET_CONFIG with an empty payload, i.e. an error).
+pub fn config_slice(config: &[u8], offset: u32, size: u32) -> Vec<u8> {
+    let start = usize::try_from(offset).ok();
+    let end = start
+        .zip(usize::try_from(size).ok())
+        .and_then(|(s, n)| s.checked_add(n));
+    match (start, end) {
+        (Some(start), Some(end)) => {
+            config
+                .get(start..end)
+                .map(<[u8]>::to_vec)
+                .unwrap_or_else(|| {
+                    log::warn!(
+                        "GET_CONFIG {size}@{offset} outside the {}-byte config space",
+                        config.len()
+                    );
+                    Vec::new()
+                })
+        }
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_slice_honours_bounds() {
+        let cfg: Vec<u8> = (0..16).collect();
+        assert_eq!(config_slice(&cfg, 0, 16), cfg);
+        assert_eq!(config_slice(&cfg, 8, 4), vec![8, 9, 10, 11]);
+        assert_eq!(config_slice(&cfg, 12, 4), vec![12, 13, 14, 15]);
+        assert!(config_slice(&cfg, 12, 5).is_empty());
+        assert!(config_slice(&cfg, 16, 1).is_empty());
+        assert!(config_slice(&cfg, u32::MAX, 2).is_empty());
+        assert!(config_slice(&cfg, 1, u32::MAX).is_empty());
+        assert_eq!(config_slice(&cfg, 16, 0), Vec::<u8>::new());
+    }
+
+    #[test]
+    fn transport_features() {
+        assert_ne!(TRANSPORT_FEATURES & (1 << 32), 0, "VERSION_1");
+        assert_ne!(TRANSPORT_FEATURES & (1 << 29), 0, "EVENT_IDX");
+        assert_ne!(TRANSPORT_FEATURES & (1 << 28), 0, "INDIRECT_DESC");
+        assert_ne!(TRANSPORT_FEATURES & (1 << 24), 0, "NOTIFY_ON_EMPTY");
+        assert_ne!(TRANSPORT_FEATURES & (1 << 40), 0, "RING_RESET");
+        // No device-specific bit (0..=23) comes from the transport.
+        assert_eq!(TRANSPORT_FEATURES & 0xff_ffff, 0);
+    }
+}

@@ -1,0 +1,172 @@
+//! Serving frontends: one connection after the other, the device reset between them.
+//!
+//! vhost-user-backend's `VhostUserDaemon` serves a single connection: its request handler
+//! keeps per-connection state (owner, features, vrings) that a second frontend cannot reset,
+//! and `serve()` stops its vring workers when the connection ends. So every connection gets a
+//! fresh daemon over the same [`VhostUserGpuBackend`], while the GPU thread — and with it the
+//! renderer and its GL context — lives on. When a connection ends, the daemon is dropped
+//! (joining its vring worker), and the GPU thread resets the device (`VirtioGpu::reset()`),
+//! forgets the vrings, the guest memory and the display socket.
+//!
+//! `--fd`: an inherited *listening* socket is served like `--socket-path`, connection after
+//! connection. An inherited *connected* socket (what libvirt hands to QEMU's own backend) is
+//! refused with a clear error: vhost-user-backend 0.24 has no public way to serve an existing
+//! connection (its daemon only accepts on a listener or connects to a path).
+
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, RawFd};
+use std::os::unix::net::UnixListener;
+use std::sync::Arc;
+
+use vhost::vhost_user::Listener;
+use vhost_user_backend::VhostUserDaemon;
+use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
+
+use super::{BackendError, VhostUserGpuBackend};
+use crate::cli::Endpoint;
+
+/// Name of the daemon's threads.
+const DAEMON_NAME: &str = "vhost-user-gpu";
+
+/// Serves frontends on `endpoint` until the listener fails. Returns only on error.
+pub fn serve(endpoint: &Endpoint, backend: Arc<VhostUserGpuBackend>) -> Result<(), BackendError> {
+    let mut listener = match endpoint {
+        Endpoint::SocketPath(path) => {
+            let listener = Listener::new(path, true).map_err(|source| BackendError::Socket {
+                what: format!("listen on {}", path.display()),
+                source,
+            })?;
+            log::info!("listening on {}", path.display());
+            listener
+        }
+        Endpoint::Fd(fd) => inherited_listener(*fd)?,
+    };
+    loop {
+        serve_one(&mut listener, &backend)?;
+    }
+}
+
+/// Accepts one connection on `listener` and serves it until the frontend goes away.
+/// Errors of the connection itself are logged; only a failing listener is an error.
+pub fn serve_one(
+    listener: &mut Listener,
+    backend: &Arc<VhostUserGpuBackend>,
+) -> Result<(), BackendError> {
+    let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
+    let mut daemon = VhostUserDaemon::new(DAEMON_NAME.into(), backend.clone(), mem)
+        .map_err(|e| BackendError::Daemon(e.to_string()))?;
+    // Ok(connection result), or Err when no connection could be accepted.
+    let outcome = match daemon.start(listener) {
+        Ok(()) => {
+            log::info!("frontend connected");
+            Ok(daemon.wait().map_err(|e| e.to_string()))
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    // Dropping the daemon stops and joins its vring worker; then its leaked exit eventfd can
+    // be closed and the GPU thread can forget the connection.
+    drop(daemon);
+    backend.close_exit_events();
+    backend.gpu().disconnect()?;
+    match outcome {
+        Ok(Ok(())) => {
+            log::info!("frontend disconnected; device reset, waiting for the next one");
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            log::warn!("connection ended: {e}; device reset, waiting for the next one");
+            Ok(())
+        }
+        Err(e) => Err(BackendError::Daemon(e)),
+    }
+}
+
+/// Turns an inherited descriptor into a listener, refusing anything but a listening UNIX
+/// stream socket.
+fn inherited_listener(fd: RawFd) -> Result<Listener, BackendError> {
+    let bad = |reason: &str| BackendError::BadFd {
+        fd,
+        reason: reason.to_string(),
+    };
+    if fd < 0 {
+        return Err(bad("not a file descriptor"));
+    }
+    // SAFETY: fcntl(F_GETFD) only reads the descriptor flags; an invalid number gives EBADF.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(bad("not an open file descriptor"));
+    }
+    // SAFETY: the descriptor is open (checked above) and stays open for the borrow's life,
+    // which ends within this function.
+    let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+    if socket_option(borrowed, libc::SO_DOMAIN) != Some(libc::AF_UNIX)
+        || socket_option(borrowed, libc::SO_TYPE) != Some(libc::SOCK_STREAM)
+    {
+        return Err(bad("not a UNIX stream socket"));
+    }
+    if socket_option(borrowed, libc::SO_ACCEPTCONN) != Some(1) {
+        return Err(bad(
+            "a connected socket; this backend can serve an inherited listening socket only \
+             (vhost-user-backend 0.24 cannot take over an existing connection); use a \
+             listening socket or --socket-path",
+        ));
+    }
+    // SAFETY: the descriptor was handed to this process on the command line to be served; it
+    // is an open listening UNIX stream socket (checked above) and nothing else in the
+    // program owns it, so the listener becomes its only owner.
+    let listener = unsafe { UnixListener::from_raw_fd(fd) };
+    log::info!(
+        "serving the inherited listening socket {}",
+        listener.as_raw_fd()
+    );
+    Ok(Listener::from(listener))
+}
+
+/// An integer socket option, `None` when it cannot be read.
+fn socket_option(fd: BorrowedFd<'_>, option: libc::c_int) -> Option<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are valid for writes of the sizes given; the kernel writes at
+    // most `len` bytes into `value`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            option,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::IntoRawFd;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn inherited_fd_must_be_a_listening_unix_socket() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let e = inherited_listener(a.as_raw_fd()).unwrap_err().to_string();
+        assert!(e.contains("connected socket"), "{e}");
+
+        let file = std::fs::File::open("/proc/self/status").unwrap();
+        let e = inherited_listener(file.as_raw_fd())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a UNIX stream socket"), "{e}");
+
+        let e = inherited_listener(1_000_000).unwrap_err().to_string();
+        assert!(e.contains("not an open"), "{e}");
+
+        let dir = std::env::temp_dir().join(format!("vugpu-fd-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        let l = UnixListener::bind(&dir).unwrap();
+        let raw = l.into_raw_fd();
+        let listener = inherited_listener(raw).unwrap();
+        assert_eq!(listener.as_raw_fd(), raw);
+        let _c = UnixStream::connect(&dir).unwrap();
+        assert!(listener.accept().unwrap().is_some());
+        let _ = std::fs::remove_file(&dir);
+    }
+}
