@@ -540,3 +540,463 @@ impl Display for GpuSocketDisplay {
         self.with_socket("CURSOR_POS_HIDE", |s| s.cursor_pos_hide(&msg));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::os::unix::net::UnixStream;
+    use std::thread;
+    use vmm_sys_util::sock_ctrl_msg::ScmSocket;
+
+    const REPLY: u32 = 0x4;
+
+    /// The frontend's end of the GPU socket, reading and answering like QEMU.
+    struct Peer {
+        sock: UnixStream,
+    }
+
+    struct Msg {
+        request: u32,
+        flags: u32,
+        payload: Vec<u8>,
+        fds: Vec<OwnedFd>,
+    }
+
+    impl Msg {
+        fn u32_at(&self, i: usize) -> u32 {
+            u32::from_ne_bytes(self.payload[i * 4..i * 4 + 4].try_into().unwrap())
+        }
+    }
+
+    impl Peer {
+        fn read(&mut self) -> Msg {
+            let mut hdr = [0u8; 12];
+            let (n, file) = self.sock.recv_with_fd(&mut hdr).unwrap();
+            assert_eq!(n, 12, "short header");
+            let word = |i: usize| u32::from_ne_bytes(hdr[i * 4..i * 4 + 4].try_into().unwrap());
+            let mut payload = vec![0u8; word(2) as usize];
+            self.sock.read_exact(&mut payload).unwrap();
+            Msg {
+                request: word(0),
+                flags: word(1),
+                payload,
+                fds: file.into_iter().map(OwnedFd::from).collect(),
+            }
+        }
+
+        fn reply(&mut self, request: u32, payload: &[u8]) {
+            let mut m = Vec::new();
+            m.extend_from_slice(&request.to_ne_bytes());
+            m.extend_from_slice(&REPLY.to_ne_bytes());
+            m.extend_from_slice(&(payload.len() as u32).to_ne_bytes());
+            m.extend_from_slice(payload);
+            self.sock.write_all(&m).unwrap();
+        }
+
+        /// Nothing more was sent.
+        fn assert_silent(&mut self) {
+            self.sock.set_nonblocking(true).unwrap();
+            let mut b = [0u8; 1];
+            let r = self.sock.read(&mut b);
+            assert!(
+                matches!(&r, Ok(0)) // the display was dropped: closed, nothing sent
+                    || matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+                "unexpected bytes from the backend: {r:?}"
+            );
+            self.sock.set_nonblocking(false).unwrap();
+        }
+    }
+
+    /// A display connected to a peer that offers `offered` protocol features; checks the
+    /// handshake bytes.
+    fn connect(num_scanouts: u32, offered: u64) -> (GpuSocketDisplay, Peer) {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let mut peer = Peer { sock: theirs };
+        let t = thread::spawn(move || {
+            let mut d = GpuSocketDisplay::new(num_scanouts);
+            d.set_socket(GpuBackend::from_stream(ours));
+            d
+        });
+        let m = peer.read();
+        assert_eq!((m.request, m.flags, m.payload.len()), (1, 0, 0));
+        peer.reply(1, &offered.to_ne_bytes());
+        let m = peer.read();
+        assert_eq!(m.request, 2);
+        assert_eq!(
+            m.payload,
+            (offered & GPU_PROTOCOL_FEATURES_SUPPORTED).to_ne_bytes()
+        );
+        let d = t.join().unwrap();
+        assert!(d.is_connected());
+        (d, peer)
+    }
+
+    #[test]
+    fn handshake_takes_the_common_features() {
+        let (d, _p) = connect(1, GPU_PROTOCOL_F_EDID | GPU_PROTOCOL_F_DMABUF2);
+        assert_eq!(d.protocol_features(), 0b11);
+        let (d, _p) = connect(1, GPU_PROTOCOL_F_EDID | (1 << 7));
+        assert_eq!(d.protocol_features(), GPU_PROTOCOL_F_EDID);
+        let (d, _p) = connect(1, 0);
+        assert_eq!(d.protocol_features(), 0);
+    }
+
+    #[test]
+    fn handshake_with_a_dead_peer_stays_headless() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        drop(theirs);
+        let mut d = GpuSocketDisplay::new(1);
+        d.set_socket(GpuBackend::from_stream(ours));
+        assert!(!d.is_connected());
+        assert_eq!(d.display_info(), None);
+        d.scanout(0, 10, 10);
+        d.update(0, 0, 0, 1, 1, &[0; 4]);
+    }
+
+    #[test]
+    fn scanout_and_update_bytes() {
+        let (mut d, mut p) = connect(2, 0);
+        d.scanout(1, 64, 32);
+        let m = p.read();
+        assert_eq!((m.request, m.flags), (7, 0));
+        assert_eq!(m.payload.len(), 12);
+        assert_eq!((m.u32_at(0), m.u32_at(1), m.u32_at(2)), (1, 64, 32));
+
+        let pixels: Vec<u8> = (0..3 * 2 * 4).map(|i| i as u8).collect();
+        d.update(1, 5, 7, 3, 2, &pixels);
+        let m = p.read();
+        assert_eq!(m.request, 8);
+        assert_eq!(m.payload.len(), 20 + pixels.len());
+        assert_eq!(
+            (
+                m.u32_at(0),
+                m.u32_at(1),
+                m.u32_at(2),
+                m.u32_at(3),
+                m.u32_at(4)
+            ),
+            (1, 5, 7, 3, 2)
+        );
+        assert_eq!(&m.payload[20..], &pixels[..]);
+
+        // Disabling.
+        d.scanout(1, 0, 0);
+        let m = p.read();
+        assert_eq!(
+            (m.request, m.u32_at(0), m.u32_at(1), m.u32_at(2)),
+            (7, 1, 0, 0)
+        );
+        p.assert_silent();
+    }
+
+    #[test]
+    fn bad_updates_are_dropped() {
+        let (mut d, mut p) = connect(1, 0);
+        // No surface yet: QEMU would composite into nothing.
+        d.update(0, 0, 0, 1, 1, &[0; 4]);
+        // Out of range scanout.
+        d.scanout(1, 10, 10);
+        d.scanout(16, 10, 10);
+        p.assert_silent();
+        d.scanout(0, 10, 10);
+        p.read();
+        // Outside the surface, overflowing, wrong length, empty.
+        d.update(0, 8, 0, 3, 1, &[0; 12]);
+        d.update(0, u32::MAX, 0, 2, 1, &[0; 8]);
+        d.update(0, 0, 0, 2, 2, &[0; 15]);
+        d.update(0, 0, 0, 0, 2, &[]);
+        p.assert_silent();
+    }
+
+    #[test]
+    fn big_updates_are_split_by_rows() {
+        let (mut d, mut p) = connect(1, 0);
+        let (w, h) = (1024u32, 2048u32); // 8 MiB: two messages of 4 MiB
+        d.scanout(0, w, h);
+        p.read();
+        let pixels: Vec<u8> = (0..(w * h * 4) as usize)
+            .map(|i| (i / 4096) as u8)
+            .collect();
+        let t = thread::spawn(move || {
+            d.update(0, 0, 0, w, h, &pixels);
+            (d, pixels)
+        });
+        let mut got = Vec::new();
+        let mut next_y = 0;
+        while next_y < h {
+            let m = p.read();
+            assert_eq!(m.request, 8);
+            assert!(m.payload.len() - 20 <= MAX_UPDATE_PAYLOAD_BYTES);
+            assert_eq!((m.u32_at(1), m.u32_at(2), m.u32_at(3)), (0, next_y, w));
+            let rows = m.u32_at(4);
+            assert_eq!(m.payload.len() - 20, (rows * w * 4) as usize);
+            got.extend_from_slice(&m.payload[20..]);
+            next_y += rows;
+        }
+        assert_eq!(next_y, h);
+        let (_d, pixels) = t.join().unwrap();
+        assert_eq!(got, pixels);
+        p.assert_silent();
+    }
+
+    #[test]
+    fn rows_wider_than_a_message_are_split_by_columns() {
+        let (mut d, mut p) = connect(1, 0);
+        let w = (MAX_UPDATE_PAYLOAD_BYTES / 4) as u32 + 10;
+        d.scanout(0, w, 2);
+        p.read();
+        let pixels: Vec<u8> = (0..(w * 2 * 4) as usize).map(|i| (i % 251) as u8).collect();
+        let t = thread::spawn(move || {
+            d.update(0, 0, 0, w, 2, &pixels);
+            pixels
+        });
+        let mut got = Vec::new();
+        for (x, y, width) in [
+            (0, 0, w - 10),
+            (w - 10, 0, 10),
+            (0, 1, w - 10),
+            (w - 10, 1, 10),
+        ] {
+            let m = p.read();
+            assert_eq!(m.request, 8);
+            assert_eq!(
+                (m.u32_at(1), m.u32_at(2), m.u32_at(3), m.u32_at(4)),
+                (x, y, width, 1)
+            );
+            got.extend_from_slice(&m.payload[20..]);
+        }
+        assert_eq!(got, t.join().unwrap());
+    }
+
+    #[test]
+    fn display_info_and_edid() {
+        let (mut d, mut p) = connect(2, GPU_PROTOCOL_F_EDID);
+        let t = thread::spawn(move || {
+            let info = d.display_info();
+            let edid = d.edid(1);
+            // Never asked for a scanout the device does not have (QEMU would not answer).
+            let none = d.edid(2);
+            (info, edid, none)
+        });
+        let m = p.read();
+        assert_eq!((m.request, m.payload.len()), (3, 0));
+        let mut info = vec![0u8; 408];
+        info[0..4].copy_from_slice(&RESP_OK_DISPLAY_INFO.to_ne_bytes());
+        for (i, v) in [0u32, 0, 1280, 800, 1, 0].iter().enumerate() {
+            info[24 + i * 4..28 + i * 4].copy_from_slice(&v.to_ne_bytes());
+        }
+        for (i, v) in [1280u32, 0, 640, 480, 0, 0].iter().enumerate() {
+            info[48 + i * 4..52 + i * 4].copy_from_slice(&v.to_ne_bytes());
+        }
+        p.reply(3, &info);
+        let m = p.read();
+        assert_eq!((m.request, m.payload.len(), m.u32_at(0)), (11, 4, 1));
+        let mut edid = vec![0u8; 1056];
+        edid[0..4].copy_from_slice(&RESP_OK_EDID.to_ne_bytes());
+        edid[24..28].copy_from_slice(&128u32.to_ne_bytes());
+        edid[32..160].fill(0xab);
+        p.reply(11, &edid);
+        let (info, edid, none) = t.join().unwrap();
+        assert_eq!(
+            info.unwrap(),
+            vec![
+                DisplayMode {
+                    x: 0,
+                    y: 0,
+                    width: 1280,
+                    height: 800,
+                    enabled: true
+                },
+                DisplayMode {
+                    x: 1280,
+                    y: 0,
+                    width: 640,
+                    height: 480,
+                    enabled: false
+                },
+            ]
+        );
+        assert_eq!(edid.unwrap(), vec![0xab; 128]);
+        assert_eq!(none, None);
+        p.assert_silent();
+    }
+
+    #[test]
+    fn edid_needs_the_protocol_feature() {
+        let (mut d, mut p) = connect(1, GPU_PROTOCOL_F_DMABUF2);
+        assert_eq!(d.edid(0), None);
+        p.assert_silent();
+    }
+
+    #[test]
+    fn bad_edid_reply_is_refused() {
+        let (mut d, mut p) = connect(1, GPU_PROTOCOL_F_EDID);
+        let t = thread::spawn(move || d.edid(0));
+        p.read();
+        let mut edid = vec![0u8; 1056];
+        edid[0..4].copy_from_slice(&RESP_OK_EDID.to_ne_bytes());
+        edid[24..28].copy_from_slice(&2000u32.to_ne_bytes());
+        p.reply(11, &edid);
+        assert_eq!(t.join().unwrap(), None);
+    }
+
+    #[test]
+    fn cursor_messages() {
+        let (mut d, mut p) = connect(1, 0);
+        let mut image = [0u32; 64 * 64];
+        image[0] = 0xff00_00ff;
+        image[4095] = 0x1234_5678;
+        d.cursor_update(0, 10, 20, 3, 4, &image);
+        let m = p.read();
+        assert_eq!(m.request, 6);
+        assert_eq!(m.payload.len(), 20 + 16384);
+        assert_eq!(
+            (
+                m.u32_at(0),
+                m.u32_at(1),
+                m.u32_at(2),
+                m.u32_at(3),
+                m.u32_at(4)
+            ),
+            (0, 10, 20, 3, 4)
+        );
+        assert_eq!(m.u32_at(5), 0xff00_00ff);
+        assert_eq!(m.u32_at(5 + 4095), 0x1234_5678);
+        d.cursor_move(0, 30, 40);
+        let m = p.read();
+        assert_eq!(
+            (m.request, m.u32_at(0), m.u32_at(1), m.u32_at(2)),
+            (4, 0, 30, 40)
+        );
+        d.cursor_hide(0, 30, 40);
+        let m = p.read();
+        assert_eq!((m.request, m.payload.len()), (5, 12));
+        d.cursor_move(5, 1, 1);
+        p.assert_silent();
+    }
+
+    #[test]
+    fn dmabuf_scanouts() {
+        let file = std::fs::File::open("/proc/self/status").unwrap();
+        for (offered, modifier, expect) in [
+            (
+                GPU_PROTOCOL_F_DMABUF2,
+                Some(0x0100_0000_0000_0001u64),
+                12u32,
+            ),
+            (GPU_PROTOCOL_F_DMABUF2, None, 9),
+            (0, Some(7), 9),
+        ] {
+            let (mut d, mut p) = connect(1, offered);
+            assert!(d.supports_dmabuf());
+            let s = DmabufScanout {
+                fd: file.as_fd(),
+                x: 1,
+                y: 2,
+                width: 3,
+                height: 4,
+                fd_width: 5,
+                fd_height: 6,
+                fd_stride: 20,
+                fd_flags: 0,
+                fourcc: 0x3432_5258,
+                modifier,
+            };
+            d.dmabuf_scanout(0, &s);
+            let m = p.read();
+            assert_eq!(m.request, expect);
+            assert_eq!(m.fds.len(), 1);
+            assert_eq!(m.payload.len(), if expect == 12 { 48 } else { 40 });
+            assert_eq!(m.u32_at(9), 0x3432_5258);
+            if expect == 12 {
+                assert_eq!(
+                    u64::from_ne_bytes(m.payload[40..48].try_into().unwrap()),
+                    0x0100_0000_0000_0001
+                );
+            }
+            // DMABUF_UPDATE waits for the frontend's reply.
+            let t = thread::spawn(move || {
+                d.dmabuf_update(0, 0, 0, 3, 4);
+                d
+            });
+            let m = p.read();
+            assert_eq!((m.request, m.payload.len()), (10, 20));
+            p.reply(10, &[]);
+            let mut d = t.join().unwrap();
+            assert!(d.is_connected());
+            // Going back to a pixel surface releases the dmabuf first.
+            d.scanout(0, 8, 8);
+            let m = p.read();
+            assert_eq!((m.request, m.fds.len()), (9, 0));
+            let m = p.read();
+            assert_eq!(m.request, 7);
+            p.assert_silent();
+            drop(m.fds);
+        }
+        let _ = file.as_raw_fd();
+    }
+
+    #[test]
+    fn peer_gone_makes_the_display_headless() {
+        let (mut d, p) = connect(1, GPU_PROTOCOL_F_EDID);
+        d.scanout(0, 4, 4);
+        drop(p);
+        // Writes fail (EPIPE), then the socket is dropped; nothing panics.
+        d.update(0, 0, 0, 4, 4, &[0; 64]);
+        d.scanout(0, 4, 4);
+        assert!(!d.is_connected());
+        assert_eq!(d.display_info(), None);
+        assert_eq!(d.edid(0), None);
+        d.cursor_move(0, 1, 1);
+        assert!(!d.supports_dmabuf());
+    }
+
+    #[test]
+    fn peer_gone_while_waiting_for_a_reply() {
+        let (mut d, mut p) = connect(1, GPU_PROTOCOL_F_EDID);
+        let t = thread::spawn(move || {
+            let info = d.display_info();
+            (info, d)
+        });
+        p.read();
+        drop(p);
+        let (info, d) = t.join().unwrap();
+        assert_eq!(info, None);
+        assert!(!d.is_connected());
+    }
+
+    #[test]
+    fn a_new_socket_replaces_the_old_one() {
+        let (mut d, mut old) = connect(1, 0);
+        d.scanout(0, 4, 4);
+        old.read();
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let mut new = Peer { sock: theirs };
+        let t = thread::spawn(move || {
+            d.set_socket(GpuBackend::from_stream(ours));
+            // The surface announced on the old socket is still known to the frontend.
+            d.update(0, 0, 0, 1, 1, &[1, 2, 3, 4]);
+            d
+        });
+        new.read();
+        new.reply(1, &0u64.to_ne_bytes());
+        new.read();
+        let m = new.read();
+        assert_eq!((m.request, &m.payload[20..]), (8, &[1u8, 2, 3, 4][..]));
+        let _d = t.join().unwrap();
+        // The old socket was closed.
+        let mut b = [0u8; 1];
+        assert_eq!(old.sock.read(&mut b).unwrap(), 0);
+    }
+
+    #[test]
+    fn headless_display_answers_nothing() {
+        let mut h = HeadlessDisplay;
+        assert_eq!(h.display_info(), None);
+        assert_eq!(h.edid(0), None);
+        assert!(!h.supports_dmabuf());
+        h.update(0, 0, 0, 1, 1, &[0; 4]);
+    }
+}

@@ -241,7 +241,7 @@ impl GpuThreadHandle {
                 let display = if headless {
                     DisplayPeer::Headless(HeadlessDisplay)
                 } else {
-                    DisplayPeer::Socket(GpuSocketDisplay::new(num_scanouts))
+                    DisplayPeer::Socket(Box::new(GpuSocketDisplay::new(num_scanouts)))
                 };
                 let mut thread =
                     match GpuThread::new(device, display, rx, thread_wake, thread_shared) {
@@ -307,14 +307,14 @@ enum DisplayPeer {
     /// `--headless`: display sockets are refused.
     Headless(HeadlessDisplay),
     /// QEMU's display socket, once the frontend handed it over.
-    Socket(GpuSocketDisplay),
+    Socket(Box<GpuSocketDisplay>),
 }
 
 impl DisplayPeer {
     fn as_dyn(&mut self) -> &mut dyn Display {
         match self {
             DisplayPeer::Headless(d) => d,
-            DisplayPeer::Socket(d) => d,
+            DisplayPeer::Socket(d) => d.as_mut(),
         }
     }
 }
@@ -477,7 +477,7 @@ impl<D: GpuDevice> GpuThread<D> {
                 self.mem = None;
                 self.kicked = [false; NUM_QUEUES];
                 if let DisplayPeer::Socket(d) = &mut self.display {
-                    *d = GpuSocketDisplay::new(d.num_scanouts());
+                    **d = GpuSocketDisplay::new(d.num_scanouts());
                 }
                 self.shared.control_stopped.store(false, Ordering::SeqCst);
                 let _ = ack.send(());

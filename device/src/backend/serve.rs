@@ -147,23 +147,26 @@ mod tests {
     #[test]
     fn inherited_fd_must_be_a_listening_unix_socket() {
         let (a, _b) = UnixStream::pair().unwrap();
-        let e = inherited_listener(a.as_raw_fd()).unwrap_err().to_string();
+        let e = inherited_listener(a.as_raw_fd()).err().unwrap().to_string();
         assert!(e.contains("connected socket"), "{e}");
 
         let file = std::fs::File::open("/proc/self/status").unwrap();
         let e = inherited_listener(file.as_raw_fd())
-            .unwrap_err()
+            .err()
+            .unwrap()
             .to_string();
         assert!(e.contains("not a UNIX stream socket"), "{e}");
 
-        let e = inherited_listener(1_000_000).unwrap_err().to_string();
+        let e = inherited_listener(1_000_000).err().unwrap().to_string();
         assert!(e.contains("not an open"), "{e}");
 
         let dir = std::env::temp_dir().join(format!("vugpu-fd-{}", std::process::id()));
         let _ = std::fs::remove_file(&dir);
         let l = UnixListener::bind(&dir).unwrap();
         let raw = l.into_raw_fd();
-        let listener = inherited_listener(raw).unwrap();
+        let Ok(listener) = inherited_listener(raw) else {
+            panic!("a listening socket must be accepted")
+        };
         assert_eq!(listener.as_raw_fd(), raw);
         let _c = UnixStream::connect(&dir).unwrap();
         assert!(listener.accept().unwrap().is_some());
