@@ -13,7 +13,12 @@
 //! Everything here is `unsafe` to use; the `virglrenderer` crate is the safe binding.
 
 #![allow(non_upper_case_globals, non_camel_case_types, non_snake_case)]
-#![allow(missing_docs, clippy::all, clippy::undocumented_unsafe_blocks)]
+#![allow(
+    missing_docs,
+    clippy::all,
+    clippy::undocumented_unsafe_blocks,
+    clippy::multiple_unsafe_ops_per_block
+)]
 
 pub use libc::iovec;
 

@@ -49,6 +49,25 @@
 //! # }
 //! ```
 
+//! # Thread affinity
+//!
+//! The renderer and its handles cannot be sent to another thread:
+//!
+//! ```compile_fail
+//! fn assert_send<T: Send>() {}
+//! assert_send::<virglrenderer::VirglRenderer>();
+//! ```
+//!
+//! ```compile_fail
+//! fn assert_send<T: Send>() {}
+//! assert_send::<virglrenderer::Resource>();
+//! ```
+//!
+//! ```compile_fail
+//! fn assert_sync<T: Sync>() {}
+//! assert_sync::<virglrenderer::Context>();
+//! ```
+
 mod backing;
 mod context;
 mod error;

@@ -1,0 +1,45 @@
+//! Capsets (GET_CAPSET_INFO / GET_CAPSET).
+
+mod common;
+
+use virglrenderer::{Error, CAPSET_VENUS, CAPSET_VIRGL, CAPSET_VIRGL2};
+
+#[test]
+fn virgl2_capset_reads() {
+    let r = common::renderer();
+    let info = r.capset_info(CAPSET_VIRGL2).expect("VIRGL2 capset");
+    assert_eq!(info.max_version, 2);
+    assert!(info.max_size > 1000, "size {}", info.max_size);
+    let data = r.capset(CAPSET_VIRGL2, 2).unwrap();
+    assert_eq!(data.len(), info.max_size as usize);
+    // The first word of the caps union is max_version.
+    assert_eq!(u32::from_le_bytes([data[0], data[1], data[2], data[3]]), 2);
+    // Non-trivial: most of it is filled in (limits, format masks, renderer string).
+    let nonzero = data.iter().filter(|&&b| b != 0).count();
+    assert!(nonzero > 200, "only {nonzero} non-zero bytes");
+}
+
+#[test]
+fn virgl_capset_reads() {
+    let r = common::renderer();
+    let info = r.capset_info(CAPSET_VIRGL).expect("VIRGL capset");
+    assert_eq!(info.max_version, 1);
+    let data = r.capset(CAPSET_VIRGL, 1).unwrap();
+    assert_eq!(data.len(), info.max_size as usize);
+    assert_eq!(u32::from_le_bytes([data[0], data[1], data[2], data[3]]), 1);
+}
+
+#[test]
+fn unknown_and_disabled_capsets() {
+    let r = common::renderer();
+    assert!(r.capset_info(99).is_none());
+    assert!(matches!(r.capset(99, 0), Err(Error::UnknownCapset(99))));
+    // Venus was not enabled at init.
+    assert!(r.capset_info(CAPSET_VENUS).is_none());
+    assert!(matches!(
+        r.capset(CAPSET_VIRGL2, 3),
+        Err(Error::InvalidArgument(_))
+    ));
+    let ids: Vec<u32> = r.capsets().iter().map(|c| c.capset_id).collect();
+    assert_eq!(ids, vec![CAPSET_VIRGL, CAPSET_VIRGL2]);
+}

@@ -1,0 +1,63 @@
+//! Initialization: one renderer per process, typed errors, re-init after drop.
+
+mod common;
+
+use virglrenderer::{Error, RendererFlags, VirglRenderer};
+
+#[test]
+fn second_init_is_refused_while_one_lives() {
+    let r = common::renderer();
+    let err = VirglRenderer::init(RendererFlags::surfaceless()).unwrap_err();
+    assert!(matches!(err, Error::AlreadyInitialized), "{err:?}");
+    // The first one still works.
+    assert!(r.capset_info(virglrenderer::CAPSET_VIRGL2).is_some());
+}
+
+#[test]
+fn reinit_after_drop_works() {
+    for round in 0..3 {
+        let r = common::renderer();
+        let ctx = r.create_context(1, b"round", None).unwrap();
+        let res = r
+            .create_resource_2d(1, virglrenderer::format::B8G8R8A8_UNORM, 16, 16)
+            .unwrap();
+        ctx.attach(&res).unwrap();
+        let caps = r.capset(virglrenderer::CAPSET_VIRGL2, 2).unwrap();
+        assert!(caps.len() > 1000, "round {round}: {}", caps.len());
+        drop((ctx, res, r));
+    }
+}
+
+#[test]
+fn a_live_handle_keeps_the_library_initialized() {
+    let r = common::renderer();
+    let res = r
+        .create_resource_2d(7, virglrenderer::format::B8G8R8A8_UNORM, 8, 8)
+        .unwrap();
+    drop(r);
+    // The resource still holds the library: a new renderer is refused, the handle still works.
+    let err = VirglRenderer::init(RendererFlags::surfaceless()).unwrap_err();
+    assert!(matches!(err, Error::AlreadyInitialized), "{err:?}");
+    let info = res.info().unwrap();
+    assert_eq!((info.width, info.height), (8, 8));
+    drop(res);
+    // Now everything is gone and cleanup ran.
+    let r = VirglRenderer::init(RendererFlags::surfaceless()).unwrap();
+    assert!(r.capset_info(virglrenderer::CAPSET_VIRGL).is_some());
+}
+
+#[test]
+fn unknown_flag_bits_are_refused() {
+    assert!(RendererFlags::from_bits(1 << 30).is_none());
+    assert_eq!(
+        RendererFlags::from_bits(0x19),
+        Some(RendererFlags::surfaceless_gles())
+    );
+}
+
+#[test]
+fn gles_flags_initialize() {
+    let r = common::renderer_with(RendererFlags::USE_GLES);
+    let caps = r.capset(virglrenderer::CAPSET_VIRGL2, 2).unwrap();
+    assert!(caps.len() > 1000);
+}
