@@ -203,6 +203,7 @@ def main():
     ap.add_argument("--kernel")
     ap.add_argument("--initrd")
     ap.add_argument("--smp", type=int, default=2)
+    ap.add_argument("--cpu", default="Nehalem", help="QEMU -cpu model (with max, LLVM in the guest aborts: 64-bit code requested on a subtarget that doesn't support it)")
     ap.add_argument("--qemu", default=os.environ.get("QEMU", "qemu-system-x86_64"))
     args = ap.parse_args()
 
@@ -248,7 +249,7 @@ def main():
                   f"e2e.hold={int(args.timeout) + 60}")
         qemu_cmd = [
             args.qemu, "-nodefaults", "-no-user-config", "-no-reboot",
-            "-machine", "q35,accel=tcg,memory-backend=mem", "-cpu", "max", "-smp", str(args.smp),
+            "-machine", "q35,accel=tcg,memory-backend=mem", "-cpu", args.cpu, "-smp", str(args.smp),
             "-m", "1G", "-object", "memory-backend-memfd,id=mem,size=1G,share=on",
             "-kernel", kernel, "-initrd", initrd, "-append", append,
             "-chardev", f"socket,id=vgpu,path={sock}",
@@ -364,8 +365,17 @@ def main():
             qmp.close()
         elif want_screen and not screen_line:
             failures.append("the guest never showed its picture (no E2E-SCREEN-READY)")
+        if result_line:  # the guest powers off after its result: let QEMU finish first
+            try:
+                qemu.wait(15)
+            except subprocess.TimeoutExpired:
+                pass
+            time.sleep(0.3)
         if backend.poll() is not None:
-            failures.append(f"backend exited ({backend.returncode}) during the run")
+            if qemu.poll() is None or backend.returncode != 0:
+                failures.append(f"backend exited ({backend.returncode}) during the run")
+            else:
+                notes.append("backend exited (0) after QEMU had gone")
     except (RuntimeError, OSError, ValueError, subprocess.CalledProcessError) as e:
         failures.append(str(e))
     finally:
