@@ -230,9 +230,16 @@ struct Shared {
 
 /// The served display socket; dropping it closes the socket and joins the thread.
 pub struct DisplayPeer {
-    shared: Arc<Shared>,
+    view: DisplayView,
     sock: UnixStream,
     thread: Option<JoinHandle<()>>,
+}
+
+/// A handle on a display peer's recorded state (cheap to clone; stays readable after the peer
+/// is closed).
+#[derive(Clone)]
+pub struct DisplayView {
+    shared: Arc<Shared>,
 }
 
 impl DisplayPeer {
@@ -252,7 +259,7 @@ impl DisplayPeer {
             .map_err(|e| Error::io("spawn display thread", e))?;
         Ok((
             DisplayPeer {
-                shared,
+                view: DisplayView { shared },
                 sock: ours,
                 thread: Some(thread),
             },
@@ -260,6 +267,13 @@ impl DisplayPeer {
         ))
     }
 
+    /// A handle on the recorded state.
+    pub fn view(&self) -> DisplayView {
+        self.view.clone()
+    }
+}
+
+impl DisplayView {
     /// Lock the recorded state.
     pub fn state(&self) -> MutexGuard<'_, DisplayState> {
         self.shared
@@ -320,6 +334,13 @@ impl DisplayPeer {
     /// Has the backend closed its end?
     pub fn is_closed(&self) -> bool {
         self.state().closed
+    }
+}
+
+impl std::ops::Deref for DisplayPeer {
+    type Target = DisplayView;
+    fn deref(&self) -> &DisplayView {
+        &self.view
     }
 }
 

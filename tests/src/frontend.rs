@@ -20,7 +20,7 @@ use vhost::{VhostBackend, VringConfigData};
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 use crate::backend_req::BackendReqChannel;
-use crate::display::{DisplayConfig, DisplayPeer};
+use crate::display::{DisplayConfig, DisplayPeer, DisplayView};
 use crate::error::{Error, Result};
 use crate::memory::GuestMemory;
 use crate::protocol::{features, get32, Command, QueueId, Response};
@@ -298,8 +298,8 @@ impl GpuFrontend {
     }
 
     /// Send VHOST_USER_GPU_SET_SOCKET with a new display peer; the previous peer (if any) is
-    /// closed. Returns the new peer.
-    pub fn set_socket(&mut self, cfg: DisplayConfig) -> Result<&DisplayPeer> {
+    /// closed. Returns a view of the new peer.
+    pub fn set_socket(&mut self, cfg: DisplayConfig) -> Result<DisplayView> {
         let (peer, theirs) = DisplayPeer::start(cfg)?;
         let mut flags = VHOST_USER_VERSION;
         if self.reply_ack {
@@ -316,8 +316,9 @@ impl GpuFrontend {
         if self.reply_ack {
             self.read_ack(GPU_SET_SOCKET)?;
         }
+        let view = peer.view();
         self.display = Some(peer);
-        self.display.as_ref().ok_or(Error::Disconnected("display".into()))
+        Ok(view)
     }
 
     fn read_ack(&mut self, request: u32) -> Result<()> {
@@ -340,9 +341,10 @@ impl GpuFrontend {
     }
 
     /// The display peer of the last SET_SOCKET.
-    pub fn display(&self) -> Result<&DisplayPeer> {
+    pub fn display(&self) -> Result<DisplayView> {
         self.display
             .as_ref()
+            .map(DisplayPeer::view)
             .ok_or_else(|| Error::Disconnected("no display socket was set".into()))
     }
 
@@ -468,12 +470,13 @@ impl GpuFrontend {
     }
 
     /// Publish a command on its queue: one readable buffer (header + body) and one writable
-    /// response buffer of `cmd.response_len` bytes. No kick.
+    /// response buffer of `cmd.response_len` bytes (none when 0). No kick.
     pub fn submit(&mut self, cmd: &Command) -> Result<Pending> {
-        self.submit_segments(
-            cmd.queue,
-            &[Segment::Bytes(cmd.to_bytes()), Segment::Writable(cmd.response_len)],
-        )
+        let mut segs = vec![Segment::Bytes(cmd.to_bytes())];
+        if cmd.response_len > 0 {
+            segs.push(Segment::Writable(cmd.response_len));
+        }
+        self.submit_segments(cmd.queue, &segs)
     }
 
     /// Kick a queue.

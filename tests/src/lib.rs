@@ -21,6 +21,7 @@ pub mod memory;
 pub mod poll;
 pub mod process;
 pub mod protocol;
+pub mod virgl;
 pub mod virtq;
 
 pub use error::{Error, Result};

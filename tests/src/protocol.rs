@@ -333,6 +333,8 @@ impl Command {
             cmd::GET_EDID => RESP_EDID_SIZE,
             cmd::RESOURCE_ASSIGN_UUID => CTRL_HDR_SIZE + 16,
             cmd::RESOURCE_MAP_BLOB => CTRL_HDR_SIZE + 8,
+            // Like Linux, no response buffer for the cursor queue.
+            cmd::UPDATE_CURSOR | cmd::MOVE_CURSOR => 0,
             _ => CTRL_HDR_SIZE,
         } as u32;
         let queue = match ty {
@@ -613,9 +615,10 @@ impl Command {
         Self::new(cmd::UPDATE_CURSOR, cursor_body(scanout_id, x, y, resource_id, hot))
     }
 
-    /// MOVE_CURSOR (cursor queue).
-    pub fn move_cursor(scanout_id: u32, x: u32, y: u32) -> Self {
-        Self::new(cmd::MOVE_CURSOR, cursor_body(scanout_id, x, y, 0, (0, 0)))
+    /// MOVE_CURSOR (cursor queue). Like Linux, the driver repeats the current cursor's
+    /// `resource_id` (QEMU's backend hides the cursor on a move with resource 0).
+    pub fn move_cursor(scanout_id: u32, x: u32, y: u32, resource_id: u32) -> Self {
+        Self::new(cmd::MOVE_CURSOR, cursor_body(scanout_id, x, y, resource_id, (0, 0)))
     }
 }
 
@@ -879,7 +882,7 @@ mod tests {
             (Command::resource_map_blob(1, 0), 40),
             (Command::resource_unmap_blob(1), 32),
             (Command::update_cursor(0, 0, 0, 1, (0, 0)), 56),
-            (Command::move_cursor(0, 0, 0), 56),
+            (Command::move_cursor(0, 0, 0, 0), 56),
         ];
         for (c, size) in sizes {
             assert_eq!(c.to_bytes().len(), size, "{}", type_name(c.hdr.ty));
@@ -899,6 +902,6 @@ mod tests {
         assert_eq!(h.ring_idx, 5);
         assert_eq!(h.ctx_id, 9);
         assert_eq!(c.queue, QueueId::Control);
-        assert_eq!(Command::move_cursor(0, 1, 2).queue, QueueId::Cursor);
+        assert_eq!(Command::move_cursor(0, 1, 2, 0).queue, QueueId::Cursor);
     }
 }
