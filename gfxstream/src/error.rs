@@ -117,6 +117,16 @@ pub enum Error {
     /// staging copy from it).
     #[error("resource {0} has no backing attached")]
     NoBacking(u32),
+    /// The backing is smaller than the resource: the library would overflow its staging copy.
+    #[error("resource {id}: backing of {have} bytes is smaller than the {need} bytes the resource needs")]
+    BackingTooSmall {
+        /// The resource id.
+        id: u32,
+        /// Bytes attached.
+        have: u64,
+        /// Bytes needed.
+        need: u64,
+    },
     /// A backing with no regions, too many regions or too many bytes.
     #[error("resource {id}: invalid backing ({entries} regions, {bytes} bytes)")]
     InvalidBacking {

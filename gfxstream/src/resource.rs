@@ -7,8 +7,68 @@ use std::sync::Arc;
 use gfxstream_sys as sys;
 
 use crate::error::{check, Error, Result};
-use crate::protocol::{target, MAX_BACKING_BYTES, MAX_BACKING_ENTRIES, MAX_DIMENSION};
+use crate::protocol::{
+    bind, format, target, MAX_BACKING_BYTES, MAX_BACKING_ENTRIES, MAX_DIMENSION,
+};
 use crate::renderer::{Gfxstream, Shared};
+
+/// How the library stores a classic resource (its `GetResourceType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Storage {
+    /// `PIPE_BUFFER` with exactly `bind::CUSTOM`: a host pipe.
+    Pipe,
+    /// `R8_UNORM` with `bind::LINEAR` and none of the image binds: a GL buffer.
+    Buffer,
+    /// Everything else: a GL colour buffer.
+    ColorBuffer,
+}
+
+fn storage(args: &ResourceCreateArgs) -> Storage {
+    let image_binds = bind::SAMPLER_VIEW | bind::RENDER_TARGET | bind::SCANOUT | bind::CURSOR;
+    if args.target == target::PIPE_BUFFER && args.bind == bind::CUSTOM {
+        Storage::Pipe
+    } else if args.format == format::R8_UNORM
+        && args.bind & image_binds == 0
+        && args.bind & bind::LINEAR != 0
+    {
+        Storage::Buffer
+    } else {
+        Storage::ColorBuffer
+    }
+}
+
+/// Bytes per pixel of the colour-buffer formats whose transfers this binding allows (the
+/// library's own format table).
+fn bytes_per_pixel(virgl_format: u32) -> Option<u64> {
+    match virgl_format {
+        format::B8G8R8A8_UNORM
+        | format::B8G8R8X8_UNORM
+        | format::R8G8B8A8_UNORM
+        | format::R8G8B8X8_UNORM => Some(4),
+        format::B5G6R5_UNORM => Some(2),
+        format::R8_UNORM => Some(1),
+        _ => None,
+    }
+}
+
+/// The bytes the library reads or writes from its staging copy on a transfer: the whole image
+/// (rows padded to 4 bytes, to stay on the safe side of GL's default pack alignment) for a colour
+/// buffer, `width * height` for a buffer, `width` for a pipe. `None` for a colour-buffer format
+/// of unknown size (transfers refused).
+fn staging_size(args: &ResourceCreateArgs) -> Option<u64> {
+    let (w, h) = (u64::from(args.width), u64::from(args.height));
+    match storage(args) {
+        Storage::Pipe => Some(w),
+        Storage::Buffer => w.checked_mul(h),
+        Storage::ColorBuffer => {
+            let row = w
+                .checked_mul(bytes_per_pixel(args.format)?)?
+                .checked_add(3)?
+                & !3;
+            row.checked_mul(h)
+        }
+    }
+}
 
 /// `stream_renderer_resource_create_args` less the id: a classic (non-blob) resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -216,6 +276,8 @@ pub struct Resource {
     id: u32,
     kind: Kind,
     backing: Option<Box<dyn BackingMemory>>,
+    /// Total bytes of `backing` (the size of the library's staging copy).
+    backing_len: u64,
 }
 
 impl std::fmt::Debug for Resource {
@@ -277,6 +339,7 @@ impl Gfxstream {
             id,
             kind: Kind::Classic(*args),
             backing: None,
+            backing_len: 0,
         })
     }
 }
@@ -288,6 +351,7 @@ impl Resource {
             id,
             kind: Kind::Blob { size },
             backing: None,
+            backing_len: 0,
         }
     }
 
@@ -325,10 +389,10 @@ impl Resource {
             entries: regions.len(),
             bytes: total.unwrap_or(u64::MAX),
         };
-        match total {
-            Some(t) if t > 0 && t <= MAX_BACKING_BYTES && regions.len() <= MAX_BACKING_ENTRIES => {}
+        let total = match total {
+            Some(t) if t > 0 && t <= MAX_BACKING_BYTES && regions.len() <= MAX_BACKING_ENTRIES => t,
             _ => return Err(bad),
-        }
+        };
         let mut iovecs: Vec<libc::iovec> = regions
             .iter()
             .map(|&(p, len)| libc::iovec {
@@ -352,6 +416,7 @@ impl Resource {
         }
         // The previous backing (if any) is dropped only now that the library no longer uses it.
         self.backing = Some(backing);
+        self.backing_len = total;
         Ok(())
     }
 
@@ -382,6 +447,20 @@ impl Resource {
         };
         if self.backing.is_none() {
             return Err(Error::NoBacking(self.id));
+        }
+        // The library reads or writes its whole staging copy (as large as the backing) with the
+        // resource's full size, before any bounds check of its own: a backing smaller than the
+        // resource would overflow it.
+        let need = staging_size(args).ok_or(Error::WrongResourceKind {
+            id: self.id,
+            what: "transfer (format of unknown size)",
+        })?;
+        if self.backing_len < need {
+            return Err(Error::BackingTooSmall {
+                id: self.id,
+                have: self.backing_len,
+                need,
+            });
         }
         let fits = |start: u32, len: u32, limit: u32| {
             len > 0 && start.checked_add(len).is_some_and(|end| end <= limit)
@@ -664,5 +743,76 @@ impl Drop for Mapping<'_> {
                 self.resource.id
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(target: u32, format: u32, bind: u32, width: u32, height: u32) -> ResourceCreateArgs {
+        ResourceCreateArgs {
+            target,
+            format,
+            bind,
+            width,
+            height,
+            ..ResourceCreateArgs::default()
+        }
+    }
+
+    #[test]
+    fn storage_follows_the_library() {
+        let t2d = target::PIPE_TEXTURE_2D;
+        assert_eq!(
+            storage(&args(target::PIPE_BUFFER, 0, bind::CUSTOM, 8, 1)),
+            Storage::Pipe
+        );
+        assert_eq!(
+            storage(&args(
+                target::PIPE_BUFFER,
+                format::R8_UNORM,
+                bind::LINEAR,
+                8,
+                1
+            )),
+            Storage::Buffer
+        );
+        assert_eq!(
+            storage(&args(
+                t2d,
+                format::R8_UNORM,
+                bind::LINEAR | bind::SCANOUT,
+                8,
+                1
+            )),
+            Storage::ColorBuffer
+        );
+        assert_eq!(
+            storage(&args(t2d, format::B8G8R8A8_UNORM, bind::LINEAR, 8, 1)),
+            Storage::ColorBuffer
+        );
+    }
+
+    #[test]
+    fn staging_sizes() {
+        let t2d = target::PIPE_TEXTURE_2D;
+        let rgba = args(t2d, format::R8G8B8A8_UNORM, bind::SAMPLER_VIEW, 64, 64);
+        assert_eq!(staging_size(&rgba), Some(64 * 64 * 4));
+        // 565 with an odd width: rows padded to 4 bytes.
+        let rgb565 = args(t2d, format::B5G6R5_UNORM, bind::SAMPLER_VIEW, 3, 2);
+        assert_eq!(staging_size(&rgb565), Some(16));
+        let buffer = args(target::PIPE_BUFFER, format::R8_UNORM, bind::LINEAR, 100, 3);
+        assert_eq!(staging_size(&buffer), Some(300));
+        let pipe = args(target::PIPE_BUFFER, 0, bind::CUSTOM, 4096, 1);
+        assert_eq!(staging_size(&pipe), Some(4096));
+        // Unknown formats: no transfers.
+        assert_eq!(
+            staging_size(&args(t2d, 163, bind::SAMPLER_VIEW, 2, 2)),
+            None
+        );
+        let max = args(t2d, format::R8G8B8A8_UNORM, 0, u32::MAX, u32::MAX);
+        // Overflow gives no size (and creation refuses such edges anyway).
+        assert_eq!(staging_size(&max), None);
     }
 }
