@@ -55,12 +55,17 @@ fn main() {
             emit_version_cfgs(&SPEC, &probe);
         }
         Err(e) => {
-            // cargo shows only the first line of a warning: keep it on one.
-            let e = e
-                .to_string()
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ");
+            // cargo shows only the first line of a warning: keep it on one, and short.
+            let e = match e {
+                Error::LibraryNotFound { .. } => {
+                    "pkg-config did not find `gfxstream_backend`".to_string()
+                }
+                other => other
+                    .to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            };
             if required {
                 eprintln!("error: {BUILD_HINT}. {e}");
                 println!("cargo:warning=gfxstream-sys (feature `required`): {BUILD_HINT}. {e}");
