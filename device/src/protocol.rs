@@ -924,7 +924,10 @@ impl GpuCommand {
 
     /// Whether this is a cursor-queue command.
     pub fn is_cursor(&self) -> bool {
-        matches!(self, GpuCommand::UpdateCursor(_) | GpuCommand::MoveCursor(_))
+        matches!(
+            self,
+            GpuCommand::UpdateCursor(_) | GpuCommand::MoveCursor(_)
+        )
     }
 
     /// The size of the successful response this command gets (for GET_CAPSET: its header only;
@@ -1210,11 +1213,7 @@ pub fn decode_command(
             let b: AttachBackingWire = read_body(reader, "RESOURCE_ATTACH_BACKING")?;
             GpuCommand::ResourceAttachBacking {
                 resource_id: b.resource_id.to_native(),
-                entries: read_entries(
-                    reader,
-                    "RESOURCE_ATTACH_BACKING",
-                    b.nr_entries.to_native(),
-                )?,
+                entries: read_entries(reader, "RESOURCE_ATTACH_BACKING", b.nr_entries.to_native())?,
             }
         }
         VIRTIO_GPU_CMD_RESOURCE_DETACH_BACKING => GpuCommand::ResourceDetachBacking {
@@ -1452,18 +1451,19 @@ impl Response {
             Response::OkNoData | Response::Err(_) => {}
             Response::OkDisplayInfo(entries) => {
                 for i in 0..VIRTIO_GPU_MAX_SCANOUTS as usize {
-                    let one = entries.get(i).map_or_else(DisplayOneWire::default, |e| {
-                        DisplayOneWire {
-                            r: RectWire {
-                                x: e.rect.x.into(),
-                                y: e.rect.y.into(),
-                                width: e.rect.width.into(),
-                                height: e.rect.height.into(),
-                            },
-                            enabled: u32::from(e.enabled).into(),
-                            flags: 0.into(),
-                        }
-                    });
+                    let one =
+                        entries
+                            .get(i)
+                            .map_or_else(DisplayOneWire::default, |e| DisplayOneWire {
+                                r: RectWire {
+                                    x: e.rect.x.into(),
+                                    y: e.rect.y.into(),
+                                    width: e.rect.width.into(),
+                                    height: e.rect.height.into(),
+                                },
+                                enabled: u32::from(e.enabled).into(),
+                                flags: 0.into(),
+                            });
                     out.extend_from_slice(one.as_slice());
                 }
             }
@@ -1550,7 +1550,10 @@ pub(crate) mod tests {
 
     /// Decodes `request` placed in one readable descriptor with a writable descriptor of
     /// `resp_len` bytes.
-    fn decode_bytes(request: &[u8], resp_len: u32) -> Result<(CtrlHeader, GpuCommand), DecodeError> {
+    fn decode_bytes(
+        request: &[u8],
+        resp_len: u32,
+    ) -> Result<(CtrlHeader, GpuCommand), DecodeError> {
         let mem = test_mem();
         mem.write_slice(request, GuestAddress(REQ_ADDR)).unwrap();
         let q = MockSplitQueue::new(&mem, 16);
@@ -1628,7 +1631,10 @@ pub(crate) mod tests {
             GpuCommand::GetDisplayInfo
         );
         assert_eq!(
-            decode_ok(&req(VIRTIO_GPU_CMD_RESOURCE_CREATE_2D, &le32s(&[7, 2, 640, 480]))),
+            decode_ok(&req(
+                VIRTIO_GPU_CMD_RESOURCE_CREATE_2D,
+                &le32s(&[7, 2, 640, 480])
+            )),
             GpuCommand::ResourceCreate2d {
                 resource_id: 7,
                 format: 2,
@@ -1641,7 +1647,10 @@ pub(crate) mod tests {
             GpuCommand::ResourceUnref { resource_id: 7 }
         );
         assert_eq!(
-            decode_ok(&req(VIRTIO_GPU_CMD_SET_SCANOUT, &le32s(&[1, 2, 3, 4, 5, 6]))),
+            decode_ok(&req(
+                VIRTIO_GPU_CMD_SET_SCANOUT,
+                &le32s(&[1, 2, 3, 4, 5, 6])
+            )),
             GpuCommand::SetScanout {
                 scanout_id: 5,
                 resource_id: 6,
@@ -1649,7 +1658,10 @@ pub(crate) mod tests {
             }
         );
         assert_eq!(
-            decode_ok(&req(VIRTIO_GPU_CMD_RESOURCE_FLUSH, &le32s(&[1, 2, 3, 4, 9, 0]))),
+            decode_ok(&req(
+                VIRTIO_GPU_CMD_RESOURCE_FLUSH,
+                &le32s(&[1, 2, 3, 4, 9, 0])
+            )),
             GpuCommand::ResourceFlush {
                 resource_id: 9,
                 rect: Rect::new(1, 2, 3, 4)
@@ -1688,7 +1700,10 @@ pub(crate) mod tests {
             }
         );
         assert_eq!(
-            decode_ok(&req(VIRTIO_GPU_CMD_RESOURCE_DETACH_BACKING, &le32s(&[9, 0]))),
+            decode_ok(&req(
+                VIRTIO_GPU_CMD_RESOURCE_DETACH_BACKING,
+                &le32s(&[9, 0])
+            )),
             GpuCommand::ResourceDetachBacking { resource_id: 9 }
         );
         assert_eq!(
@@ -1729,9 +1744,7 @@ pub(crate) mod tests {
                 }]
             }
         );
-        let sb = le32s(&[
-            0, 0, 64, 32, 1, 5, 64, 32, 4, 0, 256, 0, 0, 0, 16, 0, 0, 0,
-        ]);
+        let sb = le32s(&[0, 0, 64, 32, 1, 5, 64, 32, 4, 0, 256, 0, 0, 0, 16, 0, 0, 0]);
         assert_eq!(
             decode_ok(&req(VIRTIO_GPU_CMD_SET_SCANOUT_BLOB, &sb)),
             GpuCommand::SetScanoutBlob {
@@ -1920,14 +1933,20 @@ pub(crate) mod tests {
     #[test]
     fn entry_counts_are_bounded_and_checked() {
         let err = decode_bytes(
-            &req(VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING, &le32s(&[1, MAX_BACKING_ENTRIES + 1])),
+            &req(
+                VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING,
+                &le32s(&[1, MAX_BACKING_ENTRIES + 1]),
+            ),
             64,
         )
         .unwrap_err();
         assert!(matches!(err, DecodeError::TooManyEntries { .. }));
         assert_eq!(err.error_code(), ErrorCode::InvalidParameter);
         let err = decode_bytes(
-            &req(VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING, &le32s(&[1, u32::MAX])),
+            &req(
+                VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING,
+                &le32s(&[1, u32::MAX]),
+            ),
             64,
         )
         .unwrap_err();
@@ -1937,7 +1956,11 @@ pub(crate) mod tests {
         ab.extend_from_slice(&[0u8; 16]);
         assert!(matches!(
             decode_bytes(&req(VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING, &ab), 64).unwrap_err(),
-            DecodeError::ShortBody { needed: 32, available: 16, .. }
+            DecodeError::ShortBody {
+                needed: 32,
+                available: 16,
+                ..
+            }
         ));
         // Same for blobs.
         let mut cb = le32s(&[5, 1, 0, MAX_BACKING_ENTRIES + 1]);
@@ -1951,7 +1974,10 @@ pub(crate) mod tests {
     #[test]
     fn submit_size_is_bounded_and_checked() {
         let err = decode_bytes(
-            &req(VIRTIO_GPU_CMD_SUBMIT_3D, &le32s(&[MAX_SUBMIT_3D_SIZE + 1, 0])),
+            &req(
+                VIRTIO_GPU_CMD_SUBMIT_3D,
+                &le32s(&[MAX_SUBMIT_3D_SIZE + 1, 0]),
+            ),
             64,
         )
         .unwrap_err();
@@ -2001,7 +2027,13 @@ pub(crate) mod tests {
         let (h, _) = decode_bytes(&r, 408).unwrap();
         assert_eq!(h.ring(), Some(63));
         // Without FENCE the ring index means nothing.
-        r = hdr(VIRTIO_GPU_CMD_GET_DISPLAY_INFO, VIRTIO_GPU_FLAG_INFO_RING_IDX, 0, 0, 200);
+        r = hdr(
+            VIRTIO_GPU_CMD_GET_DISPLAY_INFO,
+            VIRTIO_GPU_FLAG_INFO_RING_IDX,
+            0,
+            0,
+            200,
+        );
         assert_eq!(decode_bytes(&r, 408).unwrap().0.ring(), None);
 
         let mut cc = le32s(&[65, 0]);
@@ -2041,18 +2073,27 @@ pub(crate) mod tests {
             RawDescriptor::from(SplitDescriptor::new(RESP_ADDR, 408, WRITE, 0)),
         ];
         let chain = q.build_desc_chain(&descs).unwrap();
-        assert!(matches!(split_chain(&chain, &mem), Err(DecodeError::Chain(_))));
+        assert!(matches!(
+            split_chain(&chain, &mem),
+            Err(DecodeError::Chain(_))
+        ));
         // No writable part: decoding works, the writer is empty (the device decides).
-        let descs = [RawDescriptor::from(SplitDescriptor::new(REQ_ADDR, 24, 0, 0))];
+        let descs = [RawDescriptor::from(SplitDescriptor::new(
+            REQ_ADDR, 24, 0, 0,
+        ))];
         let chain = q.build_desc_chain(&descs).unwrap();
         let (mut r, w) = split_chain(&chain, &mem).unwrap();
         assert_eq!(w.available_bytes(), 0);
         let h = decode_header(&mut r).unwrap();
-        assert_eq!(decode_command(&h, &mut r).unwrap(), GpuCommand::GetDisplayInfo);
+        assert_eq!(
+            decode_command(&h, &mut r).unwrap(),
+            GpuCommand::GetDisplayInfo
+        );
         // A request split over several readable descriptors decodes.
         let body = le32s(&[7, 2, 640, 480]);
         let full = req(VIRTIO_GPU_CMD_RESOURCE_CREATE_2D, &body);
-        mem.write_slice(&full[..10], GuestAddress(REQ_ADDR)).unwrap();
+        mem.write_slice(&full[..10], GuestAddress(REQ_ADDR))
+            .unwrap();
         mem.write_slice(&full[10..], GuestAddress(REQ_ADDR + 0x1000))
             .unwrap();
         let descs = [
@@ -2097,10 +2138,7 @@ pub(crate) mod tests {
             )
         );
         // Unfenced requests do not get fence info even if fields are set.
-        let unfenced = CtrlHeader {
-            flags: 0,
-            ..req_h
-        };
+        let unfenced = CtrlHeader { flags: 0, ..req_h };
         assert_eq!(
             Response::OkNoData.encode(Some(&unfenced)),
             hdr(VIRTIO_GPU_RESP_OK_NODATA, 0, 0, 0, 0)
@@ -2157,7 +2195,10 @@ pub(crate) mod tests {
             Rect::new(0, 0, 10, 10).intersect(&Rect::new(5, 5, 10, 10)),
             Some(Rect::new(5, 5, 5, 5))
         );
-        assert_eq!(Rect::new(0, 0, 5, 5).intersect(&Rect::new(5, 0, 5, 5)), None);
+        assert_eq!(
+            Rect::new(0, 0, 5, 5).intersect(&Rect::new(5, 0, 5, 5)),
+            None
+        );
         assert_eq!(
             Rect::new(u32::MAX - 1, 0, u32::MAX, 1).intersect(&Rect::new(0, 0, u32::MAX, 1)),
             Some(Rect::new(u32::MAX - 1, 0, 1, 1))

@@ -16,8 +16,8 @@
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 use vm_memory::{
-    Address, Bytes, GuestAddress, GuestMemory, GuestMemoryBackend, GuestMemoryError, GuestMemoryRegion,
-    GuestMemoryMmap, Permissions,
+    Address, Bytes, GuestAddress, GuestMemory, GuestMemoryBackend, GuestMemoryError,
+    GuestMemoryMmap, GuestMemoryRegion, Permissions,
 };
 
 pub use crate::protocol::{Box3d, Rect};
@@ -355,7 +355,10 @@ impl GuestBacking {
             return Ok(());
         }
         // The entry holding `offset`: the last one starting at or before it.
-        let mut idx = self.starts.partition_point(|&s| s <= offset).saturating_sub(1);
+        let mut idx = self
+            .starts
+            .partition_point(|&s| s <= offset)
+            .saturating_sub(1);
         let mut pos = offset;
         let mut done = 0usize;
         while pos < end {
@@ -490,12 +493,7 @@ pub trait Renderer {
     }
 
     /// TRANSFER_FROM_HOST_3D.
-    fn transfer_from_host_3d(
-        &mut self,
-        ctx_id: u32,
-        id: u32,
-        transfer: &Transfer3d,
-    ) -> Result<()> {
+    fn transfer_from_host_3d(&mut self, ctx_id: u32, id: u32, transfer: &Transfer3d) -> Result<()> {
         let _ = (ctx_id, id, transfer);
         Err(RendererError::Unsupported("3D transfers"))
     }
@@ -618,8 +616,11 @@ mod tests {
     use super::*;
 
     fn mem() -> GuestMemoryMmap {
-        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10000), (GuestAddress(0x20000), 0x10000)])
-            .unwrap()
+        GuestMemoryMmap::from_ranges(&[
+            (GuestAddress(0), 0x10000),
+            (GuestAddress(0x20000), 0x10000),
+        ])
+        .unwrap()
     }
 
     #[test]
@@ -636,7 +637,10 @@ mod tests {
             ],
         )
         .unwrap_err();
-        assert!(matches!(err, BackingError::OutsideGuestMemory { index: 1, .. }));
+        assert!(matches!(
+            err,
+            BackingError::OutsideGuestMemory { index: 1, .. }
+        ));
         assert!(GuestBacking::new(
             m,
             vec![BackingEntry {
@@ -709,6 +713,9 @@ mod tests {
         let r = b.host_ranges().unwrap();
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].len, 0x100);
-        assert_eq!(r[0].addr, GuestMemoryBackend::get_host_address(&m, GuestAddress(0x2000)).unwrap());
+        assert_eq!(
+            r[0].addr,
+            GuestMemoryBackend::get_host_address(&m, GuestAddress(0x2000)).unwrap()
+        );
     }
 }

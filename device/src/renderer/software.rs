@@ -459,7 +459,12 @@ mod tests {
 
     /// A pixel value unique to (x, y), as 4 bytes in memory order.
     fn px(x: u32, y: u32) -> [u8; 4] {
-        [x as u8, y as u8, (x * 7 + y * 13) as u8, 0x80 | (x + y) as u8]
+        [
+            x as u8,
+            y as u8,
+            (x * 7 + y * 13) as u8,
+            0x80 | (x + y) as u8,
+        ]
     }
 
     #[test]
@@ -472,14 +477,54 @@ mod tests {
         assert_eq!(d, [1, 2, 3, 4]);
         // Every format: a pixel with B=0x10, G=0x20, R=0x30, A=0x40 written in its byte order.
         let cases: [(u32, [u8; 4], [u8; 4], DrmFourcc); 8] = [
-            (1, [0x10, 0x20, 0x30, 0x40], [0x10, 0x20, 0x30, 0x40], DrmFourcc::Argb8888),
-            (2, [0x10, 0x20, 0x30, 0x40], [0x10, 0x20, 0x30, 0xff], DrmFourcc::Xrgb8888),
-            (3, [0x40, 0x30, 0x20, 0x10], [0x10, 0x20, 0x30, 0x40], DrmFourcc::Bgra8888),
-            (4, [0x40, 0x30, 0x20, 0x10], [0x10, 0x20, 0x30, 0xff], DrmFourcc::Bgrx8888),
-            (67, [0x30, 0x20, 0x10, 0x40], [0x10, 0x20, 0x30, 0x40], DrmFourcc::Abgr8888),
-            (68, [0x40, 0x10, 0x20, 0x30], [0x10, 0x20, 0x30, 0xff], DrmFourcc::Rgbx8888),
-            (121, [0x40, 0x10, 0x20, 0x30], [0x10, 0x20, 0x30, 0x40], DrmFourcc::Rgba8888),
-            (134, [0x30, 0x20, 0x10, 0x40], [0x10, 0x20, 0x30, 0xff], DrmFourcc::Xbgr8888),
+            (
+                1,
+                [0x10, 0x20, 0x30, 0x40],
+                [0x10, 0x20, 0x30, 0x40],
+                DrmFourcc::Argb8888,
+            ),
+            (
+                2,
+                [0x10, 0x20, 0x30, 0x40],
+                [0x10, 0x20, 0x30, 0xff],
+                DrmFourcc::Xrgb8888,
+            ),
+            (
+                3,
+                [0x40, 0x30, 0x20, 0x10],
+                [0x10, 0x20, 0x30, 0x40],
+                DrmFourcc::Bgra8888,
+            ),
+            (
+                4,
+                [0x40, 0x30, 0x20, 0x10],
+                [0x10, 0x20, 0x30, 0xff],
+                DrmFourcc::Bgrx8888,
+            ),
+            (
+                67,
+                [0x30, 0x20, 0x10, 0x40],
+                [0x10, 0x20, 0x30, 0x40],
+                DrmFourcc::Abgr8888,
+            ),
+            (
+                68,
+                [0x40, 0x10, 0x20, 0x30],
+                [0x10, 0x20, 0x30, 0xff],
+                DrmFourcc::Rgbx8888,
+            ),
+            (
+                121,
+                [0x40, 0x10, 0x20, 0x30],
+                [0x10, 0x20, 0x30, 0x40],
+                DrmFourcc::Rgba8888,
+            ),
+            (
+                134,
+                [0x30, 0x20, 0x10, 0x40],
+                [0x10, 0x20, 0x30, 0xff],
+                DrmFourcc::Xbgr8888,
+            ),
         ];
         for (virtio, src, want, fourcc) in cases {
             let f = PixelFormat::from_virtio(virtio).unwrap();
@@ -530,14 +575,14 @@ mod tests {
             .unwrap();
         // Transfer only the rect (2,1) 3x3: offset is the byte offset of its first pixel.
         let rect = Rect::new(2, 1, 3, 3);
-        let offset = u64::from((1 * w + 2) * 4);
+        let offset = u64::from((w + 2) * 4); // row 1, column 2
         r.transfer_to_host_2d(1, rect, offset).unwrap();
         let mut out = vec![0u8; (w * h * 4) as usize];
         r.read_pixels(1, Rect::new(0, 0, w, h), &mut out).unwrap();
         for y in 0..h {
             for x in 0..w {
                 let i = ((y * w + x) * 4) as usize;
-                let want = if x >= 2 && x < 5 && y >= 1 && y < 4 {
+                let want = if (2..5).contains(&x) && (1..4).contains(&y) {
                     px(x, y)
                 } else {
                     [0; 4]
@@ -548,10 +593,7 @@ mod tests {
         // A partial read returns just that rectangle, tightly packed.
         let mut part = vec![0u8; 2 * 2 * 4];
         r.read_pixels(1, Rect::new(3, 2, 2, 2), &mut part).unwrap();
-        assert_eq!(
-            part,
-            [px(3, 2), px(4, 2), px(3, 3), px(4, 3)].concat()
-        );
+        assert_eq!(part, [px(3, 2), px(4, 2), px(3, 3), px(4, 3)].concat());
     }
 
     #[test]
@@ -586,7 +628,13 @@ mod tests {
         let conv = |p: [u8; 4]| [p[3], p[2], p[1], 0xff];
         assert_eq!(
             out,
-            [conv(px(0, 0)), conv(px(1, 0)), conv(px(0, 1)), conv(px(1, 1))].concat()
+            [
+                conv(px(0, 0)),
+                conv(px(1, 0)),
+                conv(px(0, 1)),
+                conv(px(1, 1))
+            ]
+            .concat()
         );
     }
 
@@ -658,7 +706,9 @@ mod tests {
         );
         r.resource_unref(1).unwrap();
         assert!(r.resource_unref(1).is_err());
-        assert!(r.read_pixels(1, Rect::new(0, 0, 1, 1), &mut [0; 4]).is_err());
+        assert!(r
+            .read_pixels(1, Rect::new(0, 0, 1, 1), &mut [0; 4])
+            .is_err());
     }
 
     #[test]
@@ -712,8 +762,11 @@ mod tests {
             [px(0, 0), px(1, 0), px(2, 0), px(0, 1), px(1, 1), px(2, 1)].concat()
         );
         // Reads see later guest writes: no copy is kept.
-        m.write_slice(&[9, 9, 9, 9], GuestAddress(base + u64::from(offset + stride + 4)))
-            .unwrap();
+        m.write_slice(
+            &[9, 9, 9, 9],
+            GuestAddress(base + u64::from(offset + stride + 4)),
+        )
+        .unwrap();
         let mut one = [0u8; 4];
         r.read_blob_pixels(4, &layout, Rect::new(1, 1, 1, 1), &mut one)
             .unwrap();
