@@ -57,3 +57,60 @@ library_test! {
         assert!(matches!(blob.transfer_write(&bx, 0, None), Err(Error::WrongResourceKind { .. })));
     }
 }
+
+library_test! {
+    /// With external blobs, a host blob is shared memory: exported once as an fd of kind `Shm`
+    /// that maps to the same bytes; it cannot be mapped in-process.
+    fn external_host_blob_exports_a_shm_fd() {
+        use gfxstream::{Gfxstream, HandleKind, InitOptions, RendererFlags};
+        use std::os::fd::AsRawFd;
+
+        common::prepare_env();
+        let gfx = Gfxstream::init(&InitOptions {
+            flags: RendererFlags::USE_EGL
+                | RendererFlags::USE_GLES
+                | RendererFlags::USE_EXTERNAL_BLOB,
+            ..InitOptions::default()
+        })
+        .expect("init with external blobs");
+        let ctx = gfx.create_context(1, "blob", Some(Capset::Gles)).expect("context");
+        let size = 8192usize;
+        let args = BlobArgs {
+            mem: BlobMem::Host3d,
+            flags: blob_flags::USE_MAPPABLE | blob_flags::USE_SHAREABLE,
+            blob_id: 0,
+            size: size as u64,
+        };
+        let blob = ctx.create_blob(9, &args).expect("blob");
+        assert!(matches!(blob.map(), Err(Error::Library { errno: 22, .. })));
+        let exported = blob.export().expect("export");
+        assert_eq!(exported.kind, HandleKind::Shm);
+        // A second export has nothing left to hand over.
+        assert!(blob.export().is_err());
+
+        let fd = exported.fd.as_raw_fd();
+        // SAFETY: `stat` is a valid out-struct and `fd` an open descriptor.
+        let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::fstat(fd, &mut stat) }, 0);
+        assert!(stat.st_size as usize >= size, "shm of {} bytes", stat.st_size);
+        // SAFETY: maps `size` bytes of a shared-memory fd we own; unmapped below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        // SAFETY: `p` is a fresh `size`-byte read/write mapping.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(p.cast::<u8>(), size) };
+        bytes[..4].copy_from_slice(&[1, 2, 3, 4]);
+        assert_eq!(&bytes[..4], &[1, 2, 3, 4]);
+        // SAFETY: unmaps the mapping made above; `bytes` is not used after.
+        unsafe { libc::munmap(p, size) };
+    }
+}
