@@ -89,9 +89,9 @@ library_test! {
         assert!(blob.export().is_err());
 
         let fd = exported.fd.as_raw_fd();
-        // SAFETY: `stat` is a valid out-struct and `fd` an open descriptor.
+        // SAFETY: `libc::stat` is plain integers: all zeroes is a valid value.
         let mut stat: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
+        // SAFETY: `stat` is a valid out-struct and `fd` an open descriptor.
         assert_eq!(unsafe { libc::fstat(fd, &mut stat) }, 0);
         assert!(stat.st_size as usize >= size, "shm of {} bytes", stat.st_size);
         // SAFETY: maps `size` bytes of a shared-memory fd we own; unmapped below.
