@@ -423,6 +423,10 @@ impl VirtioGpu {
             ring_idx: header.ring(),
             id: header.fence_id,
         };
+        if fence.ring_idx.is_some_and(|r| r >= protocol::MAX_RINGS) {
+            // Already answered ERR_INVALID_PARAMETER; there is no such timeline to wait on.
+            return Some(used);
+        }
         if let Err(e) = self.renderer.create_fence(fence) {
             warn!("fence {fence:?} refused ({e}); answering at once");
             return Some(used);
@@ -1376,6 +1380,7 @@ mod tests {
     use crate::protocol::*;
     use crate::renderer::software::SoftwareRenderer;
     use crate::renderer::{CapsetInfo, ResourceInfo};
+    use drm_fourcc::DrmFourcc;
 
     // ---- test doubles ---------------------------------------------------------------------
 
@@ -1384,7 +1389,7 @@ mod tests {
     enum Call {
         Scanout(u32, u32, u32),
         Update(u32, u32, u32, u32, u32, Vec<u8>),
-        DmabufScanout(u32),
+        DmabufScanout(u32, u32, u32, u32, u32),
         DmabufUpdate(u32, u32, u32, u32, u32),
         CursorUpdate(u32, u32, u32, u32, u32, Vec<u32>),
         CursorMove(u32, u32, u32),
@@ -1397,6 +1402,7 @@ mod tests {
         calls: Vec<Call>,
         modes: Option<Vec<DisplayMode>>,
         edid: Option<Vec<u8>>,
+        dmabuf: bool,
     }
 
     impl Display for RecordingDisplay {
@@ -1414,10 +1420,21 @@ mod tests {
                 .push(Call::Update(s, x, y, w, h, pixels.to_vec()));
         }
         fn supports_dmabuf(&self) -> bool {
-            false
+            self.dmabuf
         }
-        fn dmabuf_scanout(&mut self, scanout_id: u32, _scanout: &DmabufScanout<'_>) {
-            self.calls.push(Call::DmabufScanout(scanout_id));
+        fn dmabuf_scanout(&mut self, scanout_id: u32, scanout: &DmabufScanout<'_>) {
+            assert_eq!(
+                (scanout.fd_width, scanout.fd_height, scanout.fd_stride),
+                (16, 8, 64)
+            );
+            assert_eq!(scanout.fourcc, DrmFourcc::Xrgb8888 as u32);
+            self.calls.push(Call::DmabufScanout(
+                scanout_id,
+                scanout.x,
+                scanout.y,
+                scanout.width,
+                scanout.height,
+            ));
         }
         fn dmabuf_update(&mut self, s: u32, x: u32, y: u32, w: u32, h: u32) {
             self.calls.push(Call::DmabufUpdate(s, x, y, w, h));
@@ -1566,6 +1583,23 @@ mod tests {
             out: &mut [u8],
         ) -> crate::renderer::Result<()> {
             self.inner.read_pixels(id, rect, out)
+        }
+        fn export_dmabuf(&mut self, id: u32) -> crate::renderer::Result<crate::renderer::Dmabuf> {
+            // Resource 77 "exports" (any fd stands in for the dmabuf); the others cannot.
+            if id != 77 {
+                return Err(RendererError::Unsupported("dmabuf export"));
+            }
+            let file = std::fs::File::open("/dev/null")
+                .map_err(|e| RendererError::Library(e.to_string()))?;
+            Ok(crate::renderer::Dmabuf {
+                fd: file.into(),
+                width: 16,
+                height: 8,
+                stride: 64,
+                fourcc: DrmFourcc::Xrgb8888 as u32,
+                modifier: None,
+                flags: 0,
+            })
         }
     }
 
@@ -2098,6 +2132,79 @@ mod tests {
             h.cmd(&req(VIRTIO_GPU_CMD_GET_EDID, &le32s(&[1, 0]))),
             VIRTIO_GPU_RESP_ERR_INVALID_SCANOUT_ID
         );
+    }
+
+    #[test]
+    fn dmabuf_scanouts_get_dmabuf_updates() {
+        let (mut h, _) = Harness::manual(GpuConfig {
+            num_scanouts: 2,
+            ..Default::default()
+        });
+        h.display.dmabuf = true;
+        h.create_2d(77, VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM, 16, 8);
+        h.create_2d(5, VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM, 16, 8);
+        assert_eq!(
+            h.set_scanout(1, 77, Rect::new(2, 0, 10, 8)),
+            VIRTIO_GPU_RESP_OK_NODATA
+        );
+        // Resource 5 cannot be exported: scanout 0 falls back to pixels.
+        assert_eq!(
+            h.set_scanout(0, 5, Rect::new(0, 0, 16, 8)),
+            VIRTIO_GPU_RESP_OK_NODATA
+        );
+        assert_eq!(
+            h.display.calls,
+            vec![Call::DmabufScanout(1, 2, 0, 10, 8), Call::Scanout(0, 16, 8)]
+        );
+        h.display.calls.clear();
+        assert_eq!(
+            h.flush(77, Rect::new(0, 1, 4, 2)),
+            VIRTIO_GPU_RESP_OK_NODATA
+        );
+        assert_eq!(h.flush(5, Rect::new(0, 0, 1, 1)), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(
+            h.display.calls,
+            vec![
+                Call::DmabufUpdate(1, 0, 1, 2, 2),
+                Call::Update(0, 0, 0, 1, 1, vec![0, 0, 0, 0xff])
+            ]
+        );
+        // A display without dmabuf support never gets one.
+        h.display.dmabuf = false;
+        h.display.calls.clear();
+        h.set_scanout(1, 77, Rect::new(0, 0, 16, 8));
+        assert_eq!(h.display.calls, vec![Call::Scanout(1, 16, 8)]);
+    }
+
+    #[test]
+    fn edid_not_offered_is_refused() {
+        let mut h = Harness::new(
+            Box::new(SoftwareRenderer::new()),
+            GpuConfig {
+                edid: false,
+                ..Default::default()
+            },
+        );
+        assert_eq!(h.gpu.device_features() & (1 << VIRTIO_GPU_F_EDID), 0);
+        assert_eq!(
+            h.cmd(&req(VIRTIO_GPU_CMD_GET_EDID, &le32s(&[0, 0]))),
+            VIRTIO_GPU_RESP_ERR_UNSPEC
+        );
+    }
+
+    #[test]
+    fn bad_ring_index_is_answered_at_once() {
+        let (mut h, log) = Harness::manual(GpuConfig::default());
+        let r = h.send(&hdr(
+            VIRTIO_GPU_CMD_GET_DISPLAY_INFO,
+            VIRTIO_GPU_FLAG_FENCE | VIRTIO_GPU_FLAG_INFO_RING_IDX,
+            1,
+            1,
+            200,
+        ));
+        assert!(r.used.is_some());
+        assert_eq!(h.resp_type(&r), VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER);
+        assert!(log.borrow().fences.is_empty());
     }
 
     #[test]
