@@ -265,6 +265,7 @@ def main():
                                     start_new_session=True)
 
         want_screen = args.check_screen != "none"
+        quit_sent = False
         screen_line = result_line = None
         pos = 0
         partial = b""
@@ -359,13 +360,14 @@ def main():
             except RuntimeError as e:
                 notes.append(f"PNG screendump failed: {e}")
             try:
+                quit_sent = True
                 qmp.cmd("quit")
             except (ConnectionError, OSError):
                 pass
             qmp.close()
         elif want_screen and not screen_line:
             failures.append("the guest never showed its picture (no E2E-SCREEN-READY)")
-        if result_line:  # the guest powers off after its result: let QEMU finish first
+        if result_line or quit_sent:  # QEMU is going down: let it finish first
             try:
                 qemu.wait(15)
             except subprocess.TimeoutExpired:
