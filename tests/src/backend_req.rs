@@ -99,9 +99,19 @@ impl VhostUserFrontendReqHandler for Handler {
             (req.shmid, req.fd_offset, req.shm_offset, req.len, req.flags);
         let writable = flags & VhostUserMMapFlags::WRITABLE.bits() != 0;
         let mut st = lock(&self.0);
-        let res = map_into(&mut st, shmid, fd.as_raw_fd(), fd_offset, shm_offset, len, writable);
+        let res = map_into(
+            &mut st,
+            shmid,
+            fd.as_raw_fd(),
+            fd_offset,
+            shm_offset,
+            len,
+            writable,
+        );
         if let Err(e) = &res {
-            st.errors.push(format!("SHMEM_MAP {shmid} +{shm_offset:#x} len {len:#x}: {e}"));
+            st.errors.push(format!(
+                "SHMEM_MAP {shmid} +{shm_offset:#x} len {len:#x}: {e}"
+            ));
         }
         st.events.push(ShmemEvent::Map {
             shmid,
@@ -121,7 +131,9 @@ impl VhostUserFrontendReqHandler for Handler {
         let mut st = lock(&self.0);
         let res = unmap_from(&mut st, shmid, shm_offset, len);
         if let Err(e) = &res {
-            st.errors.push(format!("SHMEM_UNMAP {shmid} +{shm_offset:#x} len {len:#x}: {e}"));
+            st.errors.push(format!(
+                "SHMEM_UNMAP {shmid} +{shm_offset:#x} len {len:#x}: {e}"
+            ));
         }
         st.events.push(ShmemEvent::Unmap {
             shmid,
@@ -160,7 +172,12 @@ fn map_into(
     if shm_offset % page != 0 || len % page != 0 || fd_offset % page != 0 {
         return Err(einval("not page aligned"));
     }
-    if region.maps.range(..end).next_back().is_some_and(|(&o, &l)| o + l > shm_offset) {
+    if region
+        .maps
+        .range(..end)
+        .next_back()
+        .is_some_and(|(&o, &l)| o + l > shm_offset)
+    {
         return Err(einval("overlaps a live mapping"));
     }
     let prot = libc::PROT_READ | if writable { libc::PROT_WRITE } else { 0 };
@@ -228,10 +245,12 @@ impl BackendReqChannel {
             state: Mutex::new(ShmemState::default()),
             cond: Condvar::new(),
         });
-        let mut handler = FrontendReqHandler::new(Arc::new(Handler(shared.clone())))
-            .map_err(|e| Error::Vhost {
-                request: "backend request channel",
-                source: vhost::Error::VhostUserProtocol(e),
+        let mut handler =
+            FrontendReqHandler::new(Arc::new(Handler(shared.clone()))).map_err(|e| {
+                Error::Vhost {
+                    request: "backend request channel",
+                    source: vhost::Error::VhostUserProtocol(e),
+                }
             })?;
         handler.set_reply_ack_flag(reply_ack);
         let tx_fd = handler.get_tx_raw_fd();
@@ -283,7 +302,9 @@ impl BackendReqChannel {
     /// Reserve `size` bytes of address space for region `shmid` (from GET_SHMEM_CONFIG).
     pub fn add_region(&self, shmid: u8, size: u64) -> Result<()> {
         if size == 0 || size > MAX_SHM_REGION {
-            return Err(Error::Memory(format!("shared memory region of {size} bytes")));
+            return Err(Error::Memory(format!(
+                "shared memory region of {size} bytes"
+            )));
         }
         let len = usize::try_from(size).map_err(|_| Error::Memory("size".into()))?;
         // SAFETY: a fresh anonymous PROT_NONE reservation; the kernel picks the address and
@@ -299,7 +320,10 @@ impl BackendReqChannel {
             )
         };
         if p == libc::MAP_FAILED {
-            return Err(Error::io("reserve shared memory region", io::Error::last_os_error()));
+            return Err(Error::io(
+                "reserve shared memory region",
+                io::Error::last_os_error(),
+            ));
         }
         lock(&self.shared).regions.insert(
             shmid,
@@ -338,7 +362,10 @@ impl BackendReqChannel {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(Error::Timeout {
-                    what: format!("shared memory request (seen: {:?})", &st.events[from.min(st.events.len())..]),
+                    what: format!(
+                        "shared memory request (seen: {:?})",
+                        &st.events[from.min(st.events.len())..]
+                    ),
                     timeout_ms: timeout.as_millis(),
                 });
             }

@@ -276,10 +276,7 @@ impl DisplayPeer {
 impl DisplayView {
     /// Lock the recorded state.
     pub fn state(&self) -> MutexGuard<'_, DisplayState> {
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Number of events so far (a mark for [`DisplayPeer::wait_event`]).
@@ -289,7 +286,11 @@ impl DisplayView {
 
     /// A copy of the events from `mark` on.
     pub fn events_since(&self, mark: usize) -> Vec<DisplayEvent> {
-        self.state().events.get(mark..).map(<[_]>::to_vec).unwrap_or_default()
+        self.state()
+            .events
+            .get(mark..)
+            .map(<[_]>::to_vec)
+            .unwrap_or_default()
     }
 
     /// Wait for the first event at index >= `from` that `pred` accepts; returns its index and
@@ -304,7 +305,13 @@ impl DisplayView {
         let deadline = Instant::now() + timeout;
         let mut st = self.state();
         loop {
-            if let Some((i, e)) = st.events.iter().enumerate().skip(from).find(|(_, e)| pred(e)) {
+            if let Some((i, e)) = st
+                .events
+                .iter()
+                .enumerate()
+                .skip(from)
+                .find(|(_, e)| pred(e))
+            {
                 return Ok((i, e.clone()));
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -366,7 +373,9 @@ pub fn summarize(events: &[DisplayEvent]) -> Vec<String> {
                 height,
                 ..
             } => format!("Update(s{scanout_id} {x},{y} {width}x{height})"),
-            DisplayEvent::CursorUpdate { scanout_id, x, y, .. } => {
+            DisplayEvent::CursorUpdate {
+                scanout_id, x, y, ..
+            } => {
                 format!("CursorUpdate(s{scanout_id} {x},{y})")
             }
             DisplayEvent::DmabufScanout(d) => format!(
@@ -397,9 +406,12 @@ fn read_header(sock: &UnixStream) -> Result<Option<([u8; 12], Option<OwnedFd>)>>
     let mut got = 0;
     let mut fd = None;
     while got < 12 {
-        let (n, file) = sock
-            .recv_with_fd(&mut hdr[got..])
-            .map_err(|e| Error::io("recv display header", std::io::Error::from_raw_os_error(e.errno())))?;
+        let (n, file) = sock.recv_with_fd(&mut hdr[got..]).map_err(|e| {
+            Error::io(
+                "recv display header",
+                std::io::Error::from_raw_os_error(e.errno()),
+            )
+        })?;
         if let Some(f) = file {
             fd = Some(OwnedFd::from(f));
         }
@@ -407,7 +419,9 @@ fn read_header(sock: &UnixStream) -> Result<Option<([u8; 12], Option<OwnedFd>)>>
             if got == 0 {
                 return Ok(None);
             }
-            return Err(Error::Disconnected("display socket closed mid-header".into()));
+            return Err(Error::Disconnected(
+                "display socket closed mid-header".into(),
+            ));
         }
         got += n;
     }
@@ -420,7 +434,8 @@ fn reply(mut sock: &UnixStream, request: u32, payload: &[u8]) -> Result<()> {
     put32(&mut m, FLAG_REPLY);
     put32(&mut m, payload.len() as u32);
     m.extend_from_slice(payload);
-    sock.write_all(&m).map_err(|e| Error::io("display reply", e))
+    sock.write_all(&m)
+        .map_err(|e| Error::io("display reply", e))
 }
 
 fn serve(sock: UnixStream, config: DisplayConfig, shared: Arc<Shared>) {
@@ -492,8 +507,10 @@ fn handle(
             record(shared, |s| {
                 s.acked_features = Some(v);
                 if v & !config.protocol_features != 0 {
-                    s.errors
-                        .push(format!("SET_PROTOCOL_FEATURES {v:#x} beyond offered {:#x}", config.protocol_features));
+                    s.errors.push(format!(
+                        "SET_PROTOCOL_FEATURES {v:#x} beyond offered {:#x}",
+                        config.protocol_features
+                    ));
                 }
                 s.events.push(DisplayEvent::SetProtocolFeatures(v));
             });
@@ -515,7 +532,8 @@ fn handle(
                 .unwrap_or(false);
             record(shared, |s| {
                 if !negotiated {
-                    s.errors.push("GET_EDID without PROTOCOL_F_EDID negotiated".into());
+                    s.errors
+                        .push("GET_EDID without PROTOCOL_F_EDID negotiated".into());
                 }
                 s.events.push(DisplayEvent::GetEdid(id));
             });
@@ -598,8 +616,13 @@ fn handle(
                 bad(shared, e);
                 return Ok(());
             }
-            let (scanout_id, x, y, width, height) =
-                (u32_at(p, 0), u32_at(p, 4), u32_at(p, 8), u32_at(p, 12), u32_at(p, 16));
+            let (scanout_id, x, y, width, height) = (
+                u32_at(p, 0),
+                u32_at(p, 4),
+                u32_at(p, 8),
+                u32_at(p, 12),
+                u32_at(p, 16),
+            );
             let data = &p[20..];
             let expect = u64::from(width) * u64::from(height) * 4;
             record(shared, |s| {
@@ -629,12 +652,23 @@ fn handle(
             if p.is_empty() {
                 // Disable: QEMU accepts an empty DMABUF_SCANOUT... only with the id; keep both.
                 record(shared, |s| {
-                    s.errors.push(format!("DMABUF_SCANOUT{} without payload", if request == msg::DMABUF_SCANOUT2 { "2" } else { "" }));
+                    s.errors.push(format!(
+                        "DMABUF_SCANOUT{} without payload",
+                        if request == msg::DMABUF_SCANOUT2 {
+                            "2"
+                        } else {
+                            ""
+                        }
+                    ));
                     s.events.push(DisplayEvent::Unknown { request, size: 0 });
                 });
                 return Ok(());
             }
-            let want = if request == msg::DMABUF_SCANOUT2 { 48 } else { 40 };
+            let want = if request == msg::DMABUF_SCANOUT2 {
+                48
+            } else {
+                40
+            };
             if let Err(e) = need(want) {
                 bad(shared, e);
                 return Ok(());
@@ -678,7 +712,15 @@ fn handle(
     Ok(())
 }
 
-fn paint(fb: &mut Framebuffer, x: u32, y: u32, w: u32, h: u32, data: &[u8], errors: &mut Vec<String>) {
+fn paint(
+    fb: &mut Framebuffer,
+    x: u32,
+    y: u32,
+    w: u32,
+    h: u32,
+    data: &[u8],
+    errors: &mut Vec<String>,
+) {
     let fits = x.checked_add(w).is_some_and(|r| r <= fb.width)
         && y.checked_add(h).is_some_and(|b| b <= fb.height);
     if !fits {
@@ -695,7 +737,8 @@ fn paint(fb: &mut Framebuffer, x: u32, y: u32, w: u32, h: u32, data: &[u8], erro
             }
             let off = ((row * w + col) * 4) as usize;
             if let Some(b) = data.get(off..off + 4) {
-                fb.pixels[(py * fb.width + px) as usize] = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                fb.pixels[(py * fb.width + px) as usize] =
+                    u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
             }
         }
     }

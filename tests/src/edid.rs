@@ -26,7 +26,7 @@ pub fn generate(width: u32, height: u32) -> [u8; 128] {
     e[18] = 1;
     e[19] = 4;
     e[20] = 0xa5; // digital, 8 bits per colour, DisplayPort
-    // Physical size: 96 dpi-ish.
+                  // Physical size: 96 dpi-ish.
     let wmm = w * 254 / 960;
     let hmm = h * 254 / 960;
     e[21] = (wmm / 10).clamp(1, 255) as u8;
@@ -58,7 +58,7 @@ pub fn generate(width: u32, height: u32) -> [u8; 128] {
     d[13] = (hmm & 0xff) as u8;
     d[14] = (((wmm >> 8) << 4) | (hmm >> 8)) as u8;
     d[17] = 0x1e; // digital separate sync, +h +v
-    // Monitor name.
+                  // Monitor name.
     let name = e[72..90].as_mut();
     name[3] = 0xfc;
     let text = b"harness-gpu\n ";

@@ -172,7 +172,9 @@ impl GpuFrontend {
 
     /// Same as [`GpuFrontend::connect`] on an already connected stream.
     pub fn from_stream(stream: UnixStream, opts: FrontendOptions) -> Result<Self> {
-        let side = stream.try_clone().map_err(|e| Error::io("dup vhost socket", e))?;
+        let side = stream
+            .try_clone()
+            .map_err(|e| Error::io("dup vhost socket", e))?;
         let mut vhost = Frontend::from_stream(stream, NUM_QUEUES as u64);
         vhost.set_owner().map_err(Error::vhost("SET_OWNER"))?;
         let offered_features = vhost.get_features().map_err(Error::vhost("GET_FEATURES"))?;
@@ -198,9 +200,13 @@ impl GpuFrontend {
             vhost.set_hdr_flags(VhostUserHeaderFlag::NEED_REPLY);
         }
         if protocol.contains(VhostUserProtocolFeatures::MQ) {
-            let n = vhost.get_queue_num().map_err(Error::vhost("GET_QUEUE_NUM"))?;
+            let n = vhost
+                .get_queue_num()
+                .map_err(Error::vhost("GET_QUEUE_NUM"))?;
             if n < NUM_QUEUES as u64 {
-                return Err(Error::Malformed(format!("backend has {n} queues, 2 needed")));
+                return Err(Error::Malformed(format!(
+                    "backend has {n} queues, 2 needed"
+                )));
             }
         }
         let mem = Arc::new(GuestMemory::new(opts.memory_size)?);
@@ -272,11 +278,16 @@ impl GpuFrontend {
             log_addr: None,
         };
         let v = &mut self.vhost;
-        v.set_vring_num(i, l.size).map_err(Error::vhost("SET_VRING_NUM"))?;
-        v.set_vring_addr(i, &cfg).map_err(Error::vhost("SET_VRING_ADDR"))?;
-        v.set_vring_base(i, base).map_err(Error::vhost("SET_VRING_BASE"))?;
-        v.set_vring_call(i, q.call_fd()).map_err(Error::vhost("SET_VRING_CALL"))?;
-        v.set_vring_kick(i, q.kick_fd()).map_err(Error::vhost("SET_VRING_KICK"))?;
+        v.set_vring_num(i, l.size)
+            .map_err(Error::vhost("SET_VRING_NUM"))?;
+        v.set_vring_addr(i, &cfg)
+            .map_err(Error::vhost("SET_VRING_ADDR"))?;
+        v.set_vring_base(i, base)
+            .map_err(Error::vhost("SET_VRING_BASE"))?;
+        v.set_vring_call(i, q.call_fd())
+            .map_err(Error::vhost("SET_VRING_CALL"))?;
+        v.set_vring_kick(i, q.kick_fd())
+            .map_err(Error::vhost("SET_VRING_KICK"))?;
         v.set_vring_enable(i, true)
             .map_err(Error::vhost("SET_VRING_ENABLE"))?;
         Ok(())
@@ -311,7 +322,12 @@ impl GpuFrontend {
         }
         self.side
             .send_with_fd(&hdr[..], theirs.as_raw_fd())
-            .map_err(|e| Error::io("send GPU_SET_SOCKET", std::io::Error::from_raw_os_error(e.errno())))?;
+            .map_err(|e| {
+                Error::io(
+                    "send GPU_SET_SOCKET",
+                    std::io::Error::from_raw_os_error(e.errno()),
+                )
+            })?;
         drop(theirs);
         if self.reply_ack {
             self.read_ack(GPU_SET_SOCKET)?;
@@ -335,7 +351,9 @@ impl GpuFrontend {
             )));
         }
         if val != 0 {
-            return Err(Error::Malformed(format!("request {request} refused ({val:#x})")));
+            return Err(Error::Malformed(format!(
+                "request {request} refused ({val:#x})"
+            )));
         }
         Ok(())
     }

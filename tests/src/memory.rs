@@ -37,7 +37,8 @@ impl GuestMemory {
         if size < MIN_MEMORY {
             return Err(Error::Memory(format!("{size} bytes is below {MIN_MEMORY}")));
         }
-        let name = CString::new("vhost-user-gpu-tests-guest").map_err(|_| Error::Memory("name".into()))?;
+        let name =
+            CString::new("vhost-user-gpu-tests-guest").map_err(|_| Error::Memory("name".into()))?;
         // SAFETY: memfd_create reads a NUL-terminated string that outlives the call; the fd it
         // returns (checked below) is owned by nobody else.
         let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
@@ -129,7 +130,10 @@ impl GuestMemory {
         if len == 0 || !align.is_power_of_two() {
             return Err(Error::Memory(format!("bad allocation {len} align {align}")));
         }
-        let mut free = self.free.lock().map_err(|_| Error::Memory("poisoned".into()))?;
+        let mut free = self
+            .free
+            .lock()
+            .map_err(|_| Error::Memory("poisoned".into()))?;
         let found = free.iter().find_map(|(&start, &flen)| {
             let a = start.checked_add(align - 1)? & !(align - 1);
             let end = a.checked_add(len)?;

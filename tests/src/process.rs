@@ -51,7 +51,8 @@ impl BackendCommand {
 
     /// Add an environment variable.
     pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Self {
-        self.env.push((k.as_ref().to_owned(), v.as_ref().to_owned()));
+        self.env
+            .push((k.as_ref().to_owned(), v.as_ref().to_owned()));
         self
     }
 
@@ -65,7 +66,13 @@ impl BackendCommand {
                 // target/<profile>/deps/<test> -> target/<profile>/vhost-user-gpu
                 let dir = exe
                     .parent()
-                    .map(|d| if d.ends_with("deps") { d.parent().unwrap_or(d) } else { d })
+                    .map(|d| {
+                        if d.ends_with("deps") {
+                            d.parent().unwrap_or(d)
+                        } else {
+                            d
+                        }
+                    })
                     .ok_or_else(|| Error::BackendStart("no executable directory".into()))?;
                 dir.join("vhost-user-gpu")
             }
@@ -284,8 +291,14 @@ impl BackendProcess {
     pub fn stderr_tail(&self) -> String {
         let s = self.stderr();
         let start = s.len().saturating_sub(8192);
-        let start = (start..s.len()).find(|&i| s.is_char_boundary(i)).unwrap_or(s.len());
-        format!("--- backend output ({}) ---\n{}", self.stderr_path.display(), &s[start..])
+        let start = (start..s.len())
+            .find(|&i| s.is_char_boundary(i))
+            .unwrap_or(s.len());
+        format!(
+            "--- backend output ({}) ---\n{}",
+            self.stderr_path.display(),
+            &s[start..]
+        )
     }
 
     /// Kill it (SIGKILL) and reap it.

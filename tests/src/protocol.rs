@@ -206,7 +206,12 @@ pub struct Rect {
 impl Rect {
     /// A rectangle.
     pub const fn new(x: u32, y: u32, width: u32, height: u32) -> Self {
-        Rect { x, y, width, height }
+        Rect {
+            x,
+            y,
+            width,
+            height,
+        }
     }
 }
 
@@ -611,14 +616,26 @@ impl Command {
     }
 
     /// UPDATE_CURSOR (cursor queue).
-    pub fn update_cursor(scanout_id: u32, x: u32, y: u32, resource_id: u32, hot: (u32, u32)) -> Self {
-        Self::new(cmd::UPDATE_CURSOR, cursor_body(scanout_id, x, y, resource_id, hot))
+    pub fn update_cursor(
+        scanout_id: u32,
+        x: u32,
+        y: u32,
+        resource_id: u32,
+        hot: (u32, u32),
+    ) -> Self {
+        Self::new(
+            cmd::UPDATE_CURSOR,
+            cursor_body(scanout_id, x, y, resource_id, hot),
+        )
     }
 
     /// MOVE_CURSOR (cursor queue). Like Linux, the driver repeats the current cursor's
     /// `resource_id` (QEMU's backend hides the cursor on a move with resource 0).
     pub fn move_cursor(scanout_id: u32, x: u32, y: u32, resource_id: u32) -> Self {
-        Self::new(cmd::MOVE_CURSOR, cursor_body(scanout_id, x, y, resource_id, (0, 0)))
+        Self::new(
+            cmd::MOVE_CURSOR,
+            cursor_body(scanout_id, x, y, resource_id, (0, 0)),
+        )
     }
 }
 
@@ -789,7 +806,12 @@ impl Response {
             .map(|i| {
                 let o = i * 24;
                 DisplayMode {
-                    rect: Rect::new(get32(p, o), get32(p, o + 4), get32(p, o + 8), get32(p, o + 12)),
+                    rect: Rect::new(
+                        get32(p, o),
+                        get32(p, o + 4),
+                        get32(p, o + 8),
+                        get32(p, o + 12),
+                    ),
                     enabled: get32(p, o + 16),
                     flags: get32(p, o + 20),
                 }
@@ -870,14 +892,23 @@ mod tests {
             (Command::get_edid(0), 32),
             (Command::assign_uuid(1), 32),
             (Command::resource_create_blob(1, 1, 0, 0, 0, &[]), 56),
-            (Command::set_scanout_blob(0, 1, Rect::default(), 0, 0, 0, [0; 4], [0; 4]), 96),
+            (
+                Command::set_scanout_blob(0, 1, Rect::default(), 0, 0, 0, [0; 4], [0; 4]),
+                96,
+            ),
             (Command::ctx_create(1, 0, "x"), 96),
             (Command::ctx_destroy(1), 24),
             (Command::ctx_attach_resource(1, 1), 32),
             (Command::ctx_detach_resource(1, 1), 32),
             (Command::resource_create_3d(1, &Resource3d::default()), 72),
-            (Command::transfer_to_host_3d(1, 1, &Transfer3d::default()), 72),
-            (Command::transfer_from_host_3d(1, 1, &Transfer3d::default()), 72),
+            (
+                Command::transfer_to_host_3d(1, 1, &Transfer3d::default()),
+                72,
+            ),
+            (
+                Command::transfer_from_host_3d(1, 1, &Transfer3d::default()),
+                72,
+            ),
             (Command::submit_3d(1, &[]), 32),
             (Command::resource_map_blob(1, 0), 40),
             (Command::resource_unmap_blob(1), 32),
@@ -888,14 +919,19 @@ mod tests {
             assert_eq!(c.to_bytes().len(), size, "{}", type_name(c.hdr.ty));
         }
         assert_eq!(
-            Command::attach_backing(1, &[MemEntry { addr: 1, length: 2 }]).to_bytes().len(),
+            Command::attach_backing(1, &[MemEntry { addr: 1, length: 2 }])
+                .to_bytes()
+                .len(),
             48
         );
     }
 
     #[test]
     fn header_round_trip() {
-        let c = Command::resource_unref(7).fenced(0x1_0000_0002).ring(5).ctx(9);
+        let c = Command::resource_unref(7)
+            .fenced(0x1_0000_0002)
+            .ring(5)
+            .ctx(9);
         let h = CtrlHdr::decode(&c.to_bytes()).unwrap();
         assert_eq!(h.flags, FLAG_FENCE | FLAG_INFO_RING_IDX);
         assert_eq!(h.fence_id, 0x1_0000_0002);

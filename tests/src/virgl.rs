@@ -32,7 +32,8 @@ pub struct Stream(pub Vec<u32>);
 
 impl Stream {
     fn push(&mut self, cmd: u32, obj: u32, payload: &[u32]) -> &mut Self {
-        self.0.push(cmd | (obj << 8) | ((payload.len() as u32) << 16));
+        self.0
+            .push(cmd | (obj << 8) | ((payload.len() as u32) << 16));
         self.0.extend_from_slice(payload);
         self
     }
@@ -49,7 +50,11 @@ impl Stream {
 
     /// CREATE_OBJECT(SURFACE): `handle` on `resource` (level 0, layer 0) as `format`.
     pub fn create_surface(&mut self, handle: u32, resource: u32, format: u32) -> &mut Self {
-        self.push(CCMD_CREATE_OBJECT, OBJECT_SURFACE, &[handle, resource, format, 0, 0])
+        self.push(
+            CCMD_CREATE_OBJECT,
+            OBJECT_SURFACE,
+            &[handle, resource, format, 0, 0],
+        )
     }
 
     /// SET_FRAMEBUFFER_STATE with colour buffers and no depth buffer.

@@ -203,7 +203,9 @@ impl SplitQueue {
             let head = u16::try_from(id)
                 .ok()
                 .filter(|h| self.chains.contains_key(h))
-                .ok_or_else(|| Error::Malformed(format!("used id {id} is not a chain in flight")))?;
+                .ok_or_else(|| {
+                    Error::Malformed(format!("used id {id} is not a chain in flight"))
+                })?;
             if let Some(ids) = self.chains.remove(&head) {
                 self.free.extend(ids);
             }
@@ -260,15 +262,24 @@ mod tests {
         assert_eq!(l.used % 4, 0);
         let h = q
             .add_chain(&[
-                Desc { addr: 0x10000, len: 24, writable: false },
-                Desc { addr: 0x20000, len: 24, writable: true },
+                Desc {
+                    addr: 0x10000,
+                    len: 24,
+                    writable: false,
+                },
+                Desc {
+                    addr: 0x20000,
+                    len: 24,
+                    writable: true,
+                },
             ])
             .unwrap();
         assert_eq!(mem.load_u16(l.avail + 2, Ordering::Acquire).unwrap(), 1);
         let d = mem.read(l.desc + 16 * u64::from(h), 16).unwrap();
         assert_eq!(u16::from_le_bytes([d[12], d[13]]), DESC_F_NEXT);
         // Play the device: publish used {h, 24}.
-        mem.write(l.used + 4, &[h as u8, 0, 0, 0, 24, 0, 0, 0]).unwrap();
+        mem.write(l.used + 4, &[h as u8, 0, 0, 0, 24, 0, 0, 0])
+            .unwrap();
         mem.store_u16(l.used + 2, 1, Ordering::Release).unwrap();
         assert_eq!(q.wait_for(h, Duration::from_millis(100)).unwrap(), 24);
         assert_eq!(q.free_descriptors(), 8);

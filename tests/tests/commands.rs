@@ -6,8 +6,8 @@ mod common;
 use common::*;
 use vhost_user_gpu_tests::display::DisplayConfig;
 use vhost_user_gpu_tests::protocol::{
-    features, format, resp, Command, MemEntry, Rect, CTRL_HDR_SIZE, FLAG_FENCE, RESP_DISPLAY_INFO_SIZE,
-    RESP_EDID_SIZE,
+    features, format, resp, Command, MemEntry, Rect, CTRL_HDR_SIZE, FLAG_FENCE,
+    RESP_DISPLAY_INFO_SIZE, RESP_EDID_SIZE,
 };
 use vhost_user_gpu_tests::{edid, FrontendOptions};
 
@@ -15,37 +15,73 @@ use vhost_user_gpu_tests::{edid, FrontendOptions};
 const OLD: u32 = 0x0011_2233;
 
 /// An exact OK_NODATA: type, no flags, fence 0, 24 bytes.
-fn assert_nodata(r: &vhost_user_gpu_tests::protocol::Response, what: &str, p: &vhost_user_gpu_tests::BackendProcess) {
+fn assert_nodata(
+    r: &vhost_user_gpu_tests::protocol::Response,
+    what: &str,
+    p: &vhost_user_gpu_tests::BackendProcess,
+) {
     assert_resp(r, resp::OK_NODATA, what, p);
     assert_eq!(r.used_len as usize, CTRL_HDR_SIZE, "{what}: used length");
-    assert_eq!((r.hdr.flags, r.hdr.fence_id, r.hdr.ctx_id), (0, 0, 0), "{what}: header {}", r.describe());
+    assert_eq!(
+        (r.hdr.flags, r.hdr.fence_id, r.hdr.ctx_id),
+        (0, 0, 0),
+        "{what}: header {}",
+        r.describe()
+    );
 }
 
-#[test]
-fn features_and_config() {
-    let (p, fe) = start();
+fn features_and_config(rd: Renderer) {
+    let (p, fe) = start_on(rd, FrontendOptions::default());
     let offered = fe.offered_features();
-    assert_ne!(offered & features::VERSION_1, 0, "VIRTIO_F_VERSION_1 not offered: {offered:#x}");
+    assert_ne!(
+        offered & features::VERSION_1,
+        0,
+        "VIRTIO_F_VERSION_1 not offered: {offered:#x}"
+    );
     assert_ne!(offered & features::PROTOCOL_FEATURES, 0);
     let proto = fe.offered_protocol_features();
     use vhost::vhost_user::VhostUserProtocolFeatures as P;
     for f in [P::CONFIG, P::MQ] {
-        assert!(proto.contains(f), "protocol feature {f:?} not offered: {proto:?}");
+        assert!(
+            proto.contains(f),
+            "protocol feature {f:?} not offered: {proto:?}"
+        );
     }
     let cfg = fe.config().expect("CONFIG negotiated");
     if !is_qemu() {
         // QEMU's C backend leaves num_scanouts to QEMU (0 in its config space).
         assert_eq!(cfg.num_scanouts, 1, "{cfg:?}");
-        assert_eq!(cfg.num_capsets, 0, "the software renderer has no capsets: {cfg:?}");
+        match rd {
+            Renderer::Software => {
+                assert_eq!(
+                    cfg.num_capsets, 0,
+                    "the software renderer has no capsets: {cfg:?}"
+                );
+                assert_eq!(
+                    offered & features::VIRGL,
+                    0,
+                    "software must not offer VIRGL"
+                );
+            }
+            Renderer::Virgl => {
+                assert!(cfg.num_capsets >= 1, "virglrenderer has capsets: {cfg:?}");
+                assert_ne!(
+                    offered & features::VIRGL,
+                    0,
+                    "virglrenderer must offer VIRGL"
+                );
+            }
+        }
     }
     assert_eq!((cfg.events_read, cfg.events_clear), (0, 0));
     drop(p);
 }
 
-#[test]
-fn get_display_info_reports_the_display_peer_modes() {
-    let (p, mut fe) = start();
-    let r = fe.request(&Command::get_display_info()).check(&p, "GET_DISPLAY_INFO");
+fn get_display_info_reports_the_display_peer_modes(rd: Renderer) {
+    let (p, mut fe) = start_on(rd, FrontendOptions::default());
+    let r = fe
+        .request(&Command::get_display_info())
+        .check(&p, "GET_DISPLAY_INFO");
     assert_resp(&r, resp::OK_DISPLAY_INFO, "GET_DISPLAY_INFO", &p);
     assert_eq!(r.used_len as usize, RESP_DISPLAY_INFO_SIZE);
     assert_eq!(r.hdr.flags, 0);
@@ -57,8 +93,7 @@ fn get_display_info_reports_the_display_peer_modes() {
     }
 }
 
-#[test]
-fn get_edid_returns_a_valid_edid_for_the_mode() {
+fn get_edid_returns_a_valid_edid_for_the_mode(rd: Renderer) {
     let opts = FrontendOptions {
         display: Some(DisplayConfig {
             modes: vec![(1280, 800)],
@@ -66,8 +101,13 @@ fn get_edid_returns_a_valid_edid_for_the_mode() {
         }),
         ..FrontendOptions::default()
     };
-    let (p, mut fe) = start_with(opts);
-    assert_ne!(fe.features() & features::EDID, 0, "VIRTIO_GPU_F_EDID not offered: {:#x}", fe.offered_features());
+    let (p, mut fe) = start_on(rd, opts);
+    assert_ne!(
+        fe.features() & features::EDID,
+        0,
+        "VIRTIO_GPU_F_EDID not offered: {:#x}",
+        fe.offered_features()
+    );
     let r = fe.request(&Command::get_edid(0)).check(&p, "GET_EDID");
     assert_resp(&r, resp::OK_EDID, "GET_EDID", &p);
     assert_eq!(r.used_len as usize, RESP_EDID_SIZE);
@@ -76,17 +116,34 @@ fn get_edid_returns_a_valid_edid_for_the_mode() {
     assert_eq!(edid::preferred_mode(&e), Some((1280, 800)));
 }
 
-#[test]
-fn resource_lifecycle_2d_each_answered_ok_nodata() {
-    let (p, mut fe) = start();
+fn resource_lifecycle_2d_each_answered_ok_nodata(rd: Renderer) {
+    let (p, mut fe) = start_on(rd, FrontendOptions::default());
     let (w, h) = (64u32, 32u32);
     let size = w * h * 4;
     let backing = fe.memory().alloc(u64::from(size), 4096).unwrap();
     let steps = [
-        ("create", Command::resource_create_2d(1, format::B8G8R8X8_UNORM, w, h)),
-        ("attach", Command::attach_backing(1, &[MemEntry { addr: backing, length: size }])),
-        ("transfer", Command::transfer_to_host_2d(1, Rect::new(0, 0, w, h), 0)),
-        ("set_scanout", Command::set_scanout(0, 1, Rect::new(0, 0, w, h))),
+        (
+            "create",
+            Command::resource_create_2d(1, format::B8G8R8X8_UNORM, w, h),
+        ),
+        (
+            "attach",
+            Command::attach_backing(
+                1,
+                &[MemEntry {
+                    addr: backing,
+                    length: size,
+                }],
+            ),
+        ),
+        (
+            "transfer",
+            Command::transfer_to_host_2d(1, Rect::new(0, 0, w, h), 0),
+        ),
+        (
+            "set_scanout",
+            Command::set_scanout(0, 1, Rect::new(0, 0, w, h)),
+        ),
         ("flush", Command::resource_flush(1, Rect::new(0, 0, w, h))),
         ("scanout off", Command::set_scanout(0, 0, Rect::default())),
         ("detach", Command::detach_backing(1)),
@@ -97,13 +154,19 @@ fn resource_lifecycle_2d_each_answered_ok_nodata() {
         assert_nodata(&r, what, &p);
     }
     // The id is free again.
-    let r = fe.request(&Command::resource_create_2d(1, format::B8G8R8X8_UNORM, w, h)).unwrap();
+    let r = fe
+        .request(&Command::resource_create_2d(
+            1,
+            format::B8G8R8X8_UNORM,
+            w,
+            h,
+        ))
+        .unwrap();
     assert_nodata(&r, "create again", &p);
 }
 
-#[test]
-fn every_2d_format_is_accepted() {
-    let (p, mut fe) = start();
+fn every_2d_format_is_accepted(rd: Renderer) {
+    let (p, mut fe) = start_on(rd, FrontendOptions::default());
     let formats = [
         format::B8G8R8A8_UNORM,
         format::B8G8R8X8_UNORM,
@@ -115,16 +178,17 @@ fn every_2d_format_is_accepted() {
         format::R8G8B8X8_UNORM,
     ];
     for (i, f) in formats.into_iter().enumerate() {
-        let r = fe.request(&Command::resource_create_2d(10 + i as u32, f, 16, 16)).unwrap();
+        let r = fe
+            .request(&Command::resource_create_2d(10 + i as u32, f, 16, 16))
+            .unwrap();
         assert_nodata(&r, &format!("create format {f}"), &p);
     }
 }
 
-#[test]
-fn backing_in_several_entries_and_transfer_at_offset() {
+fn backing_in_several_entries_and_transfer_at_offset(rd: Renderer) {
     // A 32x8 resource whose backing is split into 4 page-unaligned pieces far apart; a transfer of
     // a sub-rectangle at the right offset must land exactly on the display.
-    let (p, mut fe) = start();
+    let (p, mut fe) = start_on(rd, FrontendOptions::default());
     let (w, h) = (32u32, 8u32);
     let stride = w * 4;
     let total = stride * h;
@@ -132,42 +196,64 @@ fn backing_in_several_entries_and_transfer_at_offset() {
     let mut entries = Vec::new();
     for len in pieces {
         let a = fe.memory().alloc(u64::from(len) + 64, 64).unwrap() + 8;
-        entries.push(MemEntry { addr: a, length: len });
+        entries.push(MemEntry {
+            addr: a,
+            length: len,
+        });
     }
-    fe.ok(&Command::resource_create_2d(3, format::B8G8R8X8_UNORM, w, h)).check(&p, "create");
+    fe.ok(&Command::resource_create_2d(
+        3,
+        format::B8G8R8X8_UNORM,
+        w,
+        h,
+    ))
+    .check(&p, "create");
     let r = fe.request(&Command::attach_backing(3, &entries)).unwrap();
     assert_nodata(&r, "attach 4 entries", &p);
     // Write a linear image across the pieces.
     let write_image = |fe: &vhost_user_gpu_tests::GpuFrontend, f: &dyn Fn(u32, u32) -> u32| {
-        let image: Vec<u8> = (0..w * h).flat_map(|i| f(i % w, i / w).to_le_bytes()).collect();
+        let image: Vec<u8> = (0..w * h)
+            .flat_map(|i| f(i % w, i / w).to_le_bytes())
+            .collect();
         let mut off = 0usize;
         for e in &entries {
-            fe.memory().write(e.addr, &image[off..off + e.length as usize]).unwrap();
+            fe.memory()
+                .write(e.addr, &image[off..off + e.length as usize])
+                .unwrap();
             off += e.length as usize;
         }
     };
     // First the whole resource holds OLD (the content of a new resource is undefined).
     write_image(&fe, &|_, _| OLD);
-    fe.ok(&Command::transfer_to_host_2d(3, Rect::new(0, 0, w, h), 0)).check(&p, "full transfer");
+    fe.ok(&Command::transfer_to_host_2d(3, Rect::new(0, 0, w, h), 0))
+        .check(&p, "full transfer");
     write_image(&fe, &pattern);
-    fe.ok(&Command::set_scanout(0, 3, Rect::new(0, 0, w, h))).check(&p, "set_scanout");
+    fe.ok(&Command::set_scanout(0, 3, Rect::new(0, 0, w, h)))
+        .check(&p, "set_scanout");
     // Transfer only rows 2..6, columns 4..20 (offset = y * stride + x * 4, as Linux does).
     let rect = Rect::new(4, 2, 16, 4);
     let offset = u64::from(rect.y * stride + rect.x * 4);
-    let r = fe.request(&Command::transfer_to_host_2d(3, rect, offset)).unwrap();
+    let r = fe
+        .request(&Command::transfer_to_host_2d(3, rect, offset))
+        .unwrap();
     assert_nodata(&r, "transfer sub-rect", &p);
     let d = fe.display().unwrap();
     let mark = d.mark();
-    fe.ok(&Command::resource_flush(3, Rect::new(0, 0, w, h))).check(&p, "flush");
+    fe.ok(&Command::resource_flush(3, Rect::new(0, 0, w, h)))
+        .check(&p, "flush");
     d.wait_event(mark, EVENT_TIMEOUT, "UPDATE", |e| {
-        matches!(e, vhost_user_gpu_tests::display::DisplayEvent::Update { .. })
+        matches!(
+            e,
+            vhost_user_gpu_tests::display::DisplayEvent::Update { .. }
+        )
     })
     .check(&p, "update");
     std::thread::sleep(std::time::Duration::from_millis(100));
     let fb = d.framebuffer(0).expect("scanout 0 framebuffer");
     for y in 0..h {
         for x in 0..w {
-            let inside = x >= rect.x && x < rect.x + rect.width && y >= rect.y && y < rect.y + rect.height;
+            let inside =
+                x >= rect.x && x < rect.x + rect.width && y >= rect.y && y < rect.y + rect.height;
             let want = if inside { pattern(x, y) } else { OLD };
             assert_eq!(
                 fb.pixel(x, y).unwrap() & 0x00ff_ffff,
@@ -178,21 +264,33 @@ fn backing_in_several_entries_and_transfer_at_offset() {
     }
 }
 
-#[test]
-fn fenced_commands_echo_fence_and_flag() {
-    let (p, mut fe) = start();
+fn fenced_commands_echo_fence_and_flag(rd: Renderer) {
+    let (p, mut fe) = start_on(rd, FrontendOptions::default());
     let r = fe
-        .request(&Command::resource_create_2d(5, format::B8G8R8X8_UNORM, 8, 8).fenced(0x1_2345_6789))
+        .request(
+            &Command::resource_create_2d(5, format::B8G8R8X8_UNORM, 8, 8).fenced(0x1_2345_6789),
+        )
         .unwrap();
     assert_resp(&r, resp::OK_NODATA, "fenced create", &p);
     assert_eq!(r.hdr.flags & FLAG_FENCE, FLAG_FENCE, "{}", r.describe());
-    assert_eq!(r.hdr.fence_id, 0x1_2345_6789, "fence id must be copied in full (64 bits)");
-    let r = fe.request(&Command::resource_unref(5).fenced(u64::MAX)).unwrap();
+    assert_eq!(
+        r.hdr.fence_id, 0x1_2345_6789,
+        "fence id must be copied in full (64 bits)"
+    );
+    let r = fe
+        .request(&Command::resource_unref(5).fenced(u64::MAX))
+        .unwrap();
     assert_resp(&r, resp::OK_NODATA, "fenced unref", &p);
-    assert_eq!((r.hdr.flags & FLAG_FENCE, r.hdr.fence_id), (FLAG_FENCE, u64::MAX));
+    assert_eq!(
+        (r.hdr.flags & FLAG_FENCE, r.hdr.fence_id),
+        (FLAG_FENCE, u64::MAX)
+    );
     // Fences on a series of commands come back in order, each with its id.
     let cmds: Vec<Command> = (0..16)
-        .map(|i| Command::resource_create_2d(100 + i, format::B8G8R8X8_UNORM, 4, 4).fenced(1000 + u64::from(i)))
+        .map(|i| {
+            Command::resource_create_2d(100 + i, format::B8G8R8X8_UNORM, 4, 4)
+                .fenced(1000 + u64::from(i))
+        })
         .collect();
     let rs = fe.request_all(&cmds).unwrap();
     for (i, r) in rs.iter().enumerate() {
@@ -201,28 +299,62 @@ fn fenced_commands_echo_fence_and_flag() {
     }
 }
 
-#[test]
-fn resource_uuid_when_offered() {
-    let (p, mut fe) = start();
+fn resource_uuid_when_offered(rd: Renderer) {
+    let (p, mut fe) = start_on(rd, FrontendOptions::default());
     if fe.offered_features() & features::RESOURCE_UUID == 0 {
-        assert!(is_qemu(), "our daemon should offer VIRTIO_GPU_F_RESOURCE_UUID");
+        assert!(
+            is_qemu(),
+            "our daemon should offer VIRTIO_GPU_F_RESOURCE_UUID"
+        );
         return;
     }
-    fe.ok(&Command::resource_create_2d(1, format::B8G8R8X8_UNORM, 4, 4)).unwrap();
-    fe.ok(&Command::resource_create_2d(2, format::B8G8R8X8_UNORM, 4, 4)).unwrap();
-    let a = fe.expect(&Command::assign_uuid(1), resp::OK_RESOURCE_UUID).check(&p, "uuid 1");
-    let b = fe.expect(&Command::assign_uuid(2), resp::OK_RESOURCE_UUID).check(&p, "uuid 2");
+    fe.ok(&Command::resource_create_2d(
+        1,
+        format::B8G8R8X8_UNORM,
+        4,
+        4,
+    ))
+    .unwrap();
+    fe.ok(&Command::resource_create_2d(
+        2,
+        format::B8G8R8X8_UNORM,
+        4,
+        4,
+    ))
+    .unwrap();
+    let a = fe
+        .expect(&Command::assign_uuid(1), resp::OK_RESOURCE_UUID)
+        .check(&p, "uuid 1");
+    let b = fe
+        .expect(&Command::assign_uuid(2), resp::OK_RESOURCE_UUID)
+        .check(&p, "uuid 2");
     assert_eq!(a.used_len as usize, CTRL_HDR_SIZE + 16);
     let (ua, ub) = (a.uuid().unwrap(), b.uuid().unwrap());
     assert_ne!(ua, ub);
     assert_ne!(ua, [0; 16]);
 }
 
-#[test]
-fn capset_queries_on_a_2d_device() {
-    let (p, mut fe) = start();
+fn capset_index_out_of_range(rd: Renderer) {
+    let (p, mut fe) = start_on(rd, FrontendOptions::default());
     let n = fe.config().map(|c| c.num_capsets).unwrap_or(0);
     // Index num_capsets is out of range on every device.
     let r = fe.request(&Command::get_capset_info(n)).unwrap();
-    assert_resp(&r, resp::ERR_INVALID_PARAMETER, "GET_CAPSET_INFO out of range", &p);
+    assert_resp(
+        &r,
+        resp::ERR_INVALID_PARAMETER,
+        "GET_CAPSET_INFO out of range",
+        &p,
+    );
 }
+
+per_renderer!(
+    features_and_config,
+    get_display_info_reports_the_display_peer_modes,
+    get_edid_returns_a_valid_edid_for_the_mode,
+    resource_lifecycle_2d_each_answered_ok_nodata,
+    every_2d_format_is_accepted,
+    backing_in_several_entries_and_transfer_at_offset,
+    fenced_commands_echo_fence_and_flag,
+    resource_uuid_when_offered,
+    capset_index_out_of_range,
+);

@@ -61,13 +61,17 @@ fn wait_covered(d: &DisplayView, p: &BackendProcess, mark: usize, scanout: u32, 
 }
 
 fn show(fe: &mut GpuFrontend, p: &BackendProcess, scanout: u32, r: &Res2d) {
-    fe.ok(&Command::set_scanout(scanout, r.id, full(r))).check(p, "SET_SCANOUT");
+    fe.ok(&Command::set_scanout(scanout, r.id, full(r)))
+        .check(p, "SET_SCANOUT");
 }
 
 fn assert_fb(d: &DisplayView, scanout: u32, w: u32, h: u32, want: impl Fn(u32, u32) -> u32) {
-    let fb = d
-        .framebuffer(scanout)
-        .unwrap_or_else(|| panic!("no framebuffer for scanout {scanout}: events {:?}", d.events_since(0).len()));
+    let fb = d.framebuffer(scanout).unwrap_or_else(|| {
+        panic!(
+            "no framebuffer for scanout {scanout}: events {:?}",
+            d.events_since(0).len()
+        )
+    });
     assert_eq!((fb.width, fb.height), (w, h), "scanout {scanout} size");
     let mut bad = Vec::new();
     for y in 0..h {
@@ -80,45 +84,60 @@ fn assert_fb(d: &DisplayView, scanout: u32, w: u32, h: u32, want: impl Fn(u32, u
         }
     }
     assert!(bad.is_empty(), "scanout {scanout} pixels differ: {bad:?}");
-    assert!(d.state().errors.is_empty(), "display protocol errors: {:?}", d.state().errors);
+    assert!(
+        d.state().errors.is_empty(),
+        "display protocol errors: {:?}",
+        d.state().errors
+    );
 }
 
-#[test]
-fn scanout_transfer_flush_shows_exact_pixels() {
-    let (p, mut fe) = start();
+fn scanout_transfer_flush_shows_exact_pixels(rd: Renderer) {
+    let (p, mut fe) = start_on(rd, FrontendOptions::default());
     let d = fe.display().unwrap();
     let r = create_2d(&mut fe, &p, 1, 96, 40);
     paint(&fe, &p, &r, pattern);
-    fe.ok(&Command::transfer_to_host_2d(1, full(&r), 0)).check(&p, "transfer");
+    fe.ok(&Command::transfer_to_host_2d(1, full(&r), 0))
+        .check(&p, "transfer");
     let mark = d.mark();
     show(&mut fe, &p, 0, &r);
     d.wait_event(mark, EVENT_TIMEOUT, "SCANOUT 96x40", |e| {
-        matches!(e, DisplayEvent::Scanout { scanout_id: 0, width: 96, height: 40 })
+        matches!(
+            e,
+            DisplayEvent::Scanout {
+                scanout_id: 0,
+                width: 96,
+                height: 40
+            }
+        )
     })
     .check(&p, "SCANOUT message");
     let mark = d.mark();
-    fe.ok(&Command::resource_flush(1, full(&r))).check(&p, "flush");
+    fe.ok(&Command::resource_flush(1, full(&r)))
+        .check(&p, "flush");
     wait_covered(&d, &p, mark, 0, full(&r));
     assert_fb(&d, 0, 96, 40, pattern);
 }
 
-#[test]
-fn flush_sends_only_the_flushed_rectangle() {
-    let (p, mut fe) = start();
+fn flush_sends_only_the_flushed_rectangle(rd: Renderer) {
+    let (p, mut fe) = start_on(rd, FrontendOptions::default());
     let d = fe.display().unwrap();
     let r = create_2d(&mut fe, &p, 1, 64, 64);
     paint(&fe, &p, &r, |_, _| OLD);
-    fe.ok(&Command::transfer_to_host_2d(1, full(&r), 0)).check(&p, "transfer");
+    fe.ok(&Command::transfer_to_host_2d(1, full(&r), 0))
+        .check(&p, "transfer");
     show(&mut fe, &p, 0, &r);
     let mark = d.mark();
-    fe.ok(&Command::resource_flush(1, full(&r))).check(&p, "flush");
+    fe.ok(&Command::resource_flush(1, full(&r)))
+        .check(&p, "flush");
     wait_covered(&d, &p, mark, 0, full(&r));
     // New content everywhere in the host copy, but flush only a rectangle.
     paint(&fe, &p, &r, pattern);
-    fe.ok(&Command::transfer_to_host_2d(1, full(&r), 0)).check(&p, "transfer 2");
+    fe.ok(&Command::transfer_to_host_2d(1, full(&r), 0))
+        .check(&p, "transfer 2");
     let rect = Rect::new(10, 20, 17, 9);
     let mark = d.mark();
-    fe.ok(&Command::resource_flush(1, rect)).check(&p, "partial flush");
+    fe.ok(&Command::resource_flush(1, rect))
+        .check(&p, "partial flush");
     wait_covered(&d, &p, mark, 0, rect);
     for u in updates_since(&d, mark, 0) {
         assert!(
@@ -130,7 +149,8 @@ fn flush_sends_only_the_flushed_rectangle() {
         );
     }
     assert_fb(&d, 0, 64, 64, |x, y| {
-        let inside = x >= rect.x && x < rect.x + rect.width && y >= rect.y && y < rect.y + rect.height;
+        let inside =
+            x >= rect.x && x < rect.x + rect.width && y >= rect.y && y < rect.y + rect.height;
         if inside {
             pattern(x, y)
         } else {
@@ -139,39 +159,59 @@ fn flush_sends_only_the_flushed_rectangle() {
     });
 }
 
-#[test]
-fn flush_of_a_resource_not_on_a_scanout_sends_nothing() {
-    let (p, mut fe) = start();
+fn flush_of_a_resource_not_on_a_scanout_sends_nothing(rd: Renderer) {
+    let (p, mut fe) = start_on(rd, FrontendOptions::default());
     let d = fe.display().unwrap();
     let shown = create_2d(&mut fe, &p, 1, 16, 16);
     let hidden = create_2d(&mut fe, &p, 2, 16, 16);
     show(&mut fe, &p, 0, &shown);
     let mark = d.mark();
-    fe.ok(&Command::resource_flush(hidden.id, full(&hidden))).check(&p, "flush hidden");
-    fe.ok(&Command::resource_flush(shown.id, full(&shown))).check(&p, "flush shown");
+    fe.ok(&Command::resource_flush(hidden.id, full(&hidden)))
+        .check(&p, "flush hidden");
+    fe.ok(&Command::resource_flush(shown.id, full(&shown)))
+        .check(&p, "flush shown");
     wait_covered(&d, &p, mark, 0, full(&shown));
-    let n = updates_since(&d, mark, 0).iter().map(|r| r.width * r.height).sum::<u32>();
-    assert_eq!(n, 16 * 16, "only the shown resource's 256 pixels may be sent");
+    let n = updates_since(&d, mark, 0)
+        .iter()
+        .map(|r| r.width * r.height)
+        .sum::<u32>();
+    assert_eq!(
+        n,
+        16 * 16,
+        "only the shown resource's 256 pixels may be sent"
+    );
 }
 
-#[test]
-fn scanout_disable_is_forwarded() {
-    let (p, mut fe) = start();
+fn scanout_disable_is_forwarded(rd: Renderer) {
+    let (p, mut fe) = start_on(rd, FrontendOptions::default());
     let d = fe.display().unwrap();
     let r = create_2d(&mut fe, &p, 1, 32, 32);
     show(&mut fe, &p, 0, &r);
     let mark = d.mark();
-    fe.ok(&Command::set_scanout(0, 0, Rect::default())).check(&p, "disable");
+    fe.ok(&Command::set_scanout(0, 0, Rect::default()))
+        .check(&p, "disable");
     d.wait_event(mark, EVENT_TIMEOUT, "SCANOUT disable", |e| {
-        matches!(e, DisplayEvent::Scanout { scanout_id: 0, width: 0, .. })
-            || matches!(e, DisplayEvent::DmabufScanout(s) if s.scanout_id == 0 && s.fd.is_none())
+        matches!(
+            e,
+            DisplayEvent::Scanout {
+                scanout_id: 0,
+                width: 0,
+                ..
+            }
+        ) || matches!(e, DisplayEvent::DmabufScanout(s) if s.scanout_id == 0 && s.fd.is_none())
     })
     .check(&p, "disable message");
     // Unref of a resource that is on a scanout must also be safe; then flush of it fails.
     show(&mut fe, &p, 0, &r);
-    fe.ok(&Command::resource_unref(1)).check(&p, "unref shown resource");
+    fe.ok(&Command::resource_unref(1))
+        .check(&p, "unref shown resource");
     let again = fe.request(&Command::resource_flush(1, full(&r))).unwrap();
-    assert_resp(&again, vhost_user_gpu_tests::protocol::resp::ERR_INVALID_RESOURCE_ID, "flush after unref", &p);
+    assert_resp(
+        &again,
+        vhost_user_gpu_tests::protocol::resp::ERR_INVALID_RESOURCE_ID,
+        "flush after unref",
+        &p,
+    );
 }
 
 /// A 64x64 cursor resource with a recognisable ARGB image.
@@ -179,55 +219,82 @@ fn cursor_image(x: u32, y: u32) -> u32 {
     0xff00_0000 | (x << 16) | (y << 8) | ((x + y) & 0xff)
 }
 
-#[test]
-fn cursor_update_move_hide() {
-    let (p, mut fe) = start();
+fn cursor_update_move_hide(rd: Renderer) {
+    let (p, mut fe) = start_on(rd, FrontendOptions::default());
     let d = fe.display().unwrap();
     let screen = create_2d(&mut fe, &p, 1, 128, 128);
     show(&mut fe, &p, 0, &screen);
     let c = create_2d_fmt(&mut fe, &p, 7, 64, 64, format::B8G8R8A8_UNORM);
     paint(&fe, &p, &c, cursor_image);
-    fe.ok(&Command::transfer_to_host_2d(7, full(&c), 0)).check(&p, "transfer cursor");
+    fe.ok(&Command::transfer_to_host_2d(7, full(&c), 0))
+        .check(&p, "transfer cursor");
 
     let mark = d.mark();
-    let r = fe.request(&Command::update_cursor(0, 30, 40, 7, (5, 6))).check(&p, "UPDATE_CURSOR");
-    assert_eq!(r.used_len, 0, "cursor queue: no response buffer was offered");
+    let r = fe
+        .request(&Command::update_cursor(0, 30, 40, 7, (5, 6)))
+        .check(&p, "UPDATE_CURSOR");
+    assert_eq!(
+        r.used_len, 0,
+        "cursor queue: no response buffer was offered"
+    );
     let (_, ev) = d
-        .wait_event(mark, EVENT_TIMEOUT, "CURSOR_UPDATE", |e| matches!(e, DisplayEvent::CursorUpdate { .. }))
+        .wait_event(mark, EVENT_TIMEOUT, "CURSOR_UPDATE", |e| {
+            matches!(e, DisplayEvent::CursorUpdate { .. })
+        })
         .check(&p, "cursor update");
-    let DisplayEvent::CursorUpdate { scanout_id, x, y, hot_x, hot_y, image } = ev else {
+    let DisplayEvent::CursorUpdate {
+        scanout_id,
+        x,
+        y,
+        hot_x,
+        hot_y,
+        image,
+    } = ev
+    else {
         unreachable!()
     };
     assert_eq!((scanout_id, x, y, hot_x, hot_y), (0, 30, 40, 5, 6));
     assert_eq!(image.len(), CURSOR_DIM * CURSOR_DIM);
     for yy in 0..64u32 {
         for xx in 0..64u32 {
-            assert_eq!(image[(yy * 64 + xx) as usize], cursor_image(xx, yy), "cursor pixel ({xx},{yy})");
+            assert_eq!(
+                image[(yy * 64 + xx) as usize],
+                cursor_image(xx, yy),
+                "cursor pixel ({xx},{yy})"
+            );
         }
     }
 
     let mark = d.mark();
-    fe.request(&Command::move_cursor(0, 100, 7, 7)).check(&p, "MOVE_CURSOR");
+    fe.request(&Command::move_cursor(0, 100, 7, 7))
+        .check(&p, "MOVE_CURSOR");
     d.wait_event(mark, EVENT_TIMEOUT, "CURSOR_POS 100,7", |e| {
-        matches!(e, DisplayEvent::CursorPos { scanout_id: 0, x: 100, y: 7 })
+        matches!(
+            e,
+            DisplayEvent::CursorPos {
+                scanout_id: 0,
+                x: 100,
+                y: 7
+            }
+        )
     })
     .check(&p, "cursor move");
 
     let mark = d.mark();
-    fe.request(&Command::update_cursor(0, 0, 0, 0, (0, 0))).check(&p, "hide");
+    fe.request(&Command::update_cursor(0, 0, 0, 0, (0, 0)))
+        .check(&p, "hide");
     d.wait_event(mark, EVENT_TIMEOUT, "CURSOR_POS_HIDE", |e| {
         matches!(e, DisplayEvent::CursorHide { scanout_id: 0 })
     })
     .check(&p, "cursor hide");
 }
 
-#[test]
-fn several_scanouts_each_get_their_own_pixels() {
+fn several_scanouts_each_get_their_own_pixels(rd: Renderer) {
     let modes = vec![(64, 48), (32, 16), (40, 40)];
     let cmd = if is_qemu() {
-        backend_command()
+        backend_command_for(rd)
     } else {
-        backend_command().arg("--num-scanouts").arg("3")
+        backend_command_for(rd).arg("--num-scanouts").arg("3")
     };
     let p = spawn(&cmd);
     let mut fe = connect(
@@ -244,22 +311,32 @@ fn several_scanouts_each_get_their_own_pixels() {
     if !is_qemu() {
         assert_eq!(fe.config().unwrap().num_scanouts, 3);
     }
-    let info = fe.request(&Command::get_display_info()).unwrap().display_info().unwrap();
+    let info = fe
+        .request(&Command::get_display_info())
+        .unwrap()
+        .display_info()
+        .unwrap();
     for (i, &(w, h)) in modes.iter().enumerate() {
-        assert_eq!((info[i].rect.width, info[i].rect.height, info[i].enabled), (w, h, 1), "scanout {i}");
+        assert_eq!(
+            (info[i].rect.width, info[i].rect.height, info[i].enabled),
+            (w, h, 1),
+            "scanout {i}"
+        );
     }
     let mut res = Vec::new();
     for (i, &(w, h)) in modes.iter().enumerate() {
         let r = create_2d(&mut fe, &p, 10 + i as u32, w, h);
         let salt = (i as u32 + 1) * 0x40;
         paint(&fe, &p, &r, |x, y| pattern(x, y) ^ salt);
-        fe.ok(&Command::transfer_to_host_2d(r.id, full(&r), 0)).check(&p, "transfer");
+        fe.ok(&Command::transfer_to_host_2d(r.id, full(&r), 0))
+            .check(&p, "transfer");
         show(&mut fe, &p, i as u32, &r);
         res.push(r);
     }
     let mark = d.mark();
     for r in &res {
-        fe.ok(&Command::resource_flush(r.id, full(r))).check(&p, "flush");
+        fe.ok(&Command::resource_flush(r.id, full(r)))
+            .check(&p, "flush");
     }
     for (i, r) in res.iter().enumerate() {
         wait_covered(&d, &p, mark, i as u32, full(r));
@@ -269,8 +346,18 @@ fn several_scanouts_each_get_their_own_pixels() {
     // The same resource on two scanouts: one flush updates both.
     show(&mut fe, &p, 1, &res[0]);
     let mark = d.mark();
-    fe.ok(&Command::resource_flush(res[0].id, full(&res[0]))).check(&p, "flush shared");
+    fe.ok(&Command::resource_flush(res[0].id, full(&res[0])))
+        .check(&p, "flush shared");
     wait_covered(&d, &p, mark, 0, full(&res[0]));
     wait_covered(&d, &p, mark, 1, full(&res[0]));
     assert!(d.events_since(mark).iter().any(|e| is_update(e, 1)));
 }
+
+per_renderer!(
+    scanout_transfer_flush_shows_exact_pixels,
+    flush_sends_only_the_flushed_rectangle,
+    flush_of_a_resource_not_on_a_scanout_sends_nothing,
+    scanout_disable_is_forwarded,
+    cursor_update_move_hide,
+    several_scanouts_each_get_their_own_pixels,
+);

@@ -6,23 +6,76 @@ use std::time::Duration;
 use vhost_user_gpu_tests::protocol::{format, resp, Command, MemEntry, Rect};
 use vhost_user_gpu_tests::{BackendCommand, BackendProcess, FrontendOptions, GpuFrontend};
 
-/// Which backend the suites drive: `VUGPU_BACKEND` = `software` (default), `virgl`, `qemu`, or a
-/// whole command line (split on spaces; `{socket}` is replaced by the socket path).
-pub fn backend_command() -> BackendCommand {
-    let sel = std::env::var("VUGPU_BACKEND").unwrap_or_else(|_| "software".into());
-    match sel.as_str() {
-        "software" => ours("software"),
-        "virgl" | "virglrenderer" => ours("virglrenderer"),
-        "qemu" => BackendCommand::qemu().unwrap_or_else(|e| panic!("{e}")),
-        line => {
+/// Which of our daemon's renderers a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Renderer {
+    /// `--renderer software`.
+    Software,
+    /// `--renderer virglrenderer`.
+    Virgl,
+}
+
+impl Renderer {
+    /// The `--renderer` argument.
+    pub fn arg(self) -> &'static str {
+        match self {
+            Renderer::Software => "software",
+            Renderer::Virgl => "virglrenderer",
+        }
+    }
+}
+
+/// Generates `software::NAME` and `virglrenderer::NAME` tests calling `NAME(Renderer)`.
+#[macro_export]
+macro_rules! per_renderer {
+    ($($name:ident),* $(,)?) => {
+        mod software {
+            $( #[test] fn $name() { super::$name(super::common::Renderer::Software) } )*
+        }
+        mod virglrenderer {
+            $( #[test] fn $name() {
+                if super::common::virgl_opted_out() { return; }
+                super::$name(super::common::Renderer::Virgl)
+            } )*
+        }
+    };
+}
+
+/// `VUGPU_NO_VIRGL=1` states that the daemon was built without virglrenderer: the virgl tests
+/// then print that they did not run. Without it a missing renderer fails them.
+pub fn virgl_opted_out() -> bool {
+    let out = std::env::var_os("VUGPU_NO_VIRGL").is_some_and(|v| v == "1");
+    if out {
+        eprintln!("NOT RUN: VUGPU_NO_VIRGL=1 (daemon built without virglrenderer)");
+    }
+    out
+}
+
+/// The backend a test drives: our daemon with `renderer`, unless `VUGPU_BACKEND` overrides it
+/// with `qemu` (QEMU's C backend, 2D) or a whole command line (split on spaces; `{socket}` is
+/// replaced by the socket path).
+pub fn backend_command_for(renderer: Renderer) -> BackendCommand {
+    match std::env::var("VUGPU_BACKEND").ok().as_deref() {
+        None | Some("") => ours(renderer.arg()),
+        Some("qemu") => BackendCommand::qemu().unwrap_or_else(|e| panic!("{e}")),
+        Some(line) => {
             let mut parts = line.split_whitespace();
-            let mut c = BackendCommand::new(parts.next().unwrap_or_else(|| panic!("empty VUGPU_BACKEND")));
+            let mut c = BackendCommand::new(
+                parts
+                    .next()
+                    .unwrap_or_else(|| panic!("empty VUGPU_BACKEND")),
+            );
             for p in parts {
                 c = c.arg(p);
             }
             c
         }
     }
+}
+
+/// The backend for tests that do not depend on the renderer (software).
+pub fn backend_command() -> BackendCommand {
+    backend_command_for(Renderer::Software)
 }
 
 /// Is the selected backend QEMU's C backend (for documented differences)?
@@ -53,7 +106,12 @@ pub fn start() -> (BackendProcess, GpuFrontend) {
 
 /// A backend of the selected kind, connected with `opts`.
 pub fn start_with(opts: FrontendOptions) -> (BackendProcess, GpuFrontend) {
-    let p = spawn(&backend_command());
+    start_on(Renderer::Software, opts)
+}
+
+/// Our daemon with `renderer` (or the `VUGPU_BACKEND` override), connected with `opts`.
+pub fn start_on(renderer: Renderer, opts: FrontendOptions) -> (BackendProcess, GpuFrontend) {
+    let p = spawn(&backend_command_for(renderer));
     let fe = connect(&p, opts);
     (p, fe)
 }
@@ -68,7 +126,11 @@ impl<T> Check<T> for vhost_user_gpu_tests::Result<T> {
     fn check(self, p: &BackendProcess, what: &str) -> T {
         match self {
             Ok(v) => v,
-            Err(e) => panic!("{what}: {e}\nbackend: {}\n{}", p.command_line(), p.stderr_tail()),
+            Err(e) => panic!(
+                "{what}: {e}\nbackend: {}\n{}",
+                p.command_line(),
+                p.stderr_tail()
+            ),
         }
     }
 }
@@ -91,12 +153,26 @@ pub fn create_2d(fe: &mut GpuFrontend, p: &BackendProcess, id: u32, w: u32, h: u
 }
 
 /// Create a resource of `fmt` with one backing entry.
-pub fn create_2d_fmt(fe: &mut GpuFrontend, p: &BackendProcess, id: u32, w: u32, h: u32, fmt: u32) -> Res2d {
+pub fn create_2d_fmt(
+    fe: &mut GpuFrontend,
+    p: &BackendProcess,
+    id: u32,
+    w: u32,
+    h: u32,
+    fmt: u32,
+) -> Res2d {
     let size = u64::from(w) * u64::from(h) * 4;
     let backing = fe.memory().alloc(size, 4096).check(p, "alloc backing");
-    fe.ok(&Command::resource_create_2d(id, fmt, w, h)).check(p, "RESOURCE_CREATE_2D");
-    fe.ok(&Command::attach_backing(id, &[MemEntry { addr: backing, length: size as u32 }]))
-        .check(p, "RESOURCE_ATTACH_BACKING");
+    fe.ok(&Command::resource_create_2d(id, fmt, w, h))
+        .check(p, "RESOURCE_CREATE_2D");
+    fe.ok(&Command::attach_backing(
+        id,
+        &[MemEntry {
+            addr: backing,
+            length: size as u32,
+        }],
+    ))
+    .check(p, "RESOURCE_ATTACH_BACKING");
     Res2d { id, w, h, backing }
 }
 
@@ -117,7 +193,12 @@ pub fn pattern(x: u32, y: u32) -> u32 {
 }
 
 /// Assert a response type with the backend's output on failure.
-pub fn assert_resp(r: &vhost_user_gpu_tests::protocol::Response, ty: u32, what: &str, p: &BackendProcess) {
+pub fn assert_resp(
+    r: &vhost_user_gpu_tests::protocol::Response,
+    ty: u32,
+    what: &str,
+    p: &BackendProcess,
+) {
     assert_eq!(
         r.ty(),
         ty,

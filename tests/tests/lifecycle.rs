@@ -1,0 +1,249 @@
+//! Lifecycle: the frontend disconnects and reconnects many times, a new SET_SOCKET replaces the
+//! display, rings are stopped and restarted; the daemon serves each time and its fds and memory
+//! do not grow. (QEMU's C backend exits when its frontend disconnects: these tests are for
+//! backends that serve reconnects.)
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use vhost_user_gpu_tests::display::{DisplayConfig, DisplayEvent};
+use vhost_user_gpu_tests::protocol::{format, resp, Command, MemEntry, Rect};
+use vhost_user_gpu_tests::FrontendOptions;
+
+/// Reconnect cycles of the leak test.
+const CYCLES: usize = 50;
+/// Cycles before the baseline is taken (allocator and thread warm-up).
+const WARMUP: usize = 5;
+/// Allowed fd growth over the measured cycles.
+const FD_SLACK: usize = 2;
+/// Allowed RSS growth over the measured cycles, KiB. Each cycle leaves a 1 MiB resource (never
+/// unreffed) and maps 16 MiB of guest memory, so a leak of either shows well above this.
+const RSS_SLACK_KIB: u64 = 12 * 1024;
+
+fn small() -> FrontendOptions {
+    FrontendOptions {
+        memory_size: 16 << 20,
+        queue_size: 64,
+        ..FrontendOptions::default()
+    }
+}
+
+/// One guest session: display info, a 512x512 resource with backing shown and flushed, left
+/// alive on disconnect (the daemon must free it).
+fn session(p: &vhost_user_gpu_tests::BackendProcess, i: usize) {
+    let mut fe = connect(p, small());
+    let r = fe
+        .request(&Command::get_display_info())
+        .check(p, "GET_DISPLAY_INFO");
+    assert_eq!(r.ty(), resp::OK_DISPLAY_INFO, "cycle {i}: {}", r.describe());
+    let d = fe.display().unwrap();
+    let res = create_2d(&mut fe, p, 1, 512, 512);
+    paint(&fe, p, &res, |x, y| pattern(x, y) ^ i as u32);
+    fe.ok(&Command::transfer_to_host_2d(1, full(&res), 0))
+        .check(p, "transfer");
+    fe.ok(&Command::set_scanout(0, 1, full(&res)))
+        .check(p, "set_scanout");
+    let mark = d.mark();
+    fe.ok(&Command::resource_flush(1, Rect::new(0, 0, 8, 8)))
+        .check(p, "flush");
+    d.wait_event(mark, EVENT_TIMEOUT, "UPDATE", |e| {
+        matches!(e, DisplayEvent::Update { .. })
+    })
+    .check(p, "update");
+    if i % 2 == 0 {
+        // Half the sessions stop the rings first, as a VMM does on shutdown.
+        fe.stop().check(p, "GET_VRING_BASE");
+    }
+    drop(fe);
+}
+
+#[test]
+fn reconnect_many_times_without_growth() {
+    let mut p = spawn(&backend_command());
+    let mut base = None;
+    for i in 0..CYCLES {
+        session(&p, i);
+        assert!(
+            p.is_running(),
+            "daemon exited after disconnect {i}\n{}",
+            p.stderr_tail()
+        );
+        if i + 1 == WARMUP {
+            // Let the daemon finish tearing the connection down before measuring.
+            std::thread::sleep(Duration::from_millis(200));
+            base = Some((p.fd_count().unwrap(), p.memory().unwrap()));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let (fd0, m0) = base.unwrap();
+    let (fd1, m1) = (p.fd_count().unwrap(), p.memory().unwrap());
+    eprintln!("after {WARMUP} cycles: {fd0} fds, {m0:?}; after {CYCLES}: {fd1} fds, {m1:?}");
+    assert!(
+        fd1 <= fd0 + FD_SLACK,
+        "fd count grew from {fd0} to {fd1} over {} reconnects",
+        CYCLES - WARMUP
+    );
+    assert!(
+        m1.rss_kib <= m0.rss_kib + RSS_SLACK_KIB,
+        "RSS grew from {} KiB to {} KiB over {} reconnects",
+        m0.rss_kib,
+        m1.rss_kib,
+        CYCLES - WARMUP
+    );
+}
+
+#[test]
+fn new_set_socket_replaces_the_display() {
+    let (p, mut fe) = start();
+    let first = fe.display().unwrap();
+    let res = create_2d(&mut fe, &p, 1, 32, 32);
+    paint(&fe, &p, &res, pattern);
+    fe.ok(&Command::transfer_to_host_2d(1, full(&res), 0))
+        .check(&p, "transfer");
+    fe.ok(&Command::set_scanout(0, 1, full(&res)))
+        .check(&p, "set_scanout");
+    // A second display socket (QEMU sends one at every DRIVER_OK), with other modes.
+    let second = fe
+        .set_socket(DisplayConfig {
+            modes: vec![(800, 600)],
+            ..DisplayConfig::default()
+        })
+        .check(&p, "second SET_SOCKET");
+    second
+        .wait_event(
+            0,
+            EVENT_TIMEOUT,
+            "GET_PROTOCOL_FEATURES on the new socket",
+            |e| matches!(e, DisplayEvent::GetProtocolFeatures),
+        )
+        .check(&p, "handshake on the new socket");
+    second
+        .wait_event(
+            0,
+            EVENT_TIMEOUT,
+            "SET_PROTOCOL_FEATURES on the new socket",
+            |e| matches!(e, DisplayEvent::SetProtocolFeatures(_)),
+        )
+        .check(&p, "handshake on the new socket");
+    let info = fe
+        .request(&Command::get_display_info())
+        .unwrap()
+        .display_info()
+        .unwrap();
+    assert_eq!(
+        (info[0].rect.width, info[0].rect.height),
+        (800, 600),
+        "display info must come from the new peer"
+    );
+    // The scanout may have to be set again after a new socket; a flush must reach the new peer
+    // only.
+    fe.ok(&Command::set_scanout(0, 1, full(&res)))
+        .check(&p, "set_scanout again");
+    let old_mark = first.mark();
+    let mark = second.mark();
+    fe.ok(&Command::resource_flush(1, full(&res)))
+        .check(&p, "flush");
+    second
+        .wait_event(mark, EVENT_TIMEOUT, "UPDATE on the new socket", |e| {
+            matches!(e, DisplayEvent::Update { .. })
+        })
+        .check(&p, "update on new socket");
+    assert!(
+        !first
+            .events_since(old_mark)
+            .iter()
+            .any(|e| matches!(e, DisplayEvent::Update { .. })),
+        "the old display still gets updates"
+    );
+    // Closing the display socket: the daemon keeps serving the guest headless.
+    fe.close_display();
+    fe.ok(&Command::resource_flush(1, full(&res)))
+        .check(&p, "flush without display");
+    let r = fe
+        .request(&Command::resource_create_2d(
+            2,
+            format::B8G8R8X8_UNORM,
+            8,
+            8,
+        ))
+        .unwrap();
+    assert_eq!(r.ty(), resp::OK_NODATA);
+}
+
+#[test]
+fn stop_and_restart_rings_on_one_connection() {
+    let (p, mut fe) = start();
+    fe.ok(&Command::resource_create_2d(
+        1,
+        format::B8G8R8X8_UNORM,
+        8,
+        8,
+    ))
+    .check(&p, "create");
+    let bases = fe.stop().check(&p, "GET_VRING_BASE");
+    assert_eq!(bases[0], 1, "one control chain was consumed");
+    assert_eq!(bases[1], 0);
+    drop(fe);
+    // A new connection starts a new device: the old resources are gone.
+    let mut fe = connect(&p, FrontendOptions::default());
+    let r = fe
+        .request(&Command::resource_create_2d(
+            1,
+            format::B8G8R8X8_UNORM,
+            8,
+            8,
+        ))
+        .unwrap();
+    assert_eq!(
+        r.ty(),
+        resp::OK_NODATA,
+        "resource 1 must not survive the old connection: {}",
+        r.describe()
+    );
+}
+
+#[test]
+fn disconnect_with_commands_in_flight_and_a_large_backing() {
+    let p = spawn(&backend_command());
+    for round in 0..3 {
+        let mut fe = connect(&p, small());
+        let size = 4 << 20;
+        let backing = fe.memory().alloc(size, 4096).unwrap();
+        fe.ok(&Command::resource_create_2d(
+            1,
+            format::B8G8R8X8_UNORM,
+            1024,
+            1024,
+        ))
+        .check(&p, "create");
+        fe.ok(&Command::attach_backing(
+            1,
+            &[MemEntry {
+                addr: backing,
+                length: size as u32,
+            }],
+        ))
+        .check(&p, "attach");
+        // Queue a burst and disconnect without waiting.
+        for i in 0..32 {
+            let pend = fe
+                .submit(&Command::transfer_to_host_2d(
+                    1,
+                    Rect::new(0, i * 32, 1024, 32),
+                    u64::from(i) * 32 * 4096,
+                ))
+                .unwrap();
+            std::mem::forget(pend);
+        }
+        fe.kick(vhost_user_gpu_tests::protocol::QueueId::Control)
+            .unwrap();
+        drop(fe);
+        let mut fe = connect(&p, small());
+        let r = fe
+            .request(&Command::get_display_info())
+            .check(&p, &format!("serving after round {round}"));
+        assert_eq!(r.ty(), resp::OK_DISPLAY_INFO);
+    }
+}

@@ -1,0 +1,482 @@
+//! 3D through `--renderer virglrenderer`: capsets, contexts, a real virgl command stream in
+//! SUBMIT_3D that clears a render target, read back with TRANSFER_FROM_HOST_3D and through the
+//! scanout; fences (answered only after completion, per ring) and 3D error paths.
+
+mod common;
+
+use common::*;
+use vhost_user_gpu_tests::display::DisplayEvent;
+use vhost_user_gpu_tests::protocol::{
+    capset, features, format, resp, Box3d, Command, MemEntry, Rect, Resource3d, Transfer3d,
+    CTRL_HDR_SIZE, FLAG_FENCE, FLAG_INFO_RING_IDX,
+};
+use vhost_user_gpu_tests::virgl::{
+    clear_stream, BIND_RENDER_TARGET, BIND_SAMPLER_VIEW, BIND_SCANOUT, TEXTURE_2D,
+};
+use vhost_user_gpu_tests::{BackendProcess, FrontendOptions, GpuFrontend};
+
+const W: u32 = 64;
+const H: u32 = 48;
+/// Clear colour; multiples of 1/255 so that the bytes are exact: R 0x33, G 0x66, B 0xcc.
+const RGBA: [f32; 4] = [51.0 / 255.0, 102.0 / 255.0, 204.0 / 255.0, 1.0];
+const XRGB: u32 = 0x0033_66cc;
+
+fn start3d() -> Option<(BackendProcess, GpuFrontend)> {
+    if virgl_opted_out() {
+        return None;
+    }
+    let (p, fe) = start_on(Renderer::Virgl, FrontendOptions::default());
+    assert_ne!(
+        fe.features() & features::VIRGL,
+        0,
+        "VIRTIO_GPU_F_VIRGL not offered by {}: {:#x}",
+        p.command_line(),
+        fe.offered_features()
+    );
+    Some((p, fe))
+}
+
+fn target3d() -> Resource3d {
+    Resource3d {
+        target: TEXTURE_2D,
+        format: format::B8G8R8X8_UNORM,
+        bind: BIND_RENDER_TARGET | BIND_SAMPLER_VIEW | BIND_SCANOUT,
+        width: W,
+        height: H,
+        depth: 1,
+        array_size: 1,
+        ..Resource3d::default()
+    }
+}
+
+/// Context 1 with render target `id` attached and backed; returns the backing address.
+fn setup(fe: &mut GpuFrontend, p: &BackendProcess, id: u32) -> u64 {
+    fe.ok(&Command::ctx_create(1, 0, "harness"))
+        .check(p, "CTX_CREATE");
+    fe.ok(&Command::resource_create_3d(id, &target3d()))
+        .check(p, "RESOURCE_CREATE_3D");
+    fe.ok(&Command::ctx_attach_resource(1, id))
+        .check(p, "CTX_ATTACH_RESOURCE");
+    let size = W * H * 4;
+    let backing = fe.memory().alloc(u64::from(size), 4096).unwrap();
+    fe.ok(&Command::attach_backing(
+        id,
+        &[MemEntry {
+            addr: backing,
+            length: size,
+        }],
+    ))
+    .check(p, "RESOURCE_ATTACH_BACKING");
+    backing
+}
+
+fn whole() -> Transfer3d {
+    Transfer3d {
+        bx: Box3d {
+            x: 0,
+            y: 0,
+            z: 0,
+            w: W,
+            h: H,
+            d: 1,
+        },
+        stride: W * 4,
+        ..Transfer3d::default()
+    }
+}
+
+fn assert_cleared(bytes: &[u8]) {
+    for (i, px) in bytes.chunks_exact(4).enumerate() {
+        assert_eq!(
+            [px[0], px[1], px[2]],
+            [0xcc, 0x66, 0x33],
+            "pixel {} ({},{}) B,G,R after the clear",
+            i,
+            i as u32 % W,
+            i as u32 / W
+        );
+    }
+}
+
+#[test]
+fn capsets_are_listed_and_readable() {
+    let Some((p, mut fe)) = start3d() else { return };
+    let n = fe.config().unwrap().num_capsets;
+    assert!(n >= 1, "no capsets");
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let r = fe
+            .expect(&Command::get_capset_info(i), resp::OK_CAPSET_INFO)
+            .check(&p, "GET_CAPSET_INFO");
+        assert_eq!(r.used_len as usize, CTRL_HDR_SIZE + 16);
+        let info = r.capset_info().unwrap();
+        assert!(
+            [capset::VIRGL, capset::VIRGL2, capset::VENUS, capset::DRM].contains(&info.capset_id),
+            "capset {i}: {info:?}"
+        );
+        assert!(
+            info.max_version >= 1 && info.max_size > 0 && info.max_size <= 65536,
+            "{info:?}"
+        );
+        let c = fe
+            .expect(
+                &Command::get_capset(info.capset_id, info.max_version, info.max_size),
+                resp::OK_CAPSET,
+            )
+            .check(&p, "GET_CAPSET");
+        assert_eq!(
+            c.used_len,
+            CTRL_HDR_SIZE as u32 + info.max_size,
+            "GET_CAPSET length for {info:?}"
+        );
+        assert!(
+            c.payload().iter().any(|&b| b != 0),
+            "capset {info:?} is all zero"
+        );
+        ids.push(info.capset_id);
+    }
+    assert!(
+        ids.contains(&capset::VIRGL) || ids.contains(&capset::VIRGL2),
+        "{ids:?}"
+    );
+    let r = fe.request(&Command::get_capset_info(n)).unwrap();
+    assert_resp(
+        &r,
+        resp::ERR_INVALID_PARAMETER,
+        "capset index out of range",
+        &p,
+    );
+    let r = fe
+        .request(&Command::get_capset(capset::VIRGL2, 999, 64))
+        .unwrap();
+    assert_resp(
+        &r,
+        resp::ERR_INVALID_PARAMETER,
+        "capset version out of range",
+        &p,
+    );
+}
+
+#[test]
+fn submit_3d_clear_then_transfer_from_host_shows_the_colour() {
+    let Some((p, mut fe)) = start3d() else { return };
+    let backing = setup(&mut fe, &p, 2);
+    let stream = clear_stream(2, format::B8G8R8X8_UNORM, RGBA);
+    let r = fe
+        .request(&Command::submit_3d(1, &stream))
+        .check(&p, "SUBMIT_3D");
+    assert_resp(&r, resp::OK_NODATA, "SUBMIT_3D clear", &p);
+    // Fenced read-back: when the response arrives the pixels must be in guest memory.
+    let r = fe
+        .request(&Command::transfer_from_host_3d(1, 2, &whole()).fenced(1))
+        .check(&p, "TRANSFER_FROM_HOST_3D");
+    assert_resp(&r, resp::OK_NODATA, "TRANSFER_FROM_HOST_3D", &p);
+    assert_eq!(
+        (r.hdr.flags & FLAG_FENCE, r.hdr.fence_id),
+        (FLAG_FENCE, 1),
+        "{}",
+        r.describe()
+    );
+    let bytes = fe.memory().read(backing, (W * H * 4) as usize).unwrap();
+    assert_cleared(&bytes);
+}
+
+#[test]
+fn submit_3d_clear_then_scanout_shows_the_colour() {
+    let Some((p, mut fe)) = start3d() else { return };
+    let d = fe.display().unwrap();
+    setup(&mut fe, &p, 2);
+    fe.ok(&Command::submit_3d(1, &clear_stream(2, format::B8G8R8X8_UNORM, RGBA)).fenced(5))
+        .check(&p, "SUBMIT_3D");
+    let mark = d.mark();
+    fe.ok(&Command::set_scanout(0, 2, Rect::new(0, 0, W, H)))
+        .check(&p, "SET_SCANOUT");
+    fe.ok(&Command::resource_flush(2, Rect::new(0, 0, W, H)))
+        .check(&p, "RESOURCE_FLUSH");
+    let (_, ev) = d
+        .wait_event(mark, EVENT_TIMEOUT, "UPDATE or DMABUF_UPDATE", |e| {
+            matches!(
+                e,
+                DisplayEvent::Update { .. } | DisplayEvent::DmabufUpdate { .. }
+            )
+        })
+        .check(&p, "display after flush");
+    match ev {
+        DisplayEvent::Update { .. } => {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            let fb = d.framebuffer(0).expect("framebuffer");
+            assert_eq!((fb.width, fb.height), (W, H));
+            for y in 0..H {
+                for x in 0..W {
+                    assert_eq!(
+                        fb.pixel(x, y).unwrap() & 0x00ff_ffff,
+                        XRGB,
+                        "display pixel ({x},{y})"
+                    );
+                }
+            }
+        }
+        DisplayEvent::DmabufUpdate { scanout_id, .. } => {
+            // A GPU host: the picture went as a dmabuf; its scanout message must precede.
+            assert_eq!(scanout_id, 0);
+            assert!(d
+                .events_since(mark)
+                .iter()
+                .any(|e| matches!(e, DisplayEvent::DmabufScanout(s) if s.fd.is_some())));
+        }
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn fences_on_rings_are_answered_after_completion_and_per_ring() {
+    let Some((p, mut fe)) = start3d() else { return };
+    assert_ne!(
+        fe.features() & features::CONTEXT_INIT,
+        0,
+        "CONTEXT_INIT not offered: {:#x}",
+        fe.offered_features()
+    );
+    // A context bound to the VIRGL2 capset (context_init low bits = capset id).
+    fe.ok(&Command::ctx_create(1, capset::VIRGL2, "rings"))
+        .check(&p, "CTX_CREATE with context_init");
+    fe.ok(&Command::resource_create_3d(2, &target3d()))
+        .check(&p, "create");
+    fe.ok(&Command::ctx_attach_resource(1, 2))
+        .check(&p, "attach");
+    let backing = fe.memory().alloc(u64::from(W * H * 4), 4096).unwrap();
+    fe.ok(&Command::attach_backing(
+        2,
+        &[MemEntry {
+            addr: backing,
+            length: W * H * 4,
+        }],
+    ))
+    .check(&p, "backing");
+    let stream = clear_stream(2, format::B8G8R8X8_UNORM, RGBA);
+    // Ring 0 gets high fence ids, ring 1 low ones; each must come back with its own ring and id.
+    let cmds = vec![
+        Command::submit_3d(1, &stream).ctx(1).fenced(100).ring(0),
+        Command::submit_3d(1, &[]).ctx(1).fenced(3).ring(1),
+        Command::transfer_from_host_3d(1, 2, &whole())
+            .fenced(101)
+            .ring(0),
+        Command::submit_3d(1, &[]).ctx(1).fenced(4).ring(1),
+    ];
+    let rs = fe.request_all(&cmds).check(&p, "fenced batch");
+    for (c, r) in cmds.iter().zip(&rs) {
+        assert_resp(r, resp::OK_NODATA, "fenced ring command", &p);
+        assert_eq!(
+            (
+                r.hdr.flags & (FLAG_FENCE | FLAG_INFO_RING_IDX),
+                r.hdr.fence_id,
+                r.hdr.ring_idx,
+                r.hdr.ctx_id
+            ),
+            (
+                FLAG_FENCE | FLAG_INFO_RING_IDX,
+                c.hdr.fence_id,
+                c.hdr.ring_idx,
+                1
+            ),
+            "{}",
+            r.describe()
+        );
+    }
+    assert_cleared(&fe.memory().read(backing, (W * H * 4) as usize).unwrap());
+    let r = fe
+        .request(&Command::submit_3d(1, &[]).fenced(1).ring(64))
+        .unwrap();
+    assert_resp(&r, resp::ERR_INVALID_PARAMETER, "ring_idx 64", &p);
+}
+
+#[test]
+fn errors_3d_and_still_serving() {
+    let Some((p, mut fe)) = start3d() else { return };
+    setup(&mut fe, &p, 2);
+    let mut failures = Vec::new();
+    let mut case = |fe: &mut GpuFrontend, name: &str, c: Command, accepted: &[u32]| {
+        match fe.request(&c) {
+            Ok(r) if accepted.contains(&r.ty()) => {}
+            Ok(r) => failures.push(format!("{name}: got {}", r.describe())),
+            Err(e) => panic!("{name}: {e}\n{}", p.stderr_tail()),
+        }
+        let alive = fe
+            .request(&Command::get_display_info())
+            .check(&p, &format!("serving after {name}"));
+        assert_eq!(alive.ty(), resp::OK_DISPLAY_INFO);
+    };
+    let bad_ctx = &[resp::ERR_INVALID_CONTEXT_ID];
+    case(
+        &mut fe,
+        "submit to unknown ctx",
+        Command::submit_3d(77, &[0; 8]),
+        bad_ctx,
+    );
+    case(
+        &mut fe,
+        "destroy unknown ctx",
+        Command::ctx_destroy(77),
+        bad_ctx,
+    );
+    case(
+        &mut fe,
+        "attach to unknown ctx",
+        Command::ctx_attach_resource(77, 2),
+        bad_ctx,
+    );
+    case(
+        &mut fe,
+        "attach unknown resource",
+        Command::ctx_attach_resource(1, 0xdead),
+        &[resp::ERR_INVALID_RESOURCE_ID],
+    );
+    case(
+        &mut fe,
+        "ctx id 0",
+        Command::ctx_create(0, 0, "zero"),
+        &[resp::ERR_INVALID_CONTEXT_ID, resp::ERR_INVALID_PARAMETER],
+    );
+    case(
+        &mut fe,
+        "duplicate ctx",
+        Command::ctx_create(1, 0, "dup"),
+        &[
+            resp::ERR_INVALID_CONTEXT_ID,
+            resp::ERR_INVALID_PARAMETER,
+            resp::ERR_UNSPEC,
+        ],
+    );
+    case(
+        &mut fe,
+        "ctx with unknown capset",
+        Command::ctx_create(9, 0xee, "cap"),
+        &[resp::ERR_INVALID_PARAMETER, resp::ERR_UNSPEC],
+    );
+    case(
+        &mut fe,
+        "submit size beyond the chain",
+        Command::submit_3d_raw(1, 4096, &[0; 16]),
+        &[resp::ERR_INVALID_PARAMETER, resp::ERR_UNSPEC],
+    );
+    case(
+        &mut fe,
+        "submit size u32::MAX",
+        Command::submit_3d_raw(1, u32::MAX, &[0; 16]),
+        &[
+            resp::ERR_INVALID_PARAMETER,
+            resp::ERR_UNSPEC,
+            resp::ERR_OUT_OF_MEMORY,
+        ],
+    );
+    case(
+        &mut fe,
+        "submit size not a multiple of 4",
+        Command::submit_3d_raw(1, 6, &[0; 8]),
+        &[resp::ERR_INVALID_PARAMETER, resp::ERR_UNSPEC],
+    );
+    // Garbage words: virglrenderer rejects them; the device must answer (an error) and go on.
+    let garbage: Vec<u8> = (0..256u32)
+        .flat_map(|i| (i.wrapping_mul(0x9e37_79b9)).to_le_bytes())
+        .collect();
+    case(
+        &mut fe,
+        "garbage command stream",
+        Command::submit_3d(1, &garbage),
+        &[
+            resp::ERR_INVALID_PARAMETER,
+            resp::ERR_UNSPEC,
+            resp::OK_NODATA,
+        ],
+    );
+    case(
+        &mut fe,
+        "create_3d width 0",
+        Command::resource_create_3d(
+            3,
+            &Resource3d {
+                width: 0,
+                ..target3d()
+            },
+        ),
+        &[resp::ERR_INVALID_PARAMETER, resp::ERR_UNSPEC],
+    );
+    case(
+        &mut fe,
+        "create_3d bad target",
+        Command::resource_create_3d(
+            4,
+            &Resource3d {
+                target: 99,
+                ..target3d()
+            },
+        ),
+        &[resp::ERR_INVALID_PARAMETER, resp::ERR_UNSPEC],
+    );
+    case(
+        &mut fe,
+        "create_3d huge",
+        Command::resource_create_3d(
+            5,
+            &Resource3d {
+                width: 1 << 20,
+                height: 1 << 20,
+                ..target3d()
+            },
+        ),
+        &[
+            resp::ERR_INVALID_PARAMETER,
+            resp::ERR_UNSPEC,
+            resp::ERR_OUT_OF_MEMORY,
+        ],
+    );
+    let mut outside = whole();
+    outside.bx.x = W - 1;
+    outside.bx.w = 2;
+    case(
+        &mut fe,
+        "transfer_from_host_3d box outside",
+        Command::transfer_from_host_3d(1, 2, &outside),
+        &[resp::ERR_INVALID_PARAMETER, resp::ERR_UNSPEC],
+    );
+    let mut big = whole();
+    big.offset = u64::MAX - 8;
+    case(
+        &mut fe,
+        "transfer_from_host_3d offset overflow",
+        Command::transfer_from_host_3d(1, 2, &big),
+        &[resp::ERR_INVALID_PARAMETER, resp::ERR_UNSPEC],
+    );
+    case(
+        &mut fe,
+        "transfer_from_host_3d unknown resource",
+        Command::transfer_from_host_3d(1, 0xdead, &whole()),
+        &[resp::ERR_INVALID_RESOURCE_ID],
+    );
+    // Detach, destroy; the context's resources are released.
+    case(
+        &mut fe,
+        "detach",
+        Command::ctx_detach_resource(1, 2),
+        &[resp::OK_NODATA],
+    );
+    case(
+        &mut fe,
+        "destroy",
+        Command::ctx_destroy(1),
+        &[resp::OK_NODATA],
+    );
+    case(
+        &mut fe,
+        "submit to destroyed ctx",
+        Command::submit_3d(1, &[0; 8]),
+        bad_ctx,
+    );
+    assert!(
+        failures.is_empty(),
+        "{} 3D error cases failed:\n{}\n{}",
+        failures.len(),
+        failures.join("\n"),
+        p.stderr_tail()
+    );
+}
