@@ -1070,9 +1070,16 @@ impl VirtioGpu {
                 display.dmabuf_update(sid, dx, dy, damage.width, damage.height);
                 continue;
             }
-            // Bounded by MAX_SCANOUT_DIMENSION^2 * 4.
+            // Bounded by MAX_SCANOUT_DIMENSION^2 * 4 (and by the resource, itself bounded by
+            // max_hostmem or guest memory); still allocated fallibly.
             let len = damage.width as usize * damage.height as usize * BYTES_PER_PIXEL as usize;
-            let mut pixels = vec![0u8; len];
+            let mut pixels = Vec::new();
+            if let Err(e) = pixels.try_reserve_exact(len) {
+                warn!("flush of resource {resource_id}: {len} bytes: {e}");
+                first_error.get_or_insert(RendererError::OutOfMemory(format!("{len} bytes")));
+                continue;
+            }
+            pixels.resize(len, 0);
             let read = match &s.blob {
                 Some(layout) => {
                     self.renderer
