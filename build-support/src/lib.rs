@@ -142,7 +142,7 @@ impl fmt::Display for Error {
             }
             Error::BadVersion(v) => write!(f, "unparsable library version `{v}`"),
             Error::HeaderNotFound { header, searched } => {
-                write!(f, "header `{header}` not found in {searched:?}")
+                write!(f, "header `{header}` not found (tried {searched:?})")
             }
             Error::Bindgen(e) => write!(f, "bindgen failed: {e}"),
             Error::Io(e) => write!(f, "writing bindings failed: {e}"),
@@ -188,19 +188,32 @@ pub fn probe(spec: &LibrarySpec) -> Result<Probe, Error> {
     })
 }
 
-/// Finds the spec's header in the probed include directories (or the usual system ones).
+/// Finds the spec's header. The library's own include directories come first (pkg-config
+/// often names `<prefix>/include/<subdir>`, so `header`, its file name, and `header` relative
+/// to the parent directory are tried in each); the usual system directories are the fallback,
+/// which pkg-config leaves out of its flags.
 pub fn find_header(spec: &LibrarySpec, probe: &Probe) -> Result<PathBuf, Error> {
-    let mut searched: Vec<PathBuf> = probe.include_paths.clone();
-    searched.push(PathBuf::from("/usr/local/include"));
-    searched.push(PathBuf::from("/usr/include"));
-    searched
-        .iter()
-        .map(|dir| dir.join(spec.header))
-        .find(|p| p.is_file())
-        .ok_or(Error::HeaderNotFound {
+    let header = Path::new(spec.header);
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    for dir in &probe.include_paths {
+        candidates.push(dir.join(header));
+        if let Some(name) = header.file_name() {
+            candidates.push(dir.join(name));
+        }
+        if let Some(parent) = dir.parent() {
+            candidates.push(parent.join(header));
+        }
+    }
+    for dir in ["/usr/local/include", "/usr/include"] {
+        candidates.push(Path::new(dir).join(header));
+    }
+    match candidates.iter().find(|p| p.is_file()) {
+        Some(p) => Ok(p.clone()),
+        None => Err(Error::HeaderNotFound {
             header: spec.header,
-            searched,
-        })
+            searched: candidates,
+        }),
+    }
 }
 
 /// Generates bindings for the spec's header into `out`.

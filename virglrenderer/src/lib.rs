@@ -25,7 +25,7 @@
 //! Clear a render target to a colour with a real virgl command stream and read it back
 //! (headless: surfaceless EGL, works on Mesa llvmpipe without `/dev/dri`):
 //!
-//! ```no_run
+//! ```
 //! use virglrenderer::format::{B8G8R8X8_UNORM, PIPE_TEXTURE_2D};
 //! use virglrenderer::protocol::{CommandBuffer, PIPE_CLEAR_COLOR0};
 //! use virglrenderer::{Rect, RendererFlags, ResourceCreate3d, VirglRenderer};
