@@ -8,7 +8,7 @@ set -euo pipefail
 sudo_() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 qemu_pkgs=(qemu-system-x86 qemu-system-gui qemu-system-modules-opengl)
-build_pkgs=(gcc binutils libc6-dev libegl-dev libgbm-dev libdrm-dev libgles-dev zstd)
+build_pkgs=(gcc binutils libc6-dev libegl-dev libgbm-dev libdrm-dev libgles-dev)
 
 qemu_ok() {
     command -v qemu-system-x86_64 >/dev/null 2>&1 || return 1
