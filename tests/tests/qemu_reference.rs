@@ -135,7 +135,7 @@ fn qemu_partial_flush_is_pixel_exact() {
     let fb = d.framebuffer(0).unwrap();
     for yy in 0..32 {
         for xx in 0..64 {
-            let inside = xx >= 5 && xx < 25 && yy >= 6 && yy < 16;
+            let inside = (5..25).contains(&xx) && (6..16).contains(&yy);
             let want = if inside { pattern(xx, yy) } else { 0x0011_2233 };
             assert_eq!(fb.pixel(xx, yy).unwrap() & 0xff_ffff, want, "({xx},{yy})");
         }
