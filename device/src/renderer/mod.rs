@@ -22,6 +22,8 @@ use vm_memory::{
 
 pub use crate::protocol::{Box3d, Rect};
 
+#[cfg(feature = "gfxstream")]
+pub mod gfxstream;
 pub mod software;
 #[cfg(feature = "virglrenderer")]
 pub mod virgl;
