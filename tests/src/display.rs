@@ -279,7 +279,7 @@ impl DisplayView {
         self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Number of events so far (a mark for [`DisplayPeer::wait_event`]).
+    /// Number of events so far (a mark for [`DisplayView::wait_event`]).
     pub fn mark(&self) -> usize {
         self.state().events.len()
     }
