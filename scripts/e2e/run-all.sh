@@ -64,6 +64,15 @@ checks=(
 
 passed=0
 failed=0
+if [ "${#only[@]}" -eq 0 ] || [[ " ${only[*]} " == *" checker-selftest "* ]]; then
+    if scripts/e2e/selftest.py > "$out/checker-selftest.txt" 2>&1; then
+        echo "PASS checker-selftest"
+        passed=$((passed + 1))
+    else
+        echo "FAIL checker-selftest: $(tail -n +2 "$out/checker-selftest.txt" | head -1)"
+        failed=$((failed + 1))
+    fi
+fi
 for c in "${checks[@]}"; do
     IFS='|' read -r name backend cargs <<<"$c"
     if [ "${#only[@]}" -gt 0 ] && [[ " ${only[*]} " != *" $name "* ]]; then

@@ -35,21 +35,35 @@ resolve() { # prints "name version arch" for an `apt-get install` of $@ on an em
     apt-get -s "${apt_opts[@]}" install "$@" \
         | sed -n 's/^Inst \([^ ]*\) (\([^ ]*\) [^[]*\[\([a-z0-9]\+\)\]).*/\1 \2 \3/p'
 }
+sudo_() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+apt_updated=0
+apt_update() { # once per run: the host's package lists may be missing or stale
+    [ "$apt_updated" = 0 ] || return 1
+    apt_updated=1
+    log "apt-get update"
+    sudo_ apt-get update -qq >&2
+}
 pkgs_file="$cache/out/packages.txt.new"
-{
-    resolve "${user_pkgs[@]}"
-    resolve linux-image-amd64 | grep '^linux-image-[0-9]'
-} | sort -u > "$pkgs_file"
-if ! grep -q '^linux-image-[0-9]' "$pkgs_file" || ! grep -q '^kmscube ' "$pkgs_file"; then
-    log "could not resolve the guest packages (run 'apt-get update'; bookworm sources needed)"
+resolve_all() {
+    {
+        resolve "${user_pkgs[@]}"
+        resolve linux-image-amd64 | grep '^linux-image-[0-9]'
+    } | sort -u > "$pkgs_file"
+    grep -q '^linux-image-[0-9]' "$pkgs_file" && grep -q '^kmscube ' "$pkgs_file"
+}
+if ! resolve_all && ! { apt_update && resolve_all; }; then
+    log "could not resolve the guest packages (Debian 12 'bookworm' apt sources needed)"
     exit 1
 fi
 kpkg="$(awk '/^linux-image-[0-9]/ {print $1; exit}' "$pkgs_file")"
 kver="${kpkg#linux-image-}"
 
-key="$( { cat "$pkgs_file"; cd "$here" && find build.sh mkrootfs.py init workloads src -type f | LC_ALL=C sort \
-          | while read -r f; do echo "== $f"; cat "$f"; done; } | sha256sum | cut -c1-16)"
-outdir="$cache/out/$key"
+compute_key() { # the inputs: resolved packages and this directory's files
+    key="$( { cat "$pkgs_file"; cd "$here" && find build.sh mkrootfs.py init workloads src -type f \
+              | LC_ALL=C sort | while read -r f; do echo "== $f"; cat "$f"; done; } | sha256sum | cut -c1-16)"
+    outdir="$cache/out/$key"
+}
+compute_key
 if [ -f "$outdir/done" ]; then
     rm -f "$pkgs_file"
     log "cached ($key, kernel $kver)"
@@ -67,7 +81,19 @@ while read -r name ver arch; do
 done < "$pkgs_file"
 if [ "${#want[@]}" -gt 0 ]; then
     log "downloading ${#want[@]} packages"
-    (cd "$cache/debs" && apt-get "${apt_opts[@]}" -q download "${want[@]}" >&2)
+    if ! (cd "$cache/debs" && apt-get "${apt_opts[@]}" -q download "${want[@]}" >&2); then
+        # Stale lists name versions the mirror no longer has: refresh, resolve again, retry.
+        apt_update && resolve_all || exit 1
+        want=()
+        while read -r name ver arch; do
+            f="$cache/debs/${name}_${ver//:/%3a}_${arch}.deb"
+            [ -s "$f" ] || want+=("$name=$ver")
+        done < "$pkgs_file"
+        (cd "$cache/debs" && apt-get "${apt_opts[@]}" -q download "${want[@]}" >&2)
+        compute_key
+        kpkg="$(awk '/^linux-image-[0-9]/ {print $1; exit}' "$pkgs_file")"
+        kver="${kpkg#linux-image-}"
+    fi
 fi
 
 work="$(mktemp -d "$cache/work.XXXXXX")"
@@ -101,9 +127,14 @@ mv "$pkgs_file" "$outdir.tmp/packages.txt"
 touch "$outdir.tmp/done"
 rm -rf "$outdir"
 mv "$outdir.tmp" "$outdir"
-# Keep only the newest build.
+# Keep only the newest build and the packages it was made of.
 for d in "$cache"/out/*/; do
     [ "${d%/}" = "$outdir" ] || rm -rf "${d%/}"
+done
+declare -A keep=()
+while read -r name ver arch; do keep["${name}_${ver//:/%3a}_${arch}.deb"]=1; done < "$outdir/packages.txt"
+for f in "$cache"/debs/*.deb; do
+    [ -n "${keep[$(basename "$f")]:-}" ] || rm -f "$f"
 done
 log "done in $((SECONDS - start)) s: initrd $(du -h "$outdir/initrd.img" | cut -f1)"
 echo "KERNEL=$outdir/vmlinuz"
