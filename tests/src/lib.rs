@@ -13,6 +13,7 @@
 //! - [`virgl`]: the few virgl command-stream words the 3D tests need.
 
 pub mod backend_req;
+pub mod bench;
 pub mod display;
 pub mod edid;
 pub mod error;

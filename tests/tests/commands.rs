@@ -116,6 +116,108 @@ fn get_edid_returns_a_valid_edid_for_the_mode(rd: Renderer) {
     assert_eq!(edid::preferred_mode(&e), Some((1280, 800)));
 }
 
+fn get_edid_without_display_edid_support_does_not_ask_the_display(rd: Renderer) {
+    // The display peer offers no GPU protocol features: the daemon must not send GET_EDID on the
+    // socket (QEMU would never answer), and must still answer the guest.
+    let opts = FrontendOptions {
+        display: Some(DisplayConfig {
+            protocol_features: 0,
+            modes: vec![(1024, 768)],
+            answer_edid: false,
+        }),
+        ..FrontendOptions::default()
+    };
+    let (p, mut fe) = start_on(rd, opts);
+    let d = fe.display().unwrap();
+    // Let the GPU-socket handshake happen first (it may run after SET_SOCKET is acked).
+    d.wait_event(0, EVENT_TIMEOUT, "GET_PROTOCOL_FEATURES", |e| {
+        matches!(
+            e,
+            vhost_user_gpu_tests::display::DisplayEvent::GetProtocolFeatures
+        )
+    })
+    .check(&p, "handshake");
+    let _ = d.wait_event(
+        0,
+        std::time::Duration::from_millis(500),
+        "SET_PROTOCOL_FEATURES",
+        |e| {
+            matches!(
+                e,
+                vhost_user_gpu_tests::display::DisplayEvent::SetProtocolFeatures(_)
+            )
+        },
+    );
+    let r = fe
+        .request(&Command::get_edid(0))
+        .check(&p, "GET_EDID without display EDID support");
+    if r.ty() == resp::OK_EDID {
+        let e = r.edid().unwrap();
+        assert!(edid::is_valid(&e), "invalid EDID {e:02x?}");
+    } else {
+        assert_resp(&r, resp::ERR_UNSPEC, "GET_EDID without an EDID source", &p);
+    }
+    let st = d.state();
+    assert!(
+        !st.events
+            .iter()
+            .any(|e| matches!(e, vhost_user_gpu_tests::display::DisplayEvent::GetEdid(_))),
+        "GET_EDID was sent to a display that did not negotiate PROTOCOL_F_EDID"
+    );
+    assert!(
+        matches!(st.acked_features, None | Some(0)),
+        "SET_PROTOCOL_FEATURES must ack only what was offered: {:?}",
+        st.acked_features
+    );
+}
+
+fn response_lengths_are_exact_with_oversized_buffers(rd: Renderer) {
+    let (p, mut fe) = start_on(rd, FrontendOptions::default());
+    for (c, len) in [
+        (
+            Command::get_display_info().response_len(1000),
+            RESP_DISPLAY_INFO_SIZE,
+        ),
+        (
+            Command::resource_create_2d(1, format::B8G8R8X8_UNORM, 4, 4).response_len(512),
+            CTRL_HDR_SIZE,
+        ),
+        (Command::get_edid(0).response_len(2048), RESP_EDID_SIZE),
+        (
+            Command::resource_unref(999).response_len(100),
+            CTRL_HDR_SIZE,
+        ),
+    ] {
+        let r = fe.request(&c).check(&p, "oversized response buffer");
+        assert_eq!(
+            r.used_len as usize,
+            len,
+            "{}: used_len for {}",
+            r.describe(),
+            vhost_user_gpu_tests::protocol::type_name(c.hdr.ty)
+        );
+    }
+    // A response split over three writable descriptors is legal.
+    use vhost_user_gpu_tests::frontend::Segment;
+    let pend = fe
+        .submit_segments(
+            vhost_user_gpu_tests::protocol::QueueId::Control,
+            &[
+                Segment::Bytes(Command::get_display_info().to_bytes()),
+                Segment::Writable(10),
+                Segment::Writable(100),
+                Segment::Writable(298),
+            ],
+        )
+        .unwrap();
+    fe.kick(vhost_user_gpu_tests::protocol::QueueId::Control)
+        .unwrap();
+    let r = fe.wait(pend).check(&p, "split response");
+    assert_eq!(r.used_len as usize, RESP_DISPLAY_INFO_SIZE);
+    let modes = r.display_info().unwrap();
+    assert_eq!(modes[0].rect, Rect::new(0, 0, 1024, 768));
+}
+
 fn resource_lifecycle_2d_each_answered_ok_nodata(rd: Renderer) {
     let (p, mut fe) = start_on(rd, FrontendOptions::default());
     let (w, h) = (64u32, 32u32);
@@ -348,6 +450,8 @@ fn capset_index_out_of_range(rd: Renderer) {
 }
 
 per_renderer!(
+    get_edid_without_display_edid_support_does_not_ask_the_display,
+    response_lengths_are_exact_with_oversized_buffers,
     features_and_config,
     get_display_info_reports_the_display_peer_modes,
     get_edid_returns_a_valid_edid_for_the_mode,

@@ -318,7 +318,10 @@ impl Parser<'_> {
     fn number(&mut self) -> Result<Json, String> {
         let start = self.i;
         while self.i < self.b.len()
-            && matches!(self.b[self.i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+            && matches!(
+                self.b[self.i],
+                b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'
+            )
         {
             self.i += 1;
         }
@@ -390,7 +393,10 @@ mod tests {
         assert_eq!(back.get("a").and_then(Json::as_f64), Some(1.5));
         assert_eq!(back.get("b").and_then(Json::as_str), Some("x\"y\n"));
         assert_eq!(back.get("d"), Some(&Json::Null));
-        assert_eq!(back.get("c").and_then(Json::as_arr).map(<[_]>::len), Some(3));
+        assert_eq!(
+            back.get("c").and_then(Json::as_arr).map(<[_]>::len),
+            Some(3)
+        );
         assert!(Json::parse("[1,").is_err());
         assert!(Json::parse("{\"a\" 1}").is_err());
         assert!(Json::parse(&"[".repeat(100)).is_err());

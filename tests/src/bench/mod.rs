@@ -102,10 +102,15 @@ impl Settings {
             return Err("no workload".into());
         }
         if self.reps == 0 || self.warmup + self.reps > MAX_ROUNDS {
-            return Err(format!("reps must be >= 1 and warmup + reps <= {MAX_ROUNDS}"));
+            return Err(format!(
+                "reps must be >= 1 and warmup + reps <= {MAX_ROUNDS}"
+            ));
         }
         if self.duration.is_zero() || self.duration > MAX_DURATION {
-            return Err(format!("duration must be in (0, {}] s", MAX_DURATION.as_secs()));
+            return Err(format!(
+                "duration must be in (0, {}] s",
+                MAX_DURATION.as_secs()
+            ));
         }
         Ok(())
     }
@@ -177,9 +182,18 @@ impl RunResult {
     /// that a floor is never made easier by noise.
     pub fn floors(&self) -> Floors {
         Floors {
-            memcpy_bps_1080p: self.floors_before.memcpy_bps_1080p.max(self.floors_after.memcpy_bps_1080p),
-            memcpy_bps_2160p: self.floors_before.memcpy_bps_2160p.max(self.floors_after.memcpy_bps_2160p),
-            eventfd_rtt_s: self.floors_before.eventfd_rtt_s.min(self.floors_after.eventfd_rtt_s),
+            memcpy_bps_1080p: self
+                .floors_before
+                .memcpy_bps_1080p
+                .max(self.floors_after.memcpy_bps_1080p),
+            memcpy_bps_2160p: self
+                .floors_before
+                .memcpy_bps_2160p
+                .max(self.floors_after.memcpy_bps_2160p),
+            eventfd_rtt_s: self
+                .floors_before
+                .eventfd_rtt_s
+                .min(self.floors_after.eventfd_rtt_s),
         }
     }
 }
@@ -210,10 +224,20 @@ pub fn run(settings: &Settings, mut progress: impl FnMut(&str)) -> crate::Result
                         w.name(),
                         b.name,
                         round,
-                        m.iter().map(|(k, v)| format!("{k}={v:.3}")).collect::<Vec<_>>().join(" ")
+                        m.iter()
+                            .map(|(k, v)| format!("{k}={v:.3}"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
                     ),
-                    Outcome::NotApplicable(r) => format!("{:<14} {:<14} n/a: {r}", w.name(), b.name),
-                    Outcome::Failed(r) => format!("{:<14} {:<14} {tag} {:>2}: FAILED {r}", w.name(), b.name, round),
+                    Outcome::NotApplicable(r) => {
+                        format!("{:<14} {:<14} n/a: {r}", w.name(), b.name)
+                    }
+                    Outcome::Failed(r) => format!(
+                        "{:<14} {:<14} {tag} {:>2}: FAILED {r}",
+                        w.name(),
+                        b.name,
+                        round
+                    ),
                 };
                 progress(&line);
                 match o {

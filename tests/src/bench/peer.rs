@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
-use crate::display::{msg, FLAG_REPLY, MAX_FB_DIM, MAX_PAYLOAD, PROTOCOL_F_DMABUF2, PROTOCOL_F_EDID};
+use crate::display::{
+    msg, FLAG_REPLY, MAX_FB_DIM, MAX_PAYLOAD, PROTOCOL_F_DMABUF2, PROTOCOL_F_EDID,
+};
 use crate::error::{Error, Result};
 use crate::protocol::{get32, get64, put32, resp};
 
@@ -142,7 +144,11 @@ impl BenchPeer {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(Error::Timeout {
-                    what: format!("display: {what} (have {} pixels, {} updates)", c.pixels(), c.updates),
+                    what: format!(
+                        "display: {what} (have {} pixels, {} updates)",
+                        c.pixels(),
+                        c.updates
+                    ),
                     timeout_ms: timeout.as_millis(),
                 });
             }
@@ -182,7 +188,8 @@ fn reply(mut sock: &UnixStream, request: u32, payload: &[u8]) -> Result<()> {
     put32(&mut m, FLAG_REPLY);
     put32(&mut m, payload.len() as u32);
     m.extend_from_slice(payload);
-    sock.write_all(&m).map_err(|e| Error::io("display reply", e))
+    sock.write_all(&m)
+        .map_err(|e| Error::io("display reply", e))
 }
 
 /// Read the 12-byte header; file descriptors that ride on it are closed at once (the benchmark
@@ -191,22 +198,32 @@ fn read_header(sock: &UnixStream) -> Result<Option<[u8; 12]>> {
     let mut hdr = [0u8; 12];
     let mut got = 0;
     while got < 12 {
-        let (n, file) = sock
-            .recv_with_fd(&mut hdr[got..])
-            .map_err(|e| Error::io("recv display header", std::io::Error::from_raw_os_error(e.errno())))?;
+        let (n, file) = sock.recv_with_fd(&mut hdr[got..]).map_err(|e| {
+            Error::io(
+                "recv display header",
+                std::io::Error::from_raw_os_error(e.errno()),
+            )
+        })?;
         drop(file);
         if n == 0 {
             if got == 0 {
                 return Ok(None);
             }
-            return Err(Error::Disconnected("display socket closed mid-header".into()));
+            return Err(Error::Disconnected(
+                "display socket closed mid-header".into(),
+            ));
         }
         got += n;
     }
     Ok(Some(hdr))
 }
 
-fn serve(sock: &UnixStream, mode: (u32, u32), shared: &Shared, scratch: &mut Vec<u8>) -> Result<()> {
+fn serve(
+    sock: &UnixStream,
+    mode: (u32, u32),
+    shared: &Shared,
+    scratch: &mut Vec<u8>,
+) -> Result<()> {
     let mut r = sock;
     loop {
         let Some(hdr) = read_header(sock)? else {
@@ -215,7 +232,9 @@ fn serve(sock: &UnixStream, mode: (u32, u32), shared: &Shared, scratch: &mut Vec
         let request = get32(&hdr, 0);
         let size = get32(&hdr, 8) as usize;
         if size > MAX_PAYLOAD {
-            return Err(Error::Malformed(format!("display message {request} of {size} bytes")));
+            return Err(Error::Malformed(format!(
+                "display message {request} of {size} bytes"
+            )));
         }
         if request == msg::UPDATE && size >= 20 {
             update(sock, size, shared, scratch)?;
@@ -226,9 +245,11 @@ fn serve(sock: &UnixStream, mode: (u32, u32), shared: &Shared, scratch: &mut Vec
             .map_err(|e| Error::io(format!("read display message {request}"), e))?;
         let p = &scratch[..size];
         match request {
-            msg::GET_PROTOCOL_FEATURES => {
-                reply(sock, request, &(PROTOCOL_F_EDID | PROTOCOL_F_DMABUF2).to_le_bytes())?
-            }
+            msg::GET_PROTOCOL_FEATURES => reply(
+                sock,
+                request,
+                &(PROTOCOL_F_EDID | PROTOCOL_F_DMABUF2).to_le_bytes(),
+            )?,
             msg::SET_PROTOCOL_FEATURES => {
                 let v = get64(p, 0);
                 shared.bump(|c| c.acked_features = Some(v));
@@ -279,8 +300,15 @@ fn serve(sock: &UnixStream, mode: (u32, u32), shared: &Shared, scratch: &mut Vec
 fn update(sock: &UnixStream, size: usize, shared: &Shared, scratch: &mut Vec<u8>) -> Result<()> {
     let mut r = sock;
     let mut h = [0u8; 20];
-    r.read_exact(&mut h).map_err(|e| Error::io("read UPDATE header", e))?;
-    let (id, x, y, w, hgt) = (get32(&h, 0), get32(&h, 4), get32(&h, 8), get32(&h, 12), get32(&h, 16));
+    r.read_exact(&mut h)
+        .map_err(|e| Error::io("read UPDATE header", e))?;
+    let (id, x, y, w, hgt) = (
+        get32(&h, 0),
+        get32(&h, 4),
+        get32(&h, 8),
+        get32(&h, 12),
+        get32(&h, 16),
+    );
     let data_len = size - 20;
     let px = u64::from(w) * u64::from(hgt);
     let mut fb = shared.fb.lock().unwrap_or_else(|p| p.into_inner());
@@ -309,7 +337,9 @@ fn update(sock: &UnixStream, size: usize, shared: &Shared, scratch: &mut Vec<u8>
     drop(fb);
     shared.bump(|c| {
         if !fits {
-            c.error(format!("UPDATE s{id} {x},{y} {w}x{hgt} with {data_len} bytes does not fit"));
+            c.error(format!(
+                "UPDATE s{id} {x},{y} {w}x{hgt} with {data_len} bytes does not fit"
+            ));
         }
         c.updates += 1;
         c.update_pixels += px;

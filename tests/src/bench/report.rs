@@ -30,7 +30,13 @@ fn fmt_num(v: f64) -> String {
 }
 
 /// The cell text of one metric.
-fn cell_text(cell: &Cell, base: &Cell, m: &Metric, primary_floor: Option<f64>, is_base: bool) -> String {
+fn cell_text(
+    cell: &Cell,
+    base: &Cell,
+    m: &Metric,
+    primary_floor: Option<f64>,
+    is_base: bool,
+) -> String {
     if let Err(s) = cell.status() {
         return s;
     }
@@ -47,7 +53,11 @@ fn cell_text(cell: &Cell, base: &Cell, m: &Metric, primary_floor: Option<f64>, i
         let _ = write!(t, " [{:.1}% of floor]", 100.0 * floor_fraction(m, v, f));
     }
     let kept = cell.samples.len();
-    let failed = cell.failures.iter().filter(|f| !f.starts_with("(warm-up)")).count();
+    let failed = cell
+        .failures
+        .iter()
+        .filter(|f| !f.starts_with("(warm-up)"))
+        .count();
     if failed > 0 {
         let _ = write!(t, " ({failed}/{} failed)", kept + failed);
     }
@@ -76,7 +86,11 @@ pub fn table(r: &RunResult) -> String {
         f.memcpy_bps_2160p / 1e9,
         f.eventfd_rtt_s * 1e6
     );
-    let mut header = vec!["workload".to_owned(), "metric".to_owned(), "floor".to_owned()];
+    let mut header = vec![
+        "workload".to_owned(),
+        "metric".to_owned(),
+        "floor".to_owned(),
+    ];
     header.extend(s.backends.iter().map(|b| b.name.clone()));
     let mut rows = vec![header];
     for (wi, &w) in s.workloads.iter().enumerate() {
@@ -84,12 +98,26 @@ pub fn table(r: &RunResult) -> String {
         let cells = &r.cells[wi];
         for (mi, m) in w.metrics().iter().enumerate() {
             let mut row = vec![
-                if mi == 0 { w.name().to_owned() } else { String::new() },
+                if mi == 0 {
+                    w.name().to_owned()
+                } else {
+                    String::new()
+                },
                 format!("{} {}", m.label, if m.higher_is_better { "↑" } else { "↓" }),
-                if mi == 0 { fmt_num(floor) } else { String::new() },
+                if mi == 0 {
+                    fmt_num(floor)
+                } else {
+                    String::new()
+                },
             ];
             for (bi, c) in cells.iter().enumerate() {
-                row.push(cell_text(c, &cells[0], m, (mi == 0).then_some(floor), bi == 0));
+                row.push(cell_text(
+                    c,
+                    &cells[0],
+                    m,
+                    (mi == 0).then_some(floor),
+                    bi == 0,
+                ));
             }
             rows.push(row);
         }
@@ -101,7 +129,12 @@ pub fn table(r: &RunResult) -> String {
     for (i, row) in rows.iter().enumerate() {
         out.push('|');
         for (c, cell) in row.iter().enumerate() {
-            let _ = write!(out, " {}{} |", cell, " ".repeat(widths[c] - cell.chars().count()));
+            let _ = write!(
+                out,
+                " {}{} |",
+                cell,
+                " ".repeat(widths[c] - cell.chars().count())
+            );
         }
         out.push('\n');
         if i == 0 {
@@ -141,7 +174,8 @@ pub fn to_json(r: &RunResult, command: &str) -> Json {
         o
     };
     let mut fo = floors(&f);
-    fo.set("before", floors(&r.floors_before)).set("after", floors(&r.floors_after));
+    fo.set("before", floors(&r.floors_before))
+        .set("after", floors(&r.floors_after));
     root.set("floors", fo);
     root.set(
         "backends",
@@ -150,7 +184,8 @@ pub fn to_json(r: &RunResult, command: &str) -> Json {
                 .iter()
                 .map(|b| {
                     let mut o = Json::obj();
-                    o.set("name", b.name.as_str()).set("command", b.command_line.as_str());
+                    o.set("name", b.name.as_str())
+                        .set("command", b.command_line.as_str());
                     o
                 })
                 .collect(),
@@ -165,7 +200,12 @@ pub fn to_json(r: &RunResult, command: &str) -> Json {
     root
 }
 
-fn workload_json(w: Workload, cells: &[Cell], r: &RunResult, f: &crate::bench::floors::Floors) -> Json {
+fn workload_json(
+    w: Workload,
+    cells: &[Cell],
+    r: &RunResult,
+    f: &crate::bench::floors::Floors,
+) -> Json {
     let (floor, assumption) = w.floor(f);
     let primary = &w.metrics()[0];
     let mut o = Json::obj();
@@ -177,7 +217,9 @@ fn workload_json(w: Workload, cells: &[Cell], r: &RunResult, f: &crate::bench::f
                 .iter()
                 .map(|m| {
                     let mut j = Json::obj();
-                    j.set("key", m.key).set("label", m.label).set("higher_is_better", m.higher_is_better);
+                    j.set("key", m.key)
+                        .set("label", m.label)
+                        .set("higher_is_better", m.higher_is_better);
                     j
                 })
                 .collect(),
@@ -199,18 +241,39 @@ fn workload_json(w: Workload, cells: &[Cell], r: &RunResult, f: &crate::bench::f
                     let mut mj = Json::obj();
                     let med = c.median(m.key);
                     mj.set("median", med);
-                    mj.set("samples", Json::Arr(c.values(m.key).into_iter().map(Json::Num).collect()));
-                    let ratio = med.zip(cells[0].median(m.key)).filter(|(_, b)| *b != 0.0).map(|(v, b)| v / b);
-                    mj.set("ratio_vs_baseline", if cells[0].status().is_ok() { ratio } else { None });
+                    mj.set(
+                        "samples",
+                        Json::Arr(c.values(m.key).into_iter().map(Json::Num).collect()),
+                    );
+                    let ratio = med
+                        .zip(cells[0].median(m.key))
+                        .filter(|(_, b)| *b != 0.0)
+                        .map(|(v, b)| v / b);
+                    mj.set(
+                        "ratio_vs_baseline",
+                        if cells[0].status().is_ok() {
+                            ratio
+                        } else {
+                            None
+                        },
+                    );
                     ms.set(m.key, mj);
                 }
                 e.set("metrics", ms);
-                e.set("floor_fraction", c.median(primary.key).map(|v| floor_fraction(primary, v, floor)));
+                e.set(
+                    "floor_fraction",
+                    c.median(primary.key)
+                        .map(|v| floor_fraction(primary, v, floor)),
+                );
             }
             Err(reason) => {
                 e.set(
                     "status",
-                    if c.not_applicable.is_some() { "n/a" } else { "failed" },
+                    if c.not_applicable.is_some() {
+                        "n/a"
+                    } else {
+                        "failed"
+                    },
                 );
                 e.set("reason", reason);
             }

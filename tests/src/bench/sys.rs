@@ -69,8 +69,9 @@ pub fn machine() -> Json {
 }
 
 fn first_line_with_eq(path: &str, key: &str) -> Option<String> {
-    fs::read_to_string(path)
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix('=').map(|v| v.trim_matches('"').to_owned()))
+    fs::read_to_string(path).ok()?.lines().find_map(|l| {
+        l.strip_prefix(key)?
+            .strip_prefix('=')
+            .map(|v| v.trim_matches('"').to_owned())
+    })
 }

@@ -160,6 +160,11 @@ impl Workload {
             label: "daemon CPU ms/frame",
             higher_is_better: false,
         };
+        const CPU_OP: Metric = Metric {
+            key: "cpu_ms_per_op",
+            label: "daemon CPU ms/op",
+            higher_is_better: false,
+        };
         match self {
             Workload::Scanout1080p | Workload::Scanout2160p | Workload::Damage64 => {
                 &[FPS, CPU_FRAME, RSS]
@@ -195,21 +200,22 @@ impl Workload {
                 },
                 RSS,
             ],
-            Workload::Submit3d | Workload::Readback3d => &[
+            Workload::Submit3d => &[
                 Metric {
                     key: "ops_per_s",
-                    label: if matches!(self, Workload::Submit3d) {
-                        "submits/s"
-                    } else {
-                        "read-backs/s"
-                    },
+                    label: "submits/s",
                     higher_is_better: true,
                 },
+                CPU_OP,
+                RSS,
+            ],
+            Workload::Readback3d => &[
                 Metric {
-                    key: "cpu_ms_per_op",
-                    label: "daemon CPU ms/op",
-                    higher_is_better: false,
+                    key: "ops_per_s",
+                    label: "read-backs/s",
+                    higher_is_better: true,
                 },
+                CPU_OP,
                 RSS,
             ],
         }
@@ -249,7 +255,9 @@ impl Workload {
                 let bytes = u64::from(RT_3D.0) * u64::from(RT_3D.1) * 4;
                 (
                     1.0 / (f.eventfd_rtt_s + f.memcpy_s(bytes)),
-                    format!("1 eventfd round trip + 1 memcpy of {bytes} bytes; GPU work not counted"),
+                    format!(
+                        "1 eventfd round trip + 1 memcpy of {bytes} bytes; GPU work not counted"
+                    ),
                 )
             }
         }
@@ -305,7 +313,9 @@ impl Session {
     /// duplicate of the connection (the harness's own `set_socket` starts its recording peer).
     fn connect(p: &BackendProcess, mode: (u32, u32)) -> Result<Self> {
         let stream = connect_stream(p.socket_path())?;
-        let side = stream.try_clone().map_err(|e| Error::io("dup vhost socket", e))?;
+        let side = stream
+            .try_clone()
+            .map_err(|e| Error::io("dup vhost socket", e))?;
         let opts = FrontendOptions {
             memory_size: GUEST_MEMORY,
             display: None,
@@ -323,7 +333,12 @@ impl Session {
             hdr.extend_from_slice(&v.to_le_bytes());
         }
         side.send_with_fd(&hdr[..], theirs.as_raw_fd())
-            .map_err(|e| Error::io("send GPU_SET_SOCKET", std::io::Error::from_raw_os_error(e.errno())))?;
+            .map_err(|e| {
+                Error::io(
+                    "send GPU_SET_SOCKET",
+                    std::io::Error::from_raw_os_error(e.errno()),
+                )
+            })?;
         drop(theirs);
         if fe.reply_ack() {
             use std::io::Read;
@@ -331,7 +346,10 @@ impl Session {
             (&side)
                 .read_exact(&mut r)
                 .map_err(|e| Error::io("read GPU_SET_SOCKET ack", e))?;
-            if get32(&r, 0) != GPU_SET_SOCKET || get32(&r, 4) & VHOST_USER_REPLY == 0 || get64(&r, 12) != 0 {
+            if get32(&r, 0) != GPU_SET_SOCKET
+                || get32(&r, 4) & VHOST_USER_REPLY == 0
+                || get64(&r, 12) != 0
+            {
                 return Err(Error::Malformed(format!("GPU_SET_SOCKET ack {r:?}")));
             }
         }
@@ -420,7 +438,10 @@ pub fn run_sample(cmd: &BackendCommand, w: Workload, s: SampleSettings) -> Outco
         m.push((RSS.key, hwm as f64 / 1024.0));
         let errors = sess.peer.counters().errors.clone();
         if !errors.is_empty() {
-            return Err(Error::Malformed(format!("display protocol: {}", errors.join("; "))));
+            return Err(Error::Malformed(format!(
+                "display protocol: {}",
+                errors.join("; ")
+            )));
         }
         Ok(Outcome::Ok(m))
     })();
@@ -458,7 +479,13 @@ fn create_2d_with_backing(s: &mut Session, id: u32, w: u32, h: u32) -> Result<u6
     let len = u32::try_from(size).map_err(|_| Error::Memory("backing too large".into()))?;
     s.ok_all(&[
         Command::resource_create_2d(id, FORMAT_XRGB8888, w, h),
-        Command::attach_backing(id, &[MemEntry { addr: backing, length: len }]),
+        Command::attach_backing(
+            id,
+            &[MemEntry {
+                addr: backing,
+                length: len,
+            }],
+        ),
     ])?;
     Ok(backing)
 }
@@ -468,14 +495,21 @@ fn frame(w: u32, h: u32, k: u32) -> Vec<u8> {
     let mut v = Vec::with_capacity(w as usize * h as usize * 4);
     for y in 0..h {
         for x in 0..w {
-            let p = (x.wrapping_mul(3) ^ y.wrapping_mul(5) ^ k.wrapping_mul(0x5a5a5a)) & 0x00ff_ffff;
+            let p =
+                (x.wrapping_mul(3) ^ y.wrapping_mul(5) ^ k.wrapping_mul(0x5a5a5a)) & 0x00ff_ffff;
             v.extend_from_slice(&p.to_le_bytes());
         }
     }
     v
 }
 
-fn scanout(s: &mut Session, w: u32, h: u32, damage: bool, st: SampleSettings) -> Result<Vec<(&'static str, f64)>> {
+fn scanout(
+    s: &mut Session,
+    w: u32,
+    h: u32,
+    damage: bool,
+    st: SampleSettings,
+) -> Result<Vec<(&'static str, f64)>> {
     let stride = u64::from(w) * 4;
     let backing = create_2d_with_backing(s, 1, w, h)?;
     let full = Rect::new(0, 0, w, h);
@@ -487,7 +521,7 @@ fn scanout(s: &mut Session, w: u32, h: u32, damage: bool, st: SampleSettings) ->
             c.to_le_bytes().repeat((DAMAGE * DAMAGE) as usize)
         })
         .collect();
-    let mut one = |s: &mut Session, i: u64, whole: bool| -> Result<()> {
+    let one = |s: &mut Session, i: u64, whole: bool| -> Result<()> {
         let rect = if whole {
             s.fe.memory().write(backing, &frames[(i % 2) as usize])?;
             full
@@ -509,7 +543,8 @@ fn scanout(s: &mut Session, w: u32, h: u32, damage: bool, st: SampleSettings) ->
             Command::transfer_to_host_2d(1, rect, offset),
             Command::resource_flush(1, rect),
         ])?;
-        s.peer.wait_until(OP_TIMEOUT, "the flushed pixels", |c| c.pixels() >= want)
+        s.peer
+            .wait_until(OP_TIMEOUT, "the flushed pixels", |c| c.pixels() >= want)
     };
     // The first frame fills the whole scanout (also for damage).
     one(s, 0, true)?;
@@ -523,7 +558,10 @@ fn scanout(s: &mut Session, w: u32, h: u32, damage: bool, st: SampleSettings) ->
     }
     let (n, el, cpu) = t.stop(s)?;
     verify_display(s, backing, w, h)?;
-    Ok(vec![("frames_per_s", n / el), ("cpu_ms_per_frame", cpu * 1e3 / n)])
+    Ok(vec![
+        ("frames_per_s", n / el),
+        ("cpu_ms_per_frame", cpu * 1e3 / n),
+    ])
 }
 
 /// The peer's framebuffer must hold the guest's pixels (colour bytes; X is ignored). With a
@@ -585,7 +623,13 @@ fn churn(s: &mut Session, st: SampleSettings) -> Result<Vec<(&'static str, f64)>
     let cycle = |s: &mut Session, id: u32| {
         s.ok_all(&[
             Command::resource_create_2d(id, FORMAT_XRGB8888, 64, 64),
-            Command::attach_backing(id, &[MemEntry { addr: backing, length: len }]),
+            Command::attach_backing(
+                id,
+                &[MemEntry {
+                    addr: backing,
+                    length: len,
+                }],
+            ),
             Command::resource_unref(id),
         ])
     };
@@ -601,10 +645,17 @@ fn churn(s: &mut Session, st: SampleSettings) -> Result<Vec<(&'static str, f64)>
         t.n += 1;
     }
     let (n, el, cpu) = t.stop(s)?;
-    Ok(vec![("cycles_per_s", n / el), ("cpu_us_per_op", cpu * 1e6 / n)])
+    Ok(vec![
+        ("cycles_per_s", n / el),
+        ("cpu_us_per_op", cpu * 1e6 / n),
+    ])
 }
 
-fn three_d(s: &mut Session, readback: bool, st: SampleSettings) -> Result<Vec<(&'static str, f64)>> {
+fn three_d(
+    s: &mut Session,
+    readback: bool,
+    st: SampleSettings,
+) -> Result<Vec<(&'static str, f64)>> {
     const CTX: u32 = 1;
     const RES: u32 = 2;
     let (w, h) = RT_3D;
@@ -626,7 +677,13 @@ fn three_d(s: &mut Session, readback: bool, st: SampleSettings) -> Result<Vec<(&
     s.ok_all(&[
         Command::ctx_create(CTX, 0, "gpu-bench"),
         Command::resource_create_3d(RES, &rt),
-        Command::attach_backing(RES, &[MemEntry { addr: backing, length: len }]),
+        Command::attach_backing(
+            RES,
+            &[MemEntry {
+                addr: backing,
+                length: len,
+            }],
+        ),
         Command::ctx_attach_resource(CTX, RES),
     ])?;
     let mut init = Stream::default();
@@ -637,7 +694,14 @@ fn three_d(s: &mut Session, readback: bool, st: SampleSettings) -> Result<Vec<(&
     let mut fence = 1u64;
     s.ok_all(&[Command::submit_3d(CTX, &init.to_bytes()).fenced(fence)])?;
     let xfer = Transfer3d {
-        bx: Box3d { x: 0, y: 0, z: 0, w, h, d: 1 },
+        bx: Box3d {
+            x: 0,
+            y: 0,
+            z: 0,
+            w,
+            h,
+            d: 1,
+        },
         offset: 0,
         level: 0,
         stride: w * 4,
@@ -651,10 +715,14 @@ fn three_d(s: &mut Session, readback: bool, st: SampleSettings) -> Result<Vec<(&
         c.clear_color(rgba);
         fence += 1;
         if !readback {
-            let r = s.fe.request(&Command::submit_3d(CTX, &c.to_bytes()).fenced(fence))?;
+            let r =
+                s.fe.request(&Command::submit_3d(CTX, &c.to_bytes()).fenced(fence))?;
             r.expect_type(resp::OK_NODATA)?;
             if r.hdr.flags & FLAG_FENCE == 0 || r.hdr.fence_id != fence {
-                return Err(Error::Malformed(format!("fenced SUBMIT_3D answered {}", r.describe())));
+                return Err(Error::Malformed(format!(
+                    "fenced SUBMIT_3D answered {}",
+                    r.describe()
+                )));
             }
             return Ok(());
         }
@@ -683,5 +751,8 @@ fn three_d(s: &mut Session, readback: bool, st: SampleSettings) -> Result<Vec<(&
         t.n += 1;
     }
     let (n, el, cpu) = t.stop(s)?;
-    Ok(vec![("ops_per_s", n / el), ("cpu_ms_per_op", cpu * 1e3 / n)])
+    Ok(vec![
+        ("ops_per_s", n / el),
+        ("cpu_ms_per_op", cpu * 1e3 / n),
+    ])
 }

@@ -1,0 +1,109 @@
+//! Bounds and queue handling: host memory accounting (--max-hostmem), a full virtqueue, ring
+//! slots wrapping, many resources.
+
+mod common;
+
+use common::*;
+use vhost_user_gpu_tests::protocol::{format, resp, Command, QueueId};
+use vhost_user_gpu_tests::FrontendOptions;
+
+fn max_hostmem_is_enforced_and_freed_on_unref(rd: Renderer) {
+    if is_qemu() {
+        return; // QEMU's backend has no --max-hostmem.
+    }
+    let p = spawn(&backend_command_for(rd).arg("--max-hostmem").arg("8M"));
+    let mut fe = connect(&p, FrontendOptions::default());
+    // 512x1024x4 = 2 MiB each: three fit in 8 MiB, a 4 MiB one then does not.
+    for id in 1..=3 {
+        fe.ok(&Command::resource_create_2d(
+            id,
+            format::B8G8R8X8_UNORM,
+            512,
+            1024,
+        ))
+        .check(&p, "create 2 MiB");
+    }
+    let r = fe
+        .request(&Command::resource_create_2d(
+            4,
+            format::B8G8R8X8_UNORM,
+            1024,
+            1024,
+        ))
+        .unwrap();
+    assert_resp(
+        &r,
+        resp::ERR_OUT_OF_MEMORY,
+        "4 MiB beyond an 8 MiB limit with 6 MiB used",
+        &p,
+    );
+    fe.ok(&Command::resource_unref(1)).check(&p, "unref");
+    fe.ok(&Command::resource_unref(2)).check(&p, "unref");
+    fe.ok(&Command::resource_create_2d(
+        4,
+        format::B8G8R8X8_UNORM,
+        1024,
+        1024,
+    ))
+    .check(&p, "4 MiB after freeing 4 MiB");
+}
+
+fn full_queue_and_wrapping_slots(rd: Renderer) {
+    let (p, mut fe) = start_on(
+        rd,
+        FrontendOptions {
+            queue_size: 64,
+            ..FrontendOptions::default()
+        },
+    );
+    // Each command takes 2 descriptors: 32 fill the 64-entry queue. Six rounds wrap the slots.
+    for round in 0..6u32 {
+        let cmds: Vec<Command> = (0..32)
+            .map(|i| {
+                Command::resource_create_2d(1 + round * 32 + i, format::B8G8R8X8_UNORM, 4, 4)
+                    .fenced(u64::from(i))
+            })
+            .collect();
+        let rs = fe.request_all(&cmds).check(&p, "full queue");
+        for (i, r) in rs.iter().enumerate() {
+            assert_resp(
+                r,
+                resp::OK_NODATA,
+                &format!("round {round} command {i}"),
+                &p,
+            );
+            assert_eq!(r.hdr.fence_id, i as u64);
+        }
+        assert_eq!(fe.queue(QueueId::Control).free_descriptors(), 64);
+    }
+    // 192 resources exist now; unref them all.
+    let cmds: Vec<Command> = (1..=192).map(Command::resource_unref).collect();
+    for chunk in cmds.chunks(32) {
+        for r in fe.request_all(chunk).check(&p, "unref batch") {
+            assert_resp(&r, resp::OK_NODATA, "unref", &p);
+        }
+    }
+}
+
+fn many_small_resources(rd: Renderer) {
+    let (p, mut fe) = start_on(rd, FrontendOptions::default());
+    let n = 2000u32;
+    let cmds: Vec<Command> = (1..=n)
+        .map(|id| Command::resource_create_2d(id, format::B8G8R8X8_UNORM, 1, 1))
+        .collect();
+    for chunk in cmds.chunks(100) {
+        for r in fe.request_all(chunk).check(&p, "create batch") {
+            assert_resp(&r, resp::OK_NODATA, "create 1x1", &p);
+        }
+    }
+    let r = fe.request(&Command::resource_unref(n)).unwrap();
+    assert_resp(&r, resp::OK_NODATA, "unref last", &p);
+    let r = fe.request(&Command::resource_unref(n)).unwrap();
+    assert_resp(&r, resp::ERR_INVALID_RESOURCE_ID, "unref twice", &p);
+}
+
+per_renderer!(
+    max_hostmem_is_enforced_and_freed_on_unref,
+    full_queue_and_wrapping_slots,
+    many_small_resources
+);
