@@ -272,7 +272,10 @@ impl BackendReqChannel {
                                         | vhost::vhost_user::Error::PartialMessage
                                         | vhost::vhost_user::Error::SocketBroken(_)
                                 );
-                                lock(&sh).errors.push(format!("backend request: {e}"));
+                                // Refusals by our handler are recorded already.
+                                if !matches!(e, vhost::vhost_user::Error::ReqHandlerError(_)) {
+                                    lock(&sh).errors.push(format!("backend request: {e}"));
+                                }
                                 if fatal {
                                     break;
                                 }
@@ -418,5 +421,88 @@ impl Drop for BackendReqChannel {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::fd::BorrowedFd;
+    use std::os::unix::net::UnixStream;
+    use vhost::vhost_user::Backend;
+
+    #[test]
+    fn shmem_map_read_unmap_through_a_real_backend_endpoint() {
+        let ch = BackendReqChannel::start(true).unwrap();
+        ch.add_region(1, 1 << 20).unwrap();
+        // SAFETY: the channel keeps this fd open for its whole life, longer than the borrow.
+        let fd = unsafe { BorrowedFd::borrow_raw(ch.backend_fd()) };
+        let sock = UnixStream::from(fd.try_clone_to_owned().unwrap());
+        let backend = Backend::from_stream(sock);
+        backend.set_reply_ack_flag(true);
+        backend.set_shmem_flag(true);
+
+        let mut file = tempfile_with(&[0x5a; 16384]);
+        file.flush().unwrap();
+        let req = VhostUserMMap {
+            shmid: 1,
+            fd_offset: 4096,
+            shm_offset: 8192,
+            len: 8192,
+            flags: VhostUserMMapFlags::WRITABLE.bits(),
+            ..VhostUserMMap::default()
+        };
+        assert_eq!(backend.shmem_map(&req, &file).unwrap(), 0);
+        assert_eq!(ch.read(1, 8192, 16).unwrap(), vec![0x5a; 16]);
+        assert!(
+            ch.read(1, 0, 16).is_err(),
+            "unmapped range must not be readable"
+        );
+        assert!(
+            ch.read(1, 8192 + 8190, 4).is_err(),
+            "range past the mapping"
+        );
+        // Overlap and out-of-region requests are refused (and recorded).
+        let bad = VhostUserMMap {
+            shm_offset: 12288,
+            ..req
+        };
+        assert!(backend.shmem_map(&bad, &file).is_err());
+        let outside = VhostUserMMap {
+            shm_offset: 1 << 20,
+            len: 4096,
+            ..req
+        };
+        assert!(backend.shmem_map(&outside, &file).is_err());
+        let unmap = VhostUserMMap { flags: 0, ..req };
+        assert_eq!(backend.shmem_unmap(&unmap).unwrap(), 0);
+        assert!(ch.read(1, 8192, 16).is_err());
+        let st = ch.state();
+        assert_eq!(st.events.len(), 4);
+        assert!(matches!(st.events[0], ShmemEvent::Map { mapped: true, .. }));
+        assert!(matches!(
+            st.events[1],
+            ShmemEvent::Map { mapped: false, .. }
+        ));
+        assert!(matches!(
+            st.events[3],
+            ShmemEvent::Unmap { unmapped: true, .. }
+        ));
+        assert_eq!(st.errors.len(), 2, "{:?}", st.errors);
+    }
+
+    fn tempfile_with(data: &[u8]) -> std::fs::File {
+        let path = std::env::temp_dir().join(format!("vugpu-shm-{}", std::process::id()));
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        let _ = std::fs::remove_file(&path);
+        f.write_all(data).unwrap();
+        f
     }
 }
