@@ -55,11 +55,11 @@ initrd="$(sed -n 's/^INITRD=//p' <<<"$guest")"
 
 # name | backend | run-guest.py arguments
 checks=(
-    "software-fbdev|$sw|--workload fbdev --check-screen fb-pattern --expect-feature virgl=no"
-    "software-gl-fallback|$sw|--workload glclear --check-screen glclear --expect-feature virgl=no --reject-gl-renderer virgl"
-    "virgl-fbdev|$vg|--workload fbdev --check-screen fb-pattern --expect-feature virgl=yes"
-    "virgl-glclear|$vg|--workload glclear --check-screen glclear --expect-feature virgl=yes --expect-gl-renderer virgl"
-    "virgl-kmscube|$vg|--workload kmscube --check-screen animated --expect-feature virgl=yes --expect-gl-renderer virgl"
+    "software-fbdev|$sw|--workload fbdev --check-screen fb-pattern --expect-feature virgl=no --expect-feature edid=yes --expect-feature cap_sets=0"
+    "software-gl-fallback|$sw|--workload glclear --check-screen glclear --expect-feature virgl=no --expect-feature edid=yes --expect-feature cap_sets=0 --reject-gl-renderer virgl"
+    "virgl-fbdev|$vg|--workload fbdev --check-screen fb-pattern --expect-feature virgl=yes --expect-feature edid=yes --expect-feature cap_sets!=0"
+    "virgl-glclear|$vg|--workload glclear --check-screen glclear --expect-feature virgl=yes --expect-feature edid=yes --expect-feature cap_sets!=0 --expect-gl-renderer virgl"
+    "virgl-kmscube|$vg|--workload kmscube --check-screen animated --expect-feature virgl=yes --expect-feature edid=yes --expect-feature cap_sets!=0 --expect-gl-renderer virgl"
 )
 
 passed=0

@@ -190,7 +190,8 @@ def main():
     ap.add_argument("--out", help="output directory (default: a new one under /tmp)")
     ap.add_argument("--timeout", type=float, default=300, help="seconds for the whole run")
     ap.add_argument("--expect-feature", action="append", default=[], metavar="NAME=VALUE",
-                    help="a line of the guest's debugfs virtio-gpu-features, e.g. virgl=yes")
+                    help="a line of the guest's debugfs virtio-gpu-features, e.g. virgl=yes, "
+                         "or NAME!=VALUE, e.g. cap_sets!=0")
     ap.add_argument("--expect-gl-renderer", metavar="TEXT",
                     help="the GL renderer string the guest prints must contain TEXT (case-insensitive)")
     ap.add_argument("--reject-gl-renderer", metavar="TEXT",
@@ -305,9 +306,11 @@ def main():
         features = dict(re.findall(r"^E2E-FEATURE: ([A-Za-z_]+)=(\S+)$", text, re.M))
         notes.append("features: " + " ".join(f"{k}={v}" for k, v in features.items()))
         for exp in args.expect_feature:
-            k, v = exp.split("=", 1)
-            if features.get(k) != v:
-                failures.append(f"feature {k}: guest shows {features.get(k)!r}, expected {v!r}")
+            negate = "!=" in exp
+            k, v = exp.split("!=" if negate else "=", 1)
+            if (features.get(k) == v) == negate or k not in features:
+                failures.append(f"feature {k}: guest shows {features.get(k)!r}, expected "
+                                f"{'anything but ' if negate else ''}{v!r}")
         renderer = None
         m = re.search(r"^E2E-GL-RENDERER: (.*)$", text, re.M)
         if m:
