@@ -1,1 +1,915 @@
-//! The virglrenderer renderer (being written).
+//! The virglrenderer renderer: the device's [`Renderer`] trait on the safe `virglrenderer`
+//! crate (which wraps libvirglrenderer). No FFI here: only the crate's typed API.
+//!
+//! * 2D resources are `PIPE_TEXTURE_2D` render targets (row 0 on top), filled from the guest
+//!   backing with `transfer_write` (stride = resource width * 4, as the 2D protocol says).
+//! * 3D: contexts (VIRGL2 by default, or the CONTEXT_INIT capset), attach/detach, SUBMIT_3D,
+//!   3D transfers in both directions, capsets VIRGL and VIRGL2.
+//! * Fences: the global timeline maps the guest's 64-bit fence ids onto the library's 32-bit
+//!   global fences (an internal sequence number, completed in order); per-context fences
+//!   (ring 0 of virgl contexts) keep the guest's 64-bit ids.
+//! * Scanout: a dmabuf export is attempted; on a software rasterizer (Mesa llvmpipe) the crate
+//!   refuses it with a typed error and the device reads the pixels back instead
+//!   (`transfer_read` presents rows top-down for every resource, so no flip is needed).
+//! * Blobs: `BLOB_MEM_GUEST` blobs (their scanouts read from the guest pages); host blobs can be
+//!   created and exported but not mapped into this process, so [`RendererCapabilities::blob_host`]
+//!   stays off.
+//!
+//! Guest backing: a [`GuestBacking`] (which keeps the guest memory regions mapped through its
+//! `GuestMemoryMmap` clone) is handed to the library through [`GuestPages`], whose
+//! `BackingMemory` implementation states that contract; the resource owns it while attached.
+
+use std::collections::{HashMap, VecDeque};
+use std::os::fd::BorrowedFd;
+use std::ptr::NonNull;
+
+use log::{debug, warn};
+use virglrenderer::{
+    BackingMemory, BlobMem, Context, Error as VirglError, Fence, RendererFlags, Resource,
+    VirglRenderer,
+};
+
+use super::software::{PixelFormat, BYTES_PER_PIXEL};
+use super::{
+    BlobHandleKind, BlobMapping, BlobScanoutLayout, CapsetInfo, CreateBlob, Dmabuf, ExportedBlob,
+    FenceId, GuestBacking, Rect, Renderer, RendererCapabilities, RendererError, ResourceCreate3d,
+    ResourceInfo, Result, Transfer3d,
+};
+
+/// Most global fences waiting for completion at once; the guest cannot queue more commands
+/// than its virtqueue holds, so this is never reached by a well-behaved guest.
+pub const MAX_PENDING_GLOBAL_FENCES: usize = 64 * 1024;
+
+/// Guest pages handed to libvirglrenderer as a resource's backing.
+pub struct GuestPages(GuestBacking);
+
+// SAFETY: `GuestBacking::host_ranges` returns host addresses inside the mapped regions of the
+// `GuestMemoryMmap` the backing holds a clone of; those regions are reference counted and stay
+// mapped while this value (and so the clone) lives, wherever it is moved. The ranges are guest
+// memory, which the guest may access concurrently anyway; the library only copies to and from
+// them during transfers.
+unsafe impl BackingMemory for GuestPages {
+    fn ranges(&mut self) -> Vec<virglrenderer::HostRange> {
+        let ranges = match self.0.host_ranges() {
+            Ok(r) => r,
+            Err(e) => {
+                // Cannot happen for a validated backing; an empty list makes transfers fail
+                // the library's bounds check instead of touching memory.
+                warn!("guest backing without host ranges: {e}");
+                return Vec::new();
+            }
+        };
+        ranges
+            .into_iter()
+            .filter_map(|r| {
+                let ptr = NonNull::new(r.addr)?;
+                // SAFETY: `ptr..ptr + len` lies inside one mapped guest memory region that
+                // outlives `self` (see the impl's comment).
+                Some(unsafe { virglrenderer::HostRange::new(ptr, r.len) })
+            })
+            .collect()
+    }
+}
+
+fn map_err(e: VirglError) -> RendererError {
+    match e {
+        VirglError::ResourceIdInUse(id) | VirglError::NotBlob(id) | VirglError::IsBlob(id) => {
+            RendererError::InvalidResourceId(id)
+        }
+        VirglError::ContextIdInUse(id) => RendererError::InvalidContextId(id),
+        VirglError::DmabufUnsupported(why) => {
+            debug!("virglrenderer: {why}");
+            RendererError::Unsupported("dmabuf export on this GL renderer")
+        }
+        VirglError::Library { errno, .. } if errno.0 == libc::ENOMEM => {
+            RendererError::OutOfMemory(e.to_string())
+        }
+        VirglError::Library { .. }
+        | VirglError::Init { .. }
+        | VirglError::AlreadyInitialized
+        | VirglError::UnknownHandleType(_) => RendererError::Library(e.to_string()),
+        other => RendererError::InvalidParameter(other.to_string()),
+    }
+}
+
+/// A resource and, for guest blobs, the guest pages the scanout is read from.
+struct VirglResource {
+    res: Resource,
+    /// A second handle on the pages of a `BLOB_MEM_GUEST` blob (for SET_SCANOUT_BLOB).
+    blob_pages: Option<GuestBacking>,
+}
+
+/// The virglrenderer [`Renderer`].
+pub struct VirglGpuRenderer {
+    renderer: VirglRenderer,
+    // Declared after `renderer`, but handles keep the library alive on their own, so the
+    // drop order does not matter for safety.
+    contexts: HashMap<u32, Context>,
+    resources: HashMap<u32, VirglResource>,
+    /// Global fences in creation order: (library sequence number, the guest's fence).
+    global_pending: VecDeque<(u32, FenceId)>,
+    next_global_seq: u32,
+}
+
+impl VirglGpuRenderer {
+    /// The flags used by default: headless EGL (works with Mesa llvmpipe and no `/dev/dri`) and
+    /// a fence thread with a poll fd for the event loop.
+    pub fn default_flags() -> RendererFlags {
+        RendererFlags::surfaceless() | RendererFlags::THREAD_SYNC
+    }
+
+    /// Initializes libvirglrenderer on the calling thread (which must be the device's GPU
+    /// thread: the value is not `Send`).
+    pub fn new(flags: RendererFlags) -> std::result::Result<Self, VirglError> {
+        let renderer = VirglRenderer::init(flags)?;
+        log::info!(
+            "virglrenderer {} initialized (flags {:#x}, software GL: {})",
+            virglrenderer::LIBRARY_VERSION,
+            flags.bits(),
+            renderer.is_software()
+        );
+        Ok(VirglGpuRenderer {
+            renderer,
+            contexts: HashMap::new(),
+            resources: HashMap::new(),
+            global_pending: VecDeque::new(),
+            next_global_seq: 1,
+        })
+    }
+
+    fn resource(&self, id: u32) -> Result<&VirglResource> {
+        self.resources
+            .get(&id)
+            .ok_or(RendererError::InvalidResourceId(id))
+    }
+
+    fn context(&self, ctx_id: u32) -> Result<&Context> {
+        self.contexts
+            .get(&ctx_id)
+            .ok_or(RendererError::InvalidContextId(ctx_id))
+    }
+
+    /// The context a 3D transfer runs in: none for ctx 0, else a known context.
+    fn transfer_ctx(&self, ctx_id: u32) -> Result<Option<&Context>> {
+        if ctx_id == 0 {
+            Ok(None)
+        } else {
+            self.context(ctx_id).map(Some)
+        }
+    }
+
+    fn insert_resource(&mut self, id: u32, res: Resource, blob_pages: Option<GuestBacking>) {
+        self.resources.insert(id, VirglResource { res, blob_pages });
+    }
+}
+
+fn transfer(t: &Transfer3d) -> virglrenderer::Transfer {
+    virglrenderer::Transfer {
+        bbox: virglrenderer::Box3d {
+            x: t.box3d.x,
+            y: t.box3d.y,
+            z: t.box3d.z,
+            w: t.box3d.w,
+            h: t.box3d.h,
+            d: t.box3d.d,
+        },
+        level: t.level,
+        stride: t.stride,
+        layer_stride: t.layer_stride,
+        offset: t.offset,
+    }
+}
+
+fn check_out_len(rect: Rect, out: &[u8]) -> Result<usize> {
+    let row = u64::from(rect.width) * u64::from(BYTES_PER_PIXEL);
+    let total = row * u64::from(rect.height);
+    if out.len() as u64 != total {
+        return Err(RendererError::InvalidParameter(format!(
+            "pixel buffer of {} bytes for a {}x{} rectangle",
+            out.len(),
+            rect.width,
+            rect.height
+        )));
+    }
+    // row <= total == out.len(), a usize.
+    Ok(row as usize)
+}
+
+impl Renderer for VirglGpuRenderer {
+    fn name(&self) -> &'static str {
+        "virglrenderer"
+    }
+
+    fn capabilities(&self) -> RendererCapabilities {
+        RendererCapabilities {
+            three_d: true,
+            context_init: true,
+            blob_guest: true,
+            blob_host: false,
+        }
+    }
+
+    fn capsets(&self) -> Vec<CapsetInfo> {
+        self.renderer
+            .capsets()
+            .into_iter()
+            .map(|c| CapsetInfo {
+                id: c.capset_id,
+                max_version: c.max_version,
+                max_size: c.max_size,
+            })
+            .collect()
+    }
+
+    fn capset(&mut self, id: u32, version: u32) -> Result<Vec<u8>> {
+        self.renderer.capset(id, version).map_err(map_err)
+    }
+
+    fn resource_create_2d(&mut self, id: u32, format: u32, width: u32, height: u32) -> Result<()> {
+        if PixelFormat::from_virtio(format).is_none() {
+            return Err(RendererError::InvalidParameter(format!(
+                "2D format {format}"
+            )));
+        }
+        let res = self
+            .renderer
+            .create_resource_2d(id, format, width, height)
+            .map_err(map_err)?;
+        self.insert_resource(id, res, None);
+        Ok(())
+    }
+
+    fn resource_create_3d(&mut self, id: u32, args: &ResourceCreate3d) -> Result<()> {
+        let args = virglrenderer::ResourceCreate3d {
+            target: args.target,
+            format: args.format,
+            bind: args.bind,
+            width: args.width,
+            height: args.height,
+            depth: args.depth,
+            array_size: args.array_size,
+            last_level: args.last_level,
+            nr_samples: args.nr_samples,
+            flags: args.flags,
+        };
+        let res = self.renderer.create_resource(id, &args).map_err(map_err)?;
+        self.insert_resource(id, res, None);
+        Ok(())
+    }
+
+    fn resource_unref(&mut self, id: u32) -> Result<()> {
+        // Dropping the handle detaches the backing, unrefs the resource, then drops the pages.
+        self.resources
+            .remove(&id)
+            .map(drop)
+            .ok_or(RendererError::InvalidResourceId(id))
+    }
+
+    fn attach_backing(&mut self, id: u32, backing: GuestBacking) -> Result<()> {
+        let r = self.resource(id)?;
+        r.res
+            .attach_backing(Box::new(GuestPages(backing)))
+            .map_err(map_err)
+    }
+
+    fn detach_backing(&mut self, id: u32) -> Result<()> {
+        let r = self.resource(id)?;
+        if r.res.detach_backing().is_none() {
+            debug!("resource {id}: detach without backing");
+        }
+        Ok(())
+    }
+
+    fn transfer_to_host_2d(&mut self, id: u32, rect: Rect, offset: u64) -> Result<()> {
+        let r = self.resource(id)?;
+        let args = r
+            .res
+            .create_args()
+            .ok_or(RendererError::InvalidResourceId(id))?;
+        let stride = args
+            .width
+            .checked_mul(BYTES_PER_PIXEL)
+            .ok_or_else(|| RendererError::InvalidParameter("stride overflows".into()))?;
+        let t = virglrenderer::Transfer {
+            stride,
+            ..virglrenderer::Transfer::rect_2d(
+                virglrenderer::Rect {
+                    x: rect.x,
+                    y: rect.y,
+                    width: rect.width,
+                    height: rect.height,
+                },
+                offset,
+            )
+        };
+        r.res.transfer_write(None, &t).map_err(map_err)
+    }
+
+    fn transfer_to_host_3d(&mut self, ctx_id: u32, id: u32, t: &Transfer3d) -> Result<()> {
+        let ctx = self.transfer_ctx(ctx_id)?;
+        let r = self.resource(id)?;
+        r.res.transfer_write(ctx, &transfer(t)).map_err(map_err)
+    }
+
+    fn transfer_from_host_3d(&mut self, ctx_id: u32, id: u32, t: &Transfer3d) -> Result<()> {
+        let ctx = self.transfer_ctx(ctx_id)?;
+        let r = self.resource(id)?;
+        r.res.transfer_read(ctx, &transfer(t)).map_err(map_err)
+    }
+
+    fn context_create(&mut self, ctx_id: u32, capset_id: u32, name: &str) -> Result<()> {
+        if self.contexts.contains_key(&ctx_id) {
+            return Err(RendererError::InvalidContextId(ctx_id));
+        }
+        let capset = (capset_id != 0).then_some(capset_id);
+        let name = name.as_bytes();
+        let name = &name[..name.len().min(virglrenderer::MAX_CONTEXT_NAME_LEN)];
+        let ctx = self
+            .renderer
+            .create_context(ctx_id, name, capset)
+            .map_err(map_err)?;
+        self.contexts.insert(ctx_id, ctx);
+        Ok(())
+    }
+
+    fn context_destroy(&mut self, ctx_id: u32) -> Result<()> {
+        self.contexts
+            .remove(&ctx_id)
+            .map(drop)
+            .ok_or(RendererError::InvalidContextId(ctx_id))
+    }
+
+    fn context_attach_resource(&mut self, ctx_id: u32, id: u32) -> Result<()> {
+        let ctx = self.context(ctx_id)?;
+        let r = self.resource(id)?;
+        ctx.attach(&r.res).map_err(map_err)
+    }
+
+    fn context_detach_resource(&mut self, ctx_id: u32, id: u32) -> Result<()> {
+        let ctx = self.context(ctx_id)?;
+        let r = self.resource(id)?;
+        ctx.detach(&r.res).map_err(map_err)
+    }
+
+    fn submit(&mut self, ctx_id: u32, commands: &[u8]) -> Result<()> {
+        self.context(ctx_id)?
+            .submit_bytes(commands)
+            .map_err(map_err)
+    }
+
+    fn create_fence(&mut self, fence: FenceId) -> Result<()> {
+        match fence.ring_idx {
+            Some(ring) => self
+                .context(fence.ctx_id)?
+                .create_fence(u32::from(ring), fence.id, false)
+                .map_err(map_err),
+            None => {
+                if self.global_pending.len() >= MAX_PENDING_GLOBAL_FENCES {
+                    return Err(RendererError::OutOfMemory(format!(
+                        "{MAX_PENDING_GLOBAL_FENCES} global fences pending"
+                    )));
+                }
+                let seq = self.next_global_seq;
+                // Sequence numbers wrap; 0 is skipped so it never names a fence.
+                self.next_global_seq = seq.wrapping_add(1).max(1);
+                self.renderer.create_fence(seq).map_err(map_err)?;
+                self.global_pending.push_back((seq, fence));
+                Ok(())
+            }
+        }
+    }
+
+    fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.renderer.poll_fd()
+    }
+
+    fn poll(&mut self) -> Vec<FenceId> {
+        let mut done = Vec::new();
+        for f in self.renderer.poll() {
+            match f {
+                Fence::Global { fence_id } => {
+                    // Completing a global fence completes every earlier one.
+                    if self.global_pending.iter().any(|(s, _)| *s == fence_id) {
+                        while let Some((seq, fence)) = self.global_pending.pop_front() {
+                            done.push(fence);
+                            if seq == fence_id {
+                                break;
+                            }
+                        }
+                    } else {
+                        debug!("completed global fence {fence_id} is not pending");
+                    }
+                }
+                Fence::Context {
+                    ctx_id,
+                    ring_idx,
+                    fence_id,
+                } => match u8::try_from(ring_idx) {
+                    Ok(ring) => done.push(FenceId {
+                        ctx_id,
+                        ring_idx: Some(ring),
+                        id: fence_id,
+                    }),
+                    Err(_) => warn!("context {ctx_id}: fence on ring {ring_idx} ignored"),
+                },
+            }
+        }
+        done
+    }
+
+    fn create_blob(
+        &mut self,
+        id: u32,
+        ctx_id: u32,
+        args: &CreateBlob,
+        backing: Option<GuestBacking>,
+    ) -> Result<()> {
+        let mem = BlobMem::from_raw(args.blob_mem).ok_or_else(|| {
+            RendererError::InvalidParameter(format!("blob_mem {}", args.blob_mem))
+        })?;
+        let ctx = if ctx_id == 0 {
+            None
+        } else {
+            Some(self.context(ctx_id)?)
+        };
+        let blob_pages = match mem {
+            BlobMem::Guest => backing.clone(),
+            _ => None,
+        };
+        let backing = backing.map(|b| Box::new(GuestPages(b)) as Box<dyn BackingMemory>);
+        let create = virglrenderer::BlobCreate {
+            mem,
+            flags: args.blob_flags,
+            blob_id: args.blob_id,
+            size: args.size,
+        };
+        let res = self
+            .renderer
+            .create_blob(id, ctx, &create, backing)
+            .map_err(map_err)?;
+        self.insert_resource(id, res, blob_pages);
+        Ok(())
+    }
+
+    fn map_blob(&mut self, id: u32) -> Result<BlobMapping> {
+        // The safe crate gives no raw pointer to a mapping; a vhost-user device maps host blobs
+        // into the guest through an exported fd instead (`export_blob`).
+        self.resource(id)?;
+        Err(RendererError::Unsupported(
+            "mapping host blobs into this process",
+        ))
+    }
+
+    fn unmap_blob(&mut self, id: u32) -> Result<()> {
+        self.resource(id)?;
+        Err(RendererError::Unsupported(
+            "mapping host blobs into this process",
+        ))
+    }
+
+    fn export_blob(&mut self, id: u32) -> Result<ExportedBlob> {
+        let h = self.resource(id)?.res.export_blob().map_err(map_err)?;
+        let kind = match h.kind {
+            virglrenderer::HandleKind::Dmabuf => BlobHandleKind::Dmabuf,
+            virglrenderer::HandleKind::Opaque => BlobHandleKind::OpaqueFd,
+            virglrenderer::HandleKind::Shm => BlobHandleKind::Shm,
+        };
+        Ok(ExportedBlob { fd: h.fd, kind })
+    }
+
+    fn map_info(&mut self, id: u32) -> Result<u32> {
+        self.resource(id)?.res.map_info().map_err(map_err)
+    }
+
+    fn resource_info(&self, id: u32) -> Result<ResourceInfo> {
+        let r = self.resource(id)?;
+        let args = r
+            .res
+            .create_args()
+            .ok_or_else(|| RendererError::InvalidParameter(format!("resource {id} is a blob")))?;
+        let fourcc = virglrenderer::format::drm_fourcc(args.format).map_or(0, |f| f as u32);
+        Ok(ResourceInfo {
+            width: args.width,
+            height: args.height,
+            fourcc,
+        })
+    }
+
+    fn read_pixels(&mut self, id: u32, rect: Rect, out: &mut [u8]) -> Result<()> {
+        let r = self.resource(id)?;
+        let args = r
+            .res
+            .create_args()
+            .ok_or_else(|| RendererError::InvalidParameter(format!("resource {id} is a blob")))?;
+        let format = PixelFormat::from_virtio(args.format).ok_or_else(|| {
+            RendererError::InvalidParameter(format!("read-back of format {}", args.format))
+        })?;
+        let row = check_out_len(rect, out)?;
+        if row == 0 {
+            return Ok(());
+        }
+        // `row` is width * 4 <= out.len(); the crate checks the rectangle against the resource.
+        let stride = u32::try_from(row)
+            .map_err(|_| RendererError::InvalidParameter("row too long".into()))?;
+        let region = virglrenderer::Rect {
+            x: rect.x,
+            y: rect.y,
+            width: rect.width,
+            height: rect.height,
+        };
+        if format.virtio == crate::protocol::VIRTIO_GPU_FORMAT_B8G8R8A8_UNORM {
+            return r.res.read_pixels(region, out, stride).map_err(map_err);
+        }
+        let mut raw = vec![0u8; out.len()];
+        r.res
+            .read_pixels(region, &mut raw, stride)
+            .map_err(map_err)?;
+        for (src, dst) in raw.chunks_exact(row).zip(out.chunks_exact_mut(row)) {
+            format.row_to_argb8888(src, dst);
+        }
+        Ok(())
+    }
+
+    fn read_blob_pixels(
+        &mut self,
+        id: u32,
+        layout: &BlobScanoutLayout,
+        rect: Rect,
+        out: &mut [u8],
+    ) -> Result<()> {
+        let r = self.resource(id)?;
+        let pages = r.blob_pages.as_ref().ok_or(RendererError::Unsupported(
+            "scanout of host blobs without dmabuf",
+        ))?;
+        let size = r.res.blob_args().map_or(0, |a| a.size);
+        let format = PixelFormat::from_virtio(layout.format).ok_or_else(|| {
+            RendererError::InvalidParameter(format!("scanout format {}", layout.format))
+        })?;
+        if !rect.is_inside(layout.width, layout.height) {
+            return Err(RendererError::InvalidParameter(format!(
+                "{rect:?} outside the {}x{} blob image",
+                layout.width, layout.height
+            )));
+        }
+        let row = check_out_len(rect, out)?;
+        if row == 0 {
+            return Ok(());
+        }
+        let bpp = u64::from(BYTES_PER_PIXEL);
+        let stride = u64::from(layout.strides[0]);
+        let base = u64::from(layout.offsets[0]);
+        if stride < u64::from(layout.width) * bpp {
+            return Err(RendererError::InvalidParameter(format!(
+                "stride {stride} below {} pixels",
+                layout.width
+            )));
+        }
+        let image_end = stride
+            .checked_mul(u64::from(layout.height.saturating_sub(1)))
+            .and_then(|v| v.checked_add(base))
+            .and_then(|v| v.checked_add(u64::from(layout.width) * bpp));
+        if !matches!(image_end, Some(end) if end <= size) {
+            return Err(RendererError::InvalidParameter(format!(
+                "blob image {layout:?} beyond the {size}-byte blob"
+            )));
+        }
+        let mut tmp = vec![0u8; row];
+        for (i, dst) in out.chunks_exact_mut(row).enumerate() {
+            // Inside the image, which was checked to lie inside the blob.
+            let src = base + (u64::from(rect.y) + i as u64) * stride + u64::from(rect.x) * bpp;
+            pages.read_at(src, &mut tmp)?;
+            format.row_to_argb8888(&tmp, dst);
+        }
+        Ok(())
+    }
+
+    fn export_dmabuf(&mut self, id: u32) -> Result<Dmabuf> {
+        let r = self.resource(id)?;
+        let d = r.res.export_dmabuf().map_err(map_err)?;
+        let flags = if r.res.is_blob() {
+            0
+        } else {
+            r.res.info().map_err(map_err)?.flags
+        };
+        Ok(Dmabuf {
+            fd: d.fd,
+            width: d.width,
+            height: d.height,
+            stride: d.stride,
+            fourcc: d.fourcc.map_or(0, |f| f as u32),
+            modifier: d.modifier,
+            flags,
+        })
+    }
+
+    fn reset(&mut self) {
+        if !self.resources.is_empty() || !self.contexts.is_empty() {
+            warn!(
+                "virglrenderer reset with {} resources and {} contexts left",
+                self.resources.len(),
+                self.contexts.len()
+            );
+        }
+        // Resources first (they may be attached to contexts), then contexts.
+        self.resources.clear();
+        self.contexts.clear();
+        self.global_pending.clear();
+        // Fences the library reports from before the reset are dropped.
+        let stale = self.renderer.poll();
+        if !stale.is_empty() {
+            debug!("dropped {} fences completed across a reset", stale.len());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Against the real libvirglrenderer (Mesa llvmpipe, surfaceless EGL, no GPU needed). The
+    //! library is process-global: each test holds `LIBRARY` so they also work under
+    //! `cargo test`'s threads (nextest runs them in separate processes anyway).
+
+    use std::sync::Mutex;
+
+    use virglrenderer::format::{BIND_RENDER_TARGET, BIND_SAMPLER_VIEW, PIPE_TEXTURE_2D};
+    use virglrenderer::protocol::{CommandBuffer, PIPE_CLEAR_COLOR0};
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+    use super::super::BackingEntry;
+    use super::*;
+    use crate::protocol::{
+        Box3d, VIRTIO_GPU_FORMAT_B8G8R8A8_UNORM, VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM,
+        VIRTIO_GPU_FORMAT_R8G8B8A8_UNORM,
+    };
+
+    static LIBRARY: Mutex<()> = Mutex::new(());
+
+    fn with_renderer(f: impl FnOnce(&mut VirglGpuRenderer)) {
+        let _guard = LIBRARY.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = VirglGpuRenderer::new(VirglGpuRenderer::default_flags()).unwrap();
+        f(&mut r);
+    }
+
+    fn mem() -> GuestMemoryMmap {
+        GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x40_0000)]).unwrap()
+    }
+
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i * 7 + i / 3) as u8).collect()
+    }
+
+    fn wait_for(r: &mut VirglGpuRenderer, want: &[FenceId]) -> Vec<FenceId> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut got = Vec::new();
+        while !want.iter().all(|w| got.contains(w)) {
+            assert!(std::time::Instant::now() < deadline, "fences {got:?}");
+            got.extend(r.poll());
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        got
+    }
+
+    #[test]
+    fn two_d_upload_and_readback_through_guest_memory() {
+        with_renderer(|r| {
+            let (w, h) = (37u32, 23u32);
+            let m = mem();
+            let len = (w * h * 4) as usize;
+            let data = pattern(len);
+            // The image lies in two guest ranges.
+            let split = 1001usize;
+            m.write_slice(&data[..split], GuestAddress(0x1000)).unwrap();
+            m.write_slice(&data[split..], GuestAddress(0x20_0000))
+                .unwrap();
+            let backing = GuestBacking::new(
+                m.clone(),
+                vec![
+                    BackingEntry {
+                        addr: 0x1000,
+                        len: split as u32,
+                    },
+                    BackingEntry {
+                        addr: 0x20_0000,
+                        len: (len - split) as u32,
+                    },
+                ],
+            )
+            .unwrap();
+            r.resource_create_2d(1, VIRTIO_GPU_FORMAT_R8G8B8A8_UNORM, w, h)
+                .unwrap();
+            r.attach_backing(1, backing).unwrap();
+            r.transfer_to_host_2d(1, Rect::new(0, 0, w, h), 0).unwrap();
+
+            let mut out = vec![0u8; len];
+            r.read_pixels(1, Rect::new(0, 0, w, h), &mut out).unwrap();
+            // R8G8B8A8 in memory -> B, G, R, A out.
+            for (i, (s, d)) in data.chunks_exact(4).zip(out.chunks_exact(4)).enumerate() {
+                assert_eq!(d, [s[2], s[1], s[0], s[3]], "pixel {i}");
+            }
+
+            // A damaged sub-rectangle: row i at offset + i * (width * 4) in the backing.
+            let sub = Rect::new(5, 3, 4, 2);
+            let offset = u64::from((sub.y * w + sub.x) * 4);
+            let new = vec![0x5au8; len];
+            m.write_slice(&new[..split], GuestAddress(0x1000)).unwrap();
+            m.write_slice(&new[split..], GuestAddress(0x20_0000))
+                .unwrap();
+            r.transfer_to_host_2d(1, sub, offset).unwrap();
+            r.read_pixels(1, Rect::new(0, 0, w, h), &mut out).unwrap();
+            for y in 0..h {
+                for x in 0..w {
+                    let i = ((y * w + x) * 4) as usize;
+                    let inside =
+                        x >= sub.x && x < sub.x + sub.width && y >= sub.y && y < sub.y + sub.height;
+                    let s = if inside {
+                        &new[i..i + 4]
+                    } else {
+                        &data[i..i + 4]
+                    };
+                    assert_eq!(&out[i..i + 4], [s[2], s[1], s[0], s[3]], "({x},{y})");
+                }
+            }
+
+            // Bad sizes are refused.
+            assert!(r
+                .read_pixels(1, Rect::new(0, 0, w, h), &mut out[..8])
+                .is_err());
+            assert!(r
+                .read_pixels(1, Rect::new(w, 0, 1, 1), &mut [0u8; 4])
+                .is_err());
+            assert!(matches!(
+                r.resource_create_2d(1, VIRTIO_GPU_FORMAT_B8G8R8A8_UNORM, 4, 4),
+                Err(RendererError::InvalidResourceId(1))
+            ));
+            assert!(r.resource_create_2d(2, 9999, 4, 4).is_err());
+            // Detach + unref.
+            r.detach_backing(1).unwrap();
+            assert!(r.transfer_to_host_2d(1, Rect::new(0, 0, w, h), 0).is_err());
+            r.resource_unref(1).unwrap();
+            assert!(matches!(
+                r.resource_unref(1),
+                Err(RendererError::InvalidResourceId(1))
+            ));
+        });
+    }
+
+    #[test]
+    fn three_d_clear_fences_and_no_dmabuf_on_llvmpipe() {
+        with_renderer(|r| {
+            let caps = r.capsets();
+            assert!(caps.iter().any(|c| c.id == 2 && c.max_version == 2));
+            assert!(r.capset(2, 2).unwrap().len() > 1000);
+
+            r.context_create(1, 0, "test").unwrap();
+            assert!(r.context_create(1, 0, "dup").is_err());
+            let args = ResourceCreate3d {
+                target: PIPE_TEXTURE_2D,
+                format: VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM,
+                bind: BIND_RENDER_TARGET | BIND_SAMPLER_VIEW,
+                width: 40,
+                height: 30,
+                depth: 1,
+                array_size: 1,
+                last_level: 0,
+                nr_samples: 0,
+                flags: 0,
+            };
+            r.resource_create_3d(5, &args).unwrap();
+            r.context_attach_resource(1, 5).unwrap();
+            let mut cmd = CommandBuffer::new();
+            cmd.create_surface(1, 5, VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM, 0, 0, 0)
+                .set_framebuffer_state(0, &[1])
+                .clear(PIPE_CLEAR_COLOR0, [1.0, 0.0, 0.0, 1.0], 1.0, 0);
+            r.submit(1, &cmd.to_bytes()).unwrap();
+            assert!(r.submit(9, &cmd.to_bytes()).is_err());
+
+            // Global fences with 64-bit guest ids, and a context fence.
+            let g1 = FenceId {
+                ctx_id: 1,
+                ring_idx: None,
+                id: (1 << 40) + 1,
+            };
+            let g2 = FenceId {
+                ctx_id: 1,
+                ring_idx: None,
+                id: (1 << 40) + 2,
+            };
+            let c1 = FenceId {
+                ctx_id: 1,
+                ring_idx: Some(0),
+                id: 7,
+            };
+            r.create_fence(g1).unwrap();
+            r.create_fence(c1).unwrap();
+            r.create_fence(g2).unwrap();
+            assert!(r
+                .create_fence(FenceId {
+                    ctx_id: 1,
+                    ring_idx: Some(1),
+                    id: 8
+                })
+                .is_err());
+            let got = wait_for(r, &[g1, g2, c1]);
+            let globals: Vec<_> = got.iter().filter(|f| f.ring_idx.is_none()).collect();
+            assert_eq!(globals, vec![&g1, &g2]);
+            assert!(r.poll_fd().is_some());
+
+            // Read-back of the cleared target (TRANSFER_FROM_HOST_3D path too).
+            let mut px = vec![0u8; 40 * 30 * 4];
+            r.read_pixels(5, Rect::new(0, 0, 40, 30), &mut px).unwrap();
+            assert!(px.chunks_exact(4).all(|p| p == [0, 0, 255, 255]));
+            let m = mem();
+            r.attach_backing(
+                5,
+                GuestBacking::new(
+                    m.clone(),
+                    vec![BackingEntry {
+                        addr: 0,
+                        len: 40 * 30 * 4,
+                    }],
+                )
+                .unwrap(),
+            )
+            .unwrap();
+            let t = Transfer3d {
+                box3d: Box3d {
+                    x: 0,
+                    y: 0,
+                    z: 0,
+                    w: 40,
+                    h: 30,
+                    d: 1,
+                },
+                ..Default::default()
+            };
+            r.transfer_from_host_3d(1, 5, &t).unwrap();
+            let mut g = [0u8; 4];
+            m.read_slice(&mut g, GuestAddress(4 * 40 * 29)).unwrap();
+            assert_eq!(&g[..3], [0, 0, 255]);
+
+            // No dmabuf on a software rasterizer: Unsupported, so the device reads pixels back.
+            assert!(matches!(
+                r.export_dmabuf(5),
+                Err(RendererError::Unsupported(_))
+            ));
+            let info = r.resource_info(5).unwrap();
+            assert_eq!((info.width, info.height), (40, 30));
+
+            // Reset drops everything; ids can be reused.
+            r.reset();
+            r.context_create(1, 0, "again").unwrap();
+            r.resource_create_3d(5, &args).unwrap();
+        });
+    }
+
+    #[test]
+    fn guest_blob_scanout_reads_guest_pages() {
+        with_renderer(|r| {
+            let m = mem();
+            let (w, h) = (8u32, 4u32);
+            let stride = 64u32;
+            let size = u64::from(stride * h);
+            let data = pattern(size as usize);
+            m.write_slice(&data, GuestAddress(0x3000)).unwrap();
+            let backing = GuestBacking::new(
+                m.clone(),
+                vec![BackingEntry {
+                    addr: 0x3000,
+                    len: size as u32,
+                }],
+            )
+            .unwrap();
+            let args = CreateBlob {
+                blob_mem: 1,
+                blob_flags: 0,
+                blob_id: 0,
+                size,
+            };
+            r.create_blob(3, 0, &args, Some(backing)).unwrap();
+            let layout = BlobScanoutLayout {
+                width: w,
+                height: h,
+                format: VIRTIO_GPU_FORMAT_B8G8R8A8_UNORM,
+                strides: [stride, 0, 0, 0],
+                offsets: [0; 4],
+            };
+            let mut out = vec![0u8; (w * h * 4) as usize];
+            r.read_blob_pixels(3, &layout, Rect::new(0, 0, w, h), &mut out)
+                .unwrap();
+            for y in 0..h as usize {
+                let s = y * stride as usize;
+                let d = y * (w as usize) * 4;
+                assert_eq!(&out[d..d + w as usize * 4], &data[s..s + w as usize * 4]);
+            }
+            // An image beyond the blob is refused.
+            let bad = BlobScanoutLayout {
+                height: h + 1,
+                ..layout
+            };
+            assert!(r
+                .read_blob_pixels(3, &bad, Rect::new(0, 0, 1, 1), &mut [0u8; 4])
+                .is_err());
+            assert!(matches!(r.map_blob(3), Err(RendererError::Unsupported(_))));
+            r.resource_unref(3).unwrap();
+        });
+    }
+}
