@@ -39,6 +39,15 @@ pub const VIRGL_CCMD_CREATE_SUB_CTX: u32 = 29;
 /// `VIRGL_CCMD_DESTROY_SUB_CTX`.
 pub const VIRGL_CCMD_DESTROY_SUB_CTX: u32 = 30;
 
+/// `VIRGL_CCMD_PIPE_RESOURCE_CREATE`: a context-local resource that a later
+/// `RESOURCE_CREATE_BLOB(BLOB_MEM_HOST3D)` turns into a blob (by `blob_id`).
+pub const VIRGL_CCMD_PIPE_RESOURCE_CREATE: u32 = 48;
+
+/// `VIRGL_RESOURCE_FLAG_MAP_PERSISTENT`: the buffer can stay mapped (needed to map a blob).
+pub const VIRGL_RESOURCE_FLAG_MAP_PERSISTENT: u32 = 1 << 1;
+/// `VIRGL_RESOURCE_FLAG_MAP_COHERENT`: mapped writes are visible without flushes.
+pub const VIRGL_RESOURCE_FLAG_MAP_COHERENT: u32 = 1 << 2;
+
 /// `VIRGL_OBJECT_SURFACE` (object type of CREATE/DESTROY_OBJECT).
 pub const VIRGL_OBJECT_SURFACE: u32 = 8;
 
@@ -163,6 +172,32 @@ impl CommandBuffer {
                 (depth & 0xffff_ffff) as u32,
                 (depth >> 32) as u32,
                 stencil,
+            ],
+        )
+    }
+
+    /// `VIRGL_CCMD_PIPE_RESOURCE_CREATE`: allocates a resource described by `args` in the
+    /// context under `blob_id`, for a following host3d blob creation.
+    pub fn pipe_resource_create(
+        &mut self,
+        args: &crate::ResourceCreate3d,
+        blob_id: u32,
+    ) -> &mut Self {
+        self.push(
+            VIRGL_CCMD_PIPE_RESOURCE_CREATE,
+            0,
+            &[
+                args.target,
+                args.format,
+                args.bind,
+                args.width,
+                args.height,
+                args.depth,
+                args.array_size,
+                args.last_level,
+                args.nr_samples,
+                args.flags,
+                blob_id,
             ],
         )
     }

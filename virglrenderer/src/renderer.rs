@@ -369,7 +369,7 @@ impl VirglRenderer {
             });
         }
         log::debug!("virglrenderer initialized with flags {:#x}", flags.bits());
-        Ok(VirglRenderer {
+        let renderer = VirglRenderer {
             inner: Rc::new(Inner {
                 flags,
                 fences,
@@ -379,7 +379,15 @@ impl VirglRenderer {
                 software_gl: Cell::new(None),
                 _thread_affine: PhantomData,
             }),
-        })
+        };
+        // Reading the VIRGL2 capset once finishes the library's set-up: besides detecting a
+        // software rasterizer, it is where virglrenderer infers the caching type of mappable
+        // host blobs (without it their map info stays "none" and mapping them fails).
+        if !flags.contains(RendererFlags::NO_VIRGL) {
+            let software = renderer.inner.software_gl();
+            log::debug!("virglrenderer software GL: {software}");
+        }
+        Ok(renderer)
     }
 
     /// The flags the renderer was initialized with.

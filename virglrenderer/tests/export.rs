@@ -89,3 +89,77 @@ fn host3d_blob_needs_a_context() {
         Err(Error::Library { .. })
     ));
 }
+
+#[test]
+fn host3d_blob_maps_reads_and_writes() {
+    use virglrenderer::format::{BIND_VERTEX_BUFFER, PIPE_BUFFER, R8_UNORM};
+    use virglrenderer::protocol::{
+        CommandBuffer, VIRGL_RESOURCE_FLAG_MAP_COHERENT, VIRGL_RESOURCE_FLAG_MAP_PERSISTENT,
+    };
+    use virglrenderer::{MapCaching, ResourceCreate3d};
+
+    let r = common::renderer();
+    let ctx = r.create_context(1, b"h3d", None).unwrap();
+    let size = 4096u32;
+    let buffer = ResourceCreate3d {
+        target: PIPE_BUFFER,
+        format: R8_UNORM,
+        bind: BIND_VERTEX_BUFFER,
+        width: size,
+        height: 1,
+        depth: 1,
+        array_size: 1,
+        last_level: 0,
+        nr_samples: 0,
+        flags: VIRGL_RESOURCE_FLAG_MAP_PERSISTENT | VIRGL_RESOURCE_FLAG_MAP_COHERENT,
+    };
+    let mut cmd = CommandBuffer::new();
+    cmd.pipe_resource_create(&buffer, 5);
+    ctx.submit(cmd.words()).unwrap();
+    let args = BlobCreate {
+        mem: BlobMem::Host3d,
+        flags: BLOB_FLAG_USE_MAPPABLE,
+        blob_id: 5,
+        size: size.into(),
+    };
+    let blob = r.create_blob(2, Some(&ctx), &args, None).unwrap();
+    let caching = MapCaching::from_map_info(blob.map_info().unwrap());
+    assert!(
+        !matches!(caching, MapCaching::Unknown(_)),
+        "map info {caching:?}"
+    );
+
+    // Not mapped yet.
+    assert!(matches!(
+        blob.write_mapped(0, &[1]),
+        Err(Error::NotMapped(2))
+    ));
+    let len = blob.map().unwrap();
+    assert_eq!(len, u64::from(size));
+    assert!(matches!(blob.map(), Err(Error::AlreadyMapped(2))));
+    let data: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
+    blob.write_mapped(0, &data).unwrap();
+    let mut back = vec![0u8; 100];
+    blob.read_mapped(1000, &mut back).unwrap();
+    assert_eq!(&back[..], &data[1000..1100]);
+    // Bounds are checked, including overflow.
+    assert!(matches!(
+        blob.read_mapped(u64::from(size) - 10, &mut back),
+        Err(Error::BufferTooSmall { .. })
+    ));
+    assert!(blob.read_mapped(u64::MAX, &mut back).is_err());
+    blob.unmap().unwrap();
+    assert!(matches!(blob.unmap(), Err(Error::NotMapped(2))));
+
+    // The data lives in the GL buffer: map again and see it.
+    blob.map().unwrap();
+    let mut all = vec![0u8; size as usize];
+    blob.read_mapped(0, &mut all).unwrap();
+    assert!(all == data);
+    // A GL buffer has no fd to export here: a typed library error, no crash.
+    assert!(matches!(blob.export_blob(), Err(Error::Library { .. })));
+    // Dropped while mapped: the handle unmaps before unref.
+    drop(blob);
+    // The blob id was consumed by the first blob creation.
+    assert!(r.create_blob(3, Some(&ctx), &args, None).is_err());
+}
