@@ -36,9 +36,13 @@ fn cell_text(
     m: &Metric,
     primary_floor: Option<f64>,
     is_base: bool,
+    notes: &mut Vec<String>,
 ) -> String {
     if let Err(s) = cell.status() {
-        return s;
+        if primary_floor.is_none() {
+            return "-".into();
+        }
+        return short_reason(&s, notes);
     }
     let Some(v) = cell.median(m.key) else {
         return "failed: no value".into();
@@ -62,6 +66,24 @@ fn cell_text(
         let _ = write!(t, " ({failed}/{} failed)", kept + failed);
     }
     t
+}
+
+/// Longest reason shown in a table cell; the whole text goes to a numbered note below.
+pub const MAX_CELL_REASON: usize = 40;
+
+fn short_reason(reason: &str, notes: &mut Vec<String>) -> String {
+    if reason.chars().count() <= MAX_CELL_REASON {
+        return reason.to_owned();
+    }
+    let n = match notes.iter().position(|r| r == reason) {
+        Some(i) => i + 1,
+        None => {
+            notes.push(reason.to_owned());
+            notes.len()
+        }
+    };
+    let cut: String = reason.chars().take(MAX_CELL_REASON).collect();
+    format!("{}... [note {n}]", cut.trim_end())
 }
 
 /// The Markdown table (with a short header saying how to read it).
@@ -93,6 +115,7 @@ pub fn table(r: &RunResult) -> String {
     ];
     header.extend(s.backends.iter().map(|b| b.name.clone()));
     let mut rows = vec![header];
+    let mut notes = Vec::new();
     for (wi, &w) in s.workloads.iter().enumerate() {
         let (floor, _) = w.floor(&f);
         let cells = &r.cells[wi];
@@ -117,6 +140,7 @@ pub fn table(r: &RunResult) -> String {
                     m,
                     (mi == 0).then_some(floor),
                     bi == 0,
+                    &mut notes,
                 ));
             }
             rows.push(row);
@@ -143,6 +167,12 @@ pub fn table(r: &RunResult) -> String {
                 let _ = write!(out, "{}|", "-".repeat(w + 2));
             }
             out.push('\n');
+        }
+    }
+    if !notes.is_empty() {
+        out.push('\n');
+        for (i, n) in notes.iter().enumerate() {
+            let _ = writeln!(out, "[note {}] {n}", i + 1);
         }
     }
     out

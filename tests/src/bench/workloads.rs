@@ -414,7 +414,18 @@ impl Timer {
 pub fn run_sample(cmd: &BackendCommand, w: Workload, s: SampleSettings) -> Outcome {
     let mut p = match BackendProcess::spawn(cmd) {
         Ok(p) => p,
-        Err(e) => return Outcome::Failed(one_line(&format!("start: {e}"))),
+        Err(e) => {
+            // The error carries the daemon's output tail: keep its first and last lines.
+            let text = e.to_string();
+            let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+            let first = lines.next().unwrap_or("");
+            let last = lines.rfind(|l| !l.starts_with("--- backend output"));
+            let msg = match last {
+                Some(l) => format!("{first} [last output: {}]", l.trim()),
+                None => first.to_owned(),
+            };
+            return Outcome::Failed(one_line(&msg));
+        }
     };
     let r = (|| -> Result<Outcome> {
         let mode = match w {
@@ -462,8 +473,8 @@ pub fn run_sample(cmd: &BackendCommand, w: Workload, s: SampleSettings) -> Outco
 
 fn one_line(s: &str) -> String {
     let t: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    if t.len() > 300 {
-        let mut end = 300;
+    if t.len() > 600 {
+        let mut end = 600;
         while !t.is_char_boundary(end) {
             end -= 1;
         }

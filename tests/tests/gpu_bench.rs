@@ -1,0 +1,115 @@
+//! Smoke test of `gpu-bench`: tiny settings against our daemon (software renderer), then the
+//! JSON report must list every workload with, for the backend, either a value for every metric
+//! or an explicit n/a / failed reason; the 2D workloads must have values (our daemon runs them)
+//! and the 3D ones must say why not (the software renderer offers no VIRGL).
+
+use std::process::Command;
+
+use vhost_user_gpu_tests::bench::json::Json;
+use vhost_user_gpu_tests::bench::workloads::Workload;
+use vhost_user_gpu_tests::BackendCommand;
+
+#[test]
+fn gpu_bench_reports_every_workload() {
+    let ours = BackendCommand::ours().unwrap_or_else(|e| panic!("{e}"));
+    let dir = std::env::temp_dir().join(format!("gpu-bench-smoke-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json_path = dir.join("report.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_gpu-bench"))
+        .arg("--backend")
+        .arg(format!(
+            "sw={} --renderer software --socket-path {{sock}}",
+            ours.program.display()
+        ))
+        .args([
+            "--warmup",
+            "0",
+            "--reps",
+            "1",
+            "--duration",
+            "0.05",
+            "--json",
+        ])
+        .arg(&json_path)
+        .output()
+        .expect("run gpu-bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "gpu-bench failed: {}\n{stdout}\n{stderr}",
+        out.status
+    );
+    assert!(stdout.contains("| workload"), "no table in:\n{stdout}");
+    let text = std::fs::read_to_string(&json_path).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let rep = Json::parse(&text).unwrap_or_else(|e| panic!("report is not JSON ({e}):\n{text}"));
+    assert_eq!(rep.get("baseline").and_then(Json::as_str), Some("sw"));
+    let floors = rep.get("floors").unwrap();
+    for k in ["memcpy_gbps_8mb", "memcpy_gbps_33mb", "eventfd_rtt_us"] {
+        let v = floors.get(k).and_then(Json::as_f64).unwrap_or(f64::NAN);
+        assert!(v > 0.0, "floor {k} = {v}");
+    }
+    let wls = rep.get("workloads").and_then(Json::as_arr).unwrap();
+    let names: Vec<&str> = wls.iter().filter_map(|w| w.get("name")?.as_str()).collect();
+    let all: Vec<&str> = Workload::ALL.iter().map(|w| w.name()).collect();
+    assert_eq!(names, all, "workloads in the report");
+    for (w, kind) in wls.iter().zip(Workload::ALL) {
+        let r = w
+            .get("results")
+            .and_then(|r| r.get("sw"))
+            .unwrap_or_else(|| panic!("{}: no result for sw", kind.name()));
+        let status = r.get("status").and_then(Json::as_str).unwrap_or("");
+        match status {
+            "ok" => {
+                let metrics = r.get("metrics").unwrap();
+                for m in kind.metrics() {
+                    let v = metrics
+                        .get(m.key)
+                        .and_then(|x| x.get("median"))
+                        .and_then(Json::as_f64);
+                    assert!(
+                        v.is_some_and(|v| v.is_finite() && v >= 0.0),
+                        "{}: metric {} has no value: {r:?}",
+                        kind.name(),
+                        m.key
+                    );
+                }
+                let ff = r
+                    .get("floor_fraction")
+                    .and_then(Json::as_f64)
+                    .unwrap_or(f64::NAN);
+                assert!(ff > 0.0, "{}: floor fraction {ff}", kind.name());
+            }
+            "n/a" | "failed" => {
+                let reason = r.get("reason").and_then(Json::as_str).unwrap_or("");
+                assert!(
+                    !reason.is_empty(),
+                    "{}: {status} without a reason",
+                    kind.name()
+                );
+            }
+            other => panic!("{}: status '{other}'", kind.name()),
+        }
+        if kind.needs_3d() {
+            assert_eq!(
+                status,
+                "n/a",
+                "{}: the software renderer has no 3D: {r:?}",
+                kind.name()
+            );
+            assert!(r
+                .get("reason")
+                .and_then(Json::as_str)
+                .unwrap_or("")
+                .contains("VIRGL"));
+        } else {
+            assert_eq!(
+                status,
+                "ok",
+                "{}: our daemon must run it: {r:?}\n{stderr}",
+                kind.name()
+            );
+        }
+    }
+}
