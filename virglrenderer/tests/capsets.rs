@@ -43,3 +43,18 @@ fn unknown_and_disabled_capsets() {
     let ids: Vec<u32> = r.capsets().iter().map(|c| c.capset_id).collect();
     assert_eq!(ids, vec![CAPSET_VIRGL, CAPSET_VIRGL2]);
 }
+
+#[test]
+fn venus_capset_when_enabled() {
+    let r = common::renderer_with(virglrenderer::RendererFlags::VENUS);
+    let info = r.capset_info(CAPSET_VENUS).expect("Venus capset with the VENUS flag");
+    assert!(info.max_size > 0);
+    let data = r.capset(CAPSET_VENUS, info.max_version).unwrap();
+    assert_eq!(data.len(), info.max_size as usize);
+    let ids: Vec<u32> = r.capsets().iter().map(|c| c.capset_id).collect();
+    assert_eq!(ids, vec![CAPSET_VIRGL, CAPSET_VIRGL2, CAPSET_VENUS]);
+    // A Venus context (CONTEXT_INIT with capset 4) next to a virgl one.
+    let v = r.create_context(1, b"venus", Some(CAPSET_VENUS)).unwrap();
+    let g = r.create_context(2, b"virgl", None).unwrap();
+    assert_eq!((v.id(), g.id()), (1, 2));
+}
