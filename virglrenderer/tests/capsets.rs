@@ -6,6 +6,7 @@ use virglrenderer::{Error, CAPSET_VENUS, CAPSET_VIRGL, CAPSET_VIRGL2};
 
 #[test]
 fn virgl2_capset_reads() {
+    let _lock = common::lock();
     let r = common::renderer();
     let info = r.capset_info(CAPSET_VIRGL2).expect("VIRGL2 capset");
     assert_eq!(info.max_version, 2);
@@ -21,6 +22,7 @@ fn virgl2_capset_reads() {
 
 #[test]
 fn virgl_capset_reads() {
+    let _lock = common::lock();
     let r = common::renderer();
     let info = r.capset_info(CAPSET_VIRGL).expect("VIRGL capset");
     assert_eq!(info.max_version, 1);
@@ -31,6 +33,7 @@ fn virgl_capset_reads() {
 
 #[test]
 fn unknown_and_disabled_capsets() {
+    let _lock = common::lock();
     let r = common::renderer();
     assert!(r.capset_info(99).is_none());
     assert!(matches!(r.capset(99, 0), Err(Error::UnknownCapset(99))));
@@ -46,8 +49,11 @@ fn unknown_and_disabled_capsets() {
 
 #[test]
 fn venus_capset_when_enabled() {
+    let _lock = common::lock();
     let r = common::renderer_with(virglrenderer::RendererFlags::VENUS);
-    let info = r.capset_info(CAPSET_VENUS).expect("Venus capset with the VENUS flag");
+    let info = r
+        .capset_info(CAPSET_VENUS)
+        .expect("Venus capset with the VENUS flag");
     assert!(info.max_size > 0);
     let data = r.capset(CAPSET_VENUS, info.max_version).unwrap();
     assert_eq!(data.len(), info.max_size as usize);

@@ -34,6 +34,7 @@ fn cycle(r: &VirglRenderer, ctx: &virglrenderer::Context, i: u32) {
 
 #[test]
 fn resource_churn_does_not_leak() {
+    let _lock = common::lock();
     let r = common::renderer();
     let ctx = r.create_context(1, b"churn", None).unwrap();
     // Warm up caches and allocator pools first.
@@ -65,6 +66,7 @@ fn resource_churn_does_not_leak() {
 
 #[test]
 fn context_churn_does_not_leak() {
+    let _lock = common::lock();
     let r = common::renderer();
     for i in 0..200 {
         drop(r.create_context(1 + i % 5, b"warm", None).unwrap());

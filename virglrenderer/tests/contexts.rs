@@ -6,6 +6,7 @@ use virglrenderer::{Error, CAPSET_VIRGL2, MAX_CONTEXT_NAME_LEN};
 
 #[test]
 fn create_destroy_and_reuse() {
+    let _lock = common::lock();
     let r = common::renderer();
     let a = r.create_context(1, b"a", None).unwrap();
     let b = r.create_context(2, b"b", Some(CAPSET_VIRGL2)).unwrap();
@@ -18,6 +19,7 @@ fn create_destroy_and_reuse() {
 
 #[test]
 fn id_collision_is_a_typed_error() {
+    let _lock = common::lock();
     let r = common::renderer();
     let _a = r.create_context(5, b"a", None).unwrap();
     assert!(matches!(
@@ -32,6 +34,7 @@ fn id_collision_is_a_typed_error() {
 
 #[test]
 fn bad_arguments() {
+    let _lock = common::lock();
     let r = common::renderer();
     assert!(matches!(
         r.create_context(0, b"zero", None),

@@ -8,6 +8,7 @@ use virglrenderer::{BlobCreate, BlobMem, Error, BLOB_FLAG_USE_MAPPABLE};
 
 #[test]
 fn dmabuf_export_is_a_typed_error_on_llvmpipe() {
+    let _lock = common::lock();
     let r = common::renderer();
     // This machine (and CI) renders with Mesa llvmpipe: no dmabufs.
     assert!(
@@ -28,6 +29,7 @@ fn dmabuf_export_is_a_typed_error_on_llvmpipe() {
 
 #[test]
 fn guest_blob_owns_its_backing() {
+    let _lock = common::lock();
     let r = common::renderer();
     let ctx = r.create_context(1, b"blob", None).unwrap();
     let args = BlobCreate {
@@ -71,6 +73,7 @@ fn guest_blob_owns_its_backing() {
 
 #[test]
 fn host3d_blob_needs_a_context() {
+    let _lock = common::lock();
     let r = common::renderer();
     let args = BlobCreate {
         mem: BlobMem::Host3d,
@@ -92,6 +95,7 @@ fn host3d_blob_needs_a_context() {
 
 #[test]
 fn host3d_blob_maps_reads_and_writes() {
+    let _lock = common::lock();
     use virglrenderer::format::{BIND_VERTEX_BUFFER, PIPE_BUFFER, R8_UNORM};
     use virglrenderer::protocol::{
         CommandBuffer, VIRGL_RESOURCE_FLAG_MAP_COHERENT, VIRGL_RESOURCE_FLAG_MAP_PERSISTENT,

@@ -36,6 +36,7 @@ fn busy_work(r: &VirglRenderer, ctx: &virglrenderer::Context, id: u32) -> virglr
 
 #[test]
 fn global_fences_signal_in_order() {
+    let _lock = common::lock();
     let r = common::renderer();
     let ctx = r.create_context(1, b"f", None).unwrap();
     let mut keep = Vec::new();
@@ -62,6 +63,7 @@ fn global_fences_signal_in_order() {
 
 #[test]
 fn context_fences_signal_in_order() {
+    let _lock = common::lock();
     let r = common::renderer();
     let a = r.create_context(1, b"a", None).unwrap();
     let b = r.create_context(2, b"b", None).unwrap();
@@ -101,6 +103,7 @@ fn context_fences_signal_in_order() {
 
 #[test]
 fn virgl_contexts_have_one_ring() {
+    let _lock = common::lock();
     let r = common::renderer();
     let a = r.create_context(1, b"a", None).unwrap();
     match a.create_fence(1, 1, false) {
@@ -115,12 +118,14 @@ fn virgl_contexts_have_one_ring() {
 
 #[test]
 fn no_poll_fd_without_thread_sync() {
+    let _lock = common::lock();
     let r = common::renderer();
     assert!(r.poll_fd().is_none());
 }
 
 #[test]
 fn thread_sync_poll_fd_becomes_readable() {
+    let _lock = common::lock();
     let r = common::renderer_with(RendererFlags::THREAD_SYNC);
     let fd = r
         .poll_fd()

@@ -6,6 +6,7 @@ use virglrenderer::{Error, RendererFlags, VirglRenderer};
 
 #[test]
 fn second_init_is_refused_while_one_lives() {
+    let _lock = common::lock();
     let r = common::renderer();
     let err = VirglRenderer::init(RendererFlags::surfaceless()).unwrap_err();
     assert!(matches!(err, Error::AlreadyInitialized), "{err:?}");
@@ -15,6 +16,7 @@ fn second_init_is_refused_while_one_lives() {
 
 #[test]
 fn reinit_after_drop_works() {
+    let _lock = common::lock();
     for round in 0..3 {
         let r = common::renderer();
         let ctx = r.create_context(1, b"round", None).unwrap();
@@ -30,6 +32,7 @@ fn reinit_after_drop_works() {
 
 #[test]
 fn a_live_handle_keeps_the_library_initialized() {
+    let _lock = common::lock();
     let r = common::renderer();
     let res = r
         .create_resource_2d(7, virglrenderer::format::B8G8R8A8_UNORM, 8, 8)
@@ -48,6 +51,7 @@ fn a_live_handle_keeps_the_library_initialized() {
 
 #[test]
 fn unknown_flag_bits_are_refused() {
+    let _lock = common::lock();
     assert!(RendererFlags::from_bits(1 << 30).is_none());
     assert_eq!(
         RendererFlags::from_bits(0x19),
@@ -57,6 +61,7 @@ fn unknown_flag_bits_are_refused() {
 
 #[test]
 fn gles_flags_initialize() {
+    let _lock = common::lock();
     let r = common::renderer_with(RendererFlags::USE_GLES);
     let caps = r.capset(virglrenderer::CAPSET_VIRGL2, 2).unwrap();
     assert!(caps.len() > 1000);
@@ -64,6 +69,7 @@ fn gles_flags_initialize() {
 
 #[test]
 fn repeated_reinit_does_not_leak_fds_or_memory() {
+    let _lock = common::lock();
     // Warm up: Mesa/llvmpipe's memory use climbs over the first ~10 init/cleanup rounds
     // (measured: 94 MiB -> 153 MiB on Mesa 22.3) and then stays flat; a real per-round leak
     // keeps growing.

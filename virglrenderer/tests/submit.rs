@@ -40,6 +40,7 @@ fn clear_and_read(sub_ctx: Option<u32>, format: u32, rgba: [f32; 4]) -> Vec<u8> 
 
 #[test]
 fn clear_in_sub_ctx_0_is_read_back() {
+    let _lock = common::lock();
     let px = clear_and_read(
         None,
         B8G8R8A8_UNORM,
@@ -52,6 +53,7 @@ fn clear_in_sub_ctx_0_is_read_back() {
 
 #[test]
 fn clear_in_created_sub_ctx_is_read_back() {
+    let _lock = common::lock();
     let px = clear_and_read(Some(1), B8G8R8X8_UNORM, [1.0, 0.0, 128.0 / 255.0, 1.0]);
     for (i, p) in px.chunks_exact(4).enumerate() {
         assert_eq!(&p[..3], [128, 0, 255], "pixel {i}");
@@ -60,6 +62,7 @@ fn clear_in_created_sub_ctx_is_read_back() {
 
 #[test]
 fn clear_of_a_sub_rectangle_of_the_fb_reads_exact_colour_per_pixel() {
+    let _lock = common::lock();
     // A different colour each run of the helper, to make sure the read-back is not stale.
     let a = clear_and_read(None, B8G8R8A8_UNORM, [0.0, 1.0, 0.0, 1.0]);
     assert!(a.chunks_exact(4).all(|p| p == [0, 255, 0, 255]));
@@ -67,6 +70,7 @@ fn clear_of_a_sub_rectangle_of_the_fb_reads_exact_colour_per_pixel() {
 
 #[test]
 fn malformed_streams_are_refused_not_crashing() {
+    let _lock = common::lock();
     let r = common::renderer();
     let valid = {
         let mut ok = CommandBuffer::new();

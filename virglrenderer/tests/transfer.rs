@@ -19,6 +19,7 @@ fn full() -> Rect {
 
 #[test]
 fn write_from_backing_then_read_back_byte_exact() {
+    let _lock = common::lock();
     let r = common::renderer();
     let res = r.create_resource_2d(1, B8G8R8A8_UNORM, W, H).unwrap();
     let len = (W * H * 4) as usize;
@@ -47,6 +48,7 @@ fn write_from_backing_then_read_back_byte_exact() {
 
 #[test]
 fn caller_buffer_transfers_with_subrects_offsets_and_strides() {
+    let _lock = common::lock();
     let r = common::renderer();
     let res = r.create_resource_2d(3, R8G8B8A8_UNORM, W, H).unwrap();
     let len = (W * H * 4) as usize;
@@ -96,6 +98,7 @@ fn caller_buffer_transfers_with_subrects_offsets_and_strides() {
 
 #[test]
 fn bounds_and_backing_errors() {
+    let _lock = common::lock();
     let r = common::renderer();
     let res = r.create_resource_2d(4, B8G8R8A8_UNORM, W, H).unwrap();
     // No backing yet.
@@ -161,6 +164,7 @@ fn bounds_and_backing_errors() {
 
 #[test]
 fn resource_ids_collide_and_free() {
+    let _lock = common::lock();
     let r = common::renderer();
     let a = r.create_resource_2d(9, B8G8R8A8_UNORM, 4, 4).unwrap();
     assert!(matches!(
@@ -182,6 +186,7 @@ fn resource_ids_collide_and_free() {
 
 #[test]
 fn info_reports_format_and_size() {
+    let _lock = common::lock();
     let r = common::renderer();
     let res = r.create_resource_2d(2, B8G8R8A8_UNORM, W, H).unwrap();
     let info = res.info().unwrap();

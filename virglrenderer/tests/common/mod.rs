@@ -1,9 +1,20 @@
-//! Helpers shared by the integration tests. Every test initializes the process-global library,
-//! so the tests must run one per process: `cargo nextest run -p virglrenderer`.
+//! Helpers shared by the integration tests. The library is process-global: nextest
+//! (`cargo nextest run -p virglrenderer`) runs every test in its own process; under plain
+//! `cargo test` the tests of one file share a process, so each test first takes [`lock`].
 
 #![allow(dead_code)]
 
+use std::sync::{Mutex, MutexGuard};
+
 use virglrenderer::{RendererFlags, VirglRenderer};
+
+static LIBRARY: Mutex<()> = Mutex::new(());
+
+/// Serializes the tests of one process. Bind it first in a test (`let _lock = lock();`) so it
+/// is dropped after every renderer handle.
+pub fn lock() -> MutexGuard<'static, ()> {
+    LIBRARY.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Initializes a headless renderer (surfaceless EGL; Mesa llvmpipe when there is no GPU).
 pub fn renderer() -> VirglRenderer {
