@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::ffi::{c_int, c_void};
 use std::marker::PhantomData;
 use std::ops::BitOr;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, IntoRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -142,11 +142,14 @@ pub enum Fence {
     },
 }
 
-/// Fences reported by the library's callbacks, waiting to be drained by the owner. A mutex,
-/// because with `ASYNC_FENCE_CB` the callbacks run on the library's sync thread.
+/// What the library's callbacks reach through their cookie: the fences they report, waiting to
+/// be drained by the owner, and the render node handed over on request. Mutexes, because with
+/// `ASYNC_FENCE_CB` the callbacks run on the library's sync thread.
 #[derive(Debug, Default)]
 struct FenceQueue {
     completed: Mutex<VecDeque<Fence>>,
+    /// The DRM render node to give the library when it asks (`get_drm_fd`); it takes ownership.
+    drm_fd: Mutex<Option<OwnedFd>>,
 }
 
 impl FenceQueue {
@@ -174,6 +177,27 @@ unsafe extern "C" fn write_fence_cb(cookie: *mut c_void, fence: u32) {
     if result.is_err() {
         log::error!("panic in the virglrenderer write_fence callback (fence {fence})");
     }
+}
+
+/// `get_drm_fd` callback: hands the caller's render node over to the library (once).
+unsafe extern "C" fn get_drm_fd_cb(cookie: *mut c_void) -> c_int {
+    let cookie = AssertUnwindSafe(cookie);
+    let result = catch_unwind(move || {
+        let cookie = cookie;
+        // SAFETY: as in `write_fence_cb`.
+        let state = unsafe { &*(cookie.0 as *const FenceQueue) };
+        let fd = state
+            .drm_fd
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        // The library owns (and closes) the fd from here on.
+        fd.map_or(-1, IntoRawFd::into_raw_fd)
+    });
+    result.unwrap_or_else(|_| {
+        log::error!("panic in the virglrenderer get_drm_fd callback");
+        -1
+    })
 }
 
 /// `write_context_fence` callback (per-context fences).
@@ -336,8 +360,21 @@ impl std::fmt::Debug for VirglRenderer {
 }
 
 impl VirglRenderer {
-    /// Initializes libvirglrenderer with `flags` on the calling thread.
+    /// Initializes libvirglrenderer with `flags` on the calling thread. With
+    /// [`RendererFlags::USE_EGL`] the library picks a render node itself, or renders without one
+    /// (surfaceless, Mesa llvmpipe) when there is none.
     pub fn init(flags: RendererFlags) -> Result<Self> {
+        Self::init_inner(flags, None)
+    }
+
+    /// Like [`init`](Self::init), on the DRM render node `render_node` (an open
+    /// `/dev/dri/renderD*`), which the library takes over (with [`RendererFlags::USE_EGL`]). If
+    /// the library cannot use it, init fails (no fallback to another GPU) and the fd is closed.
+    pub fn init_with_render_node(flags: RendererFlags, render_node: OwnedFd) -> Result<Self> {
+        Self::init_inner(flags, Some(render_node))
+    }
+
+    fn init_inner(flags: RendererFlags, render_node: Option<OwnedFd>) -> Result<Self> {
         if RendererFlags::from_bits(flags.bits()).is_none() {
             return Err(Error::UnknownFlags(flags.bits() & !RendererFlags::KNOWN));
         }
@@ -347,12 +384,21 @@ impl VirglRenderer {
         {
             return Err(Error::AlreadyInitialized);
         }
-        let fences = Box::<FenceQueue>::default();
+        let has_render_node = render_node.is_some();
+        let fences = Box::new(FenceQueue {
+            completed: Mutex::default(),
+            drm_fd: Mutex::new(render_node),
+        });
         let mut callbacks = Box::new(sys::virgl_renderer_callbacks {
             // Version 3: write_context_fence is used; no external EGL display (version 4).
             version: 3,
             write_fence: Some(write_fence_cb),
             write_context_fence: Some(write_context_fence_cb),
+            get_drm_fd: if has_render_node {
+                Some(get_drm_fd_cb)
+            } else {
+                None
+            },
             ..Default::default()
         });
         let cookie: *mut c_void = (&*fences as *const FenceQueue).cast_mut().cast();
@@ -369,6 +415,14 @@ impl VirglRenderer {
             });
         }
         log::debug!("virglrenderer initialized with flags {:#x}", flags.bits());
+        // A render node the library did not ask for is closed now.
+        drop(
+            fences
+                .drm_fd
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take(),
+        );
         let renderer = VirglRenderer {
             inner: Rc::new(Inner {
                 flags,

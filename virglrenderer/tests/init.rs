@@ -94,3 +94,38 @@ fn repeated_reinit_does_not_leak_fds_or_memory() {
         "VmRSS {rss_before} -> {rss_after} KiB"
     );
 }
+
+#[test]
+fn render_node_fd_is_handed_over_and_closed() {
+    let _lock = common::lock();
+    drop(common::renderer()); // warm up (Mesa opens its own fds once)
+    let before = common::open_fds();
+    // Not a real render node. Whether the library accepts it depends on Mesa's GBM (Mesa 25
+    // falls back to a software GBM device for any fd; older ones refuse it, and then init must
+    // fail with a typed error, not pick another GPU). Either way the fd is the library's and
+    // must be closed once the renderer is gone.
+    let fd: std::os::fd::OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+    match VirglRenderer::init_with_render_node(RendererFlags::surfaceless(), fd) {
+        Ok(r) => {
+            let caps = r.capset(virglrenderer::CAPSET_VIRGL2, 2).unwrap();
+            assert!(caps.len() > 1000);
+        }
+        Err(e) => assert!(matches!(e, Error::Init { .. }), "{e:?}"),
+    }
+    assert_eq!(common::open_fds(), before, "the render node fd leaked");
+    // The library is usable again afterwards.
+    let r = common::renderer();
+    assert!(r.capset_info(virglrenderer::CAPSET_VIRGL2).is_some());
+}
+
+#[test]
+fn unused_render_node_is_closed() {
+    let _lock = common::lock();
+    drop(common::renderer());
+    let before = common::open_fds();
+    let fd: std::os::fd::OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+    // Without USE_EGL the library never asks for a DRM fd (and has no GL: NO_VIRGL).
+    let r = VirglRenderer::init_with_render_node(RendererFlags::NO_VIRGL, fd).unwrap();
+    assert_eq!(common::open_fds(), before);
+    drop(r);
+}

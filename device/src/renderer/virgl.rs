@@ -121,7 +121,25 @@ impl VirglGpuRenderer {
     /// Initializes libvirglrenderer on the calling thread (which must be the device's GPU
     /// thread: the value is not `Send`).
     pub fn new(flags: RendererFlags) -> std::result::Result<Self, VirglError> {
-        let renderer = VirglRenderer::init(flags)?;
+        Self::from_renderer(VirglRenderer::init(flags)?, flags)
+    }
+
+    /// Like [`new`](Self::new), rendering on the DRM render node `render_node` (an opened
+    /// `--render-node`), which the library takes over; init fails if it cannot use it.
+    pub fn with_render_node(
+        flags: RendererFlags,
+        render_node: std::os::fd::OwnedFd,
+    ) -> std::result::Result<Self, VirglError> {
+        Self::from_renderer(
+            VirglRenderer::init_with_render_node(flags, render_node)?,
+            flags,
+        )
+    }
+
+    fn from_renderer(
+        renderer: VirglRenderer,
+        flags: RendererFlags,
+    ) -> std::result::Result<Self, VirglError> {
         log::info!(
             "virglrenderer {} initialized (flags {:#x}, software GL: {})",
             virglrenderer::LIBRARY_VERSION,
