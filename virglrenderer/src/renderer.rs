@@ -200,6 +200,32 @@ unsafe extern "C" fn get_drm_fd_cb(cookie: *mut c_void) -> c_int {
     })
 }
 
+/// Log callback (libvirglrenderer >= 1.0): the library's messages go to the `log` crate
+/// (target `virglrenderer`) instead of stderr.
+#[cfg(virgl_1_0)]
+unsafe extern "C" fn log_cb(
+    level: sys::virgl_log_level_flags,
+    message: *const std::ffi::c_char,
+    _user_data: *mut c_void,
+) {
+    let message = AssertUnwindSafe(message);
+    let _ = catch_unwind(move || {
+        let message = message;
+        if message.0.is_null() {
+            return;
+        }
+        // SAFETY: the library passes a NUL-terminated string valid for the call.
+        let text = unsafe { std::ffi::CStr::from_ptr(message.0) }.to_string_lossy();
+        let text = text.trim_end();
+        match level {
+            sys::VIRGL_LOG_LEVEL_ERROR => log::error!(target: "virglrenderer", "{text}"),
+            sys::VIRGL_LOG_LEVEL_WARNING => log::warn!(target: "virglrenderer", "{text}"),
+            sys::VIRGL_LOG_LEVEL_INFO => log::info!(target: "virglrenderer", "{text}"),
+            _ => log::debug!(target: "virglrenderer", "{text}"),
+        }
+    });
+}
+
 /// `write_context_fence` callback (per-context fences).
 unsafe extern "C" fn write_context_fence_cb(
     cookie: *mut c_void,
@@ -402,6 +428,12 @@ impl VirglRenderer {
             ..Default::default()
         });
         let cookie: *mut c_void = (&*fences as *const FenceQueue).cast_mut().cast();
+        // SAFETY: a plain function pointer and no user data to free; process-global, set
+        // before init so init's own messages are routed too.
+        #[cfg(virgl_1_0)]
+        unsafe {
+            sys::virgl_set_log_callback(Some(log_cb), std::ptr::null_mut(), None)
+        };
         let raw_flags = c_int::try_from(flags.bits()).map_err(|_| Error::UnknownFlags(flags.0))?;
         // SAFETY: the cookie and the callbacks table are boxed and kept in `Inner` until after
         // `virgl_renderer_cleanup`; the callbacks only read the cookie as a `FenceQueue`.
