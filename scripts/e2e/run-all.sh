@@ -28,6 +28,7 @@ scripts/guest/install-host-deps.sh >&2 || { echo "e2e: host dependencies missing
 
 if [ "$qemu_backend" = 1 ]; then
     sw="/usr/lib/qemu/vhost-user-gpu --socket-path {sock}"
+    sw_daemon="" # QEMU's backend exits when its frontend disconnects: no reconnect check
     vg=""
 else
     bin="${VHOST_USER_GPU_BIN:-}"
@@ -41,6 +42,7 @@ else
         bin=target/debug/vhost-user-gpu
     fi
     sw="$bin --socket-path {sock} --renderer software"
+    sw_daemon="$sw"
     vg="$bin --socket-path {sock} --renderer virglrenderer"
 fi
 
@@ -57,6 +59,7 @@ initrd="$(sed -n 's/^INITRD=//p' <<<"$guest")"
 checks=(
     "software-fbdev|$sw|--workload fbdev --check-screen fb-pattern --expect-feature virgl=no --expect-feature edid=yes --expect-feature cap_sets=0"
     "software-gl-fallback|$sw|--workload glclear --check-screen glclear --expect-feature virgl=no --expect-feature edid=yes --expect-feature cap_sets=0 --reject-gl-renderer virgl"
+    "software-reconnect|$sw_daemon|--workload probe --boots 3 --expect-feature virgl=no"
     "virgl-fbdev|$vg|--workload fbdev --check-screen fb-pattern --expect-feature virgl=yes --expect-feature edid=yes --expect-feature cap_sets!=0"
     "virgl-glclear|$vg|--workload glclear --check-screen glclear --expect-feature virgl=yes --expect-feature edid=yes --expect-feature cap_sets!=0 --expect-gl-renderer virgl"
     "virgl-kmscube|$vg|--workload kmscube --check-screen animated --expect-feature virgl=yes --expect-feature edid=yes --expect-feature cap_sets!=0 --expect-gl-renderer virgl"
@@ -78,11 +81,11 @@ for c in "${checks[@]}"; do
     if [ "${#only[@]}" -gt 0 ] && [[ " ${only[*]} " != *" $name "* ]]; then
         continue
     fi
-    [ -n "$backend" ] || continue # --qemu-backend: no virgl backend to run against
+    [ -n "$backend" ] || continue # --qemu-backend: no such check against QEMU's backend
     t0=$SECONDS
     # shellcheck disable=SC2086
     if scripts/e2e/run-guest.py --backend "$backend" --kernel "$kernel" --initrd "$initrd" \
-        --out "$out/$name" --timeout "${E2E_TIMEOUT:-240}" $cargs > "$out/$name.txt" 2> "$out/$name.stderr"; then
+        --out "$out/$name" --timeout "${E2E_TIMEOUT:-150}" $cargs > "$out/$name.txt" 2> "$out/$name.stderr"; then
         echo "PASS $name ($((SECONDS - t0)) s)"
         passed=$((passed + 1))
     else

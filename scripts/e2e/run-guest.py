@@ -182,109 +182,105 @@ def stop(proc, name, grace=5.0):
         proc.wait()
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--backend", required=True,
-                    help="backend command line; {sock} is replaced by the socket path. 'none' "
-                         "with --qemu-gpu: QEMU's built-in GPU device, no backend")
-    ap.add_argument("--qemu-gpu", metavar="DEVICE",
-                    help="with --backend none: a built-in QEMU GPU device instead of vhost-user-gpu "
-                         "(a reference run, e.g. virtio-gpu-gl-pci with --display sdl,gl=on on X)")
-    ap.add_argument("--display", default="none", help="QEMU -display value (default none)")
-    ap.add_argument("--workload", required=True, help="guest workload: probe, fbdev, glclear, kmscube")
-    ap.add_argument("--out", help="output directory (default: a new one under /tmp)")
-    ap.add_argument("--timeout", type=float, default=300, help="seconds for the whole run")
-    ap.add_argument("--expect-feature", action="append", default=[], metavar="NAME=VALUE",
-                    help="a line of the guest's debugfs virtio-gpu-features, e.g. virgl=yes, "
-                         "or NAME!=VALUE, e.g. cap_sets!=0")
-    ap.add_argument("--expect-gl-renderer", metavar="TEXT",
-                    help="the GL renderer string the guest prints must contain TEXT (case-insensitive)")
-    ap.add_argument("--reject-gl-renderer", metavar="TEXT",
-                    help="the GL renderer string must not contain TEXT")
-    ap.add_argument("--check-screen", choices=["none", "fb-pattern", "glclear", "animated"],
-                    default="none")
-    ap.add_argument("--screen-timeout", type=float, default=30,
-                    help="seconds to wait for the expected picture after the guest shows it")
-    ap.add_argument("--png", help="also write the final screen as PNG to this path")
-    ap.add_argument("--kernel")
-    ap.add_argument("--initrd")
-    ap.add_argument("--smp", type=int, default=2)
-    ap.add_argument("--cpu", default="Nehalem", help="QEMU -cpu model (with max, LLVM in the guest aborts: 64-bit code requested on a subtarget that doesn't support it)")
-    ap.add_argument("--qemu", default=os.environ.get("QEMU", "qemu-system-x86_64"))
-    args = ap.parse_args()
+class Run:
+    """One backend process and the QEMU boots against it."""
 
-    out = args.out or tempfile.mkdtemp(prefix=f"e2e-{args.workload}-")
-    os.makedirs(out, exist_ok=True)
-    for name in ("serial.log", "qemu.log", "backend.log", "screen.ppm", "screen.png", "result.txt"):
-        if os.path.exists(os.path.join(out, name)):
-            os.unlink(os.path.join(out, name))
-    start = time.monotonic()
-    deadline = start + args.timeout
-    failures = []
-    notes = []
+    def __init__(self, args, out, kernel, initrd):
+        self.args, self.out, self.kernel, self.initrd = args, out, kernel, initrd
+        self.start = time.monotonic()
+        self.deadline = self.start + args.timeout
+        self.failures, self.notes = [], []
+        self.rundir = tempfile.mkdtemp(prefix="vug-e2e-")  # short path: unix socket names are limited
+        self.sock = os.path.join(self.rundir, "gpu.sock")
+        self.qmp_path = os.path.join(self.rundir, "qmp.sock")
+        self.backend = self.qemu = None
+        self.builtin = args.backend == "none"
+        self.lines = []
 
-    if args.kernel and args.initrd:
-        kernel, initrd = args.kernel, args.initrd
-    else:
-        kernel, initrd = guest_artefacts()
+    def log(self, msg):
+        print(f"run-guest: [{time.monotonic() - self.start:6.1f}s] {msg}", file=sys.stderr)
 
-    rundir = tempfile.mkdtemp(prefix="vug-e2e-")  # short path: unix socket names are limited
-    sock = os.path.join(rundir, "gpu.sock")
-    qmp_path = os.path.join(rundir, "qmp.sock")
-    serial = os.path.join(out, "serial.log")
-    backend_cmd = args.backend.replace("{sock}", shlex.quote(sock))
-    backend = qemu = None
-    lines = []
-
-    def log(msg):
-        print(f"run-guest: [{time.monotonic() - start:6.1f}s] {msg}", file=sys.stderr)
-
-    try:
-        builtin = args.backend == "none"
-        if builtin and not args.qemu_gpu:
-            raise RuntimeError("--backend none needs --qemu-gpu")
-        if builtin:
-            log(f"no backend: QEMU's {args.qemu_gpu}")
-            backend = subprocess.Popen(["sleep", "infinity"], start_new_session=True)
-            gpu_args = ["-device", args.qemu_gpu]
-        else:
-            log(f"backend: {backend_cmd}")
-            with open(os.path.join(out, "backend.log"), "wb") as blog:
-                backend = subprocess.Popen(backend_cmd, shell=True, stdout=blog,
-                                           stderr=subprocess.STDOUT, start_new_session=True,
-                                           cwd=REPO)
-            gpu_args = ["-chardev", f"socket,id=vgpu,path={sock}",
-                        "-device", "vhost-user-gpu-pci,chardev=vgpu"]
-        while not builtin and not os.path.exists(sock):
-            if backend.poll() is not None:
-                raise RuntimeError(f"backend exited with {backend.returncode} before creating its socket")
-            if time.monotonic() > start + 30:
+    def start_backend(self):
+        args = self.args
+        if self.builtin:
+            if not args.qemu_gpu:
+                raise RuntimeError("--backend none needs --qemu-gpu")
+            self.log(f"no backend: QEMU's {args.qemu_gpu}")
+            return
+        cmd = args.backend.replace("{sock}", shlex.quote(self.sock))
+        self.log(f"backend: {cmd}")
+        with open(os.path.join(self.out, "backend.log"), "wb") as blog:
+            self.backend = subprocess.Popen(cmd, shell=True, stdout=blog, stderr=subprocess.STDOUT,
+                                            start_new_session=True, cwd=REPO)
+        while not os.path.exists(self.sock):
+            if self.backend.poll() is not None:
+                raise RuntimeError(
+                    f"backend exited with {self.backend.returncode} before creating its socket")
+            if time.monotonic() > self.start + 30:
                 raise RuntimeError("backend did not create its socket in 30 s")
             time.sleep(0.05)
 
+    def backend_gone(self):
+        return self.backend is not None and self.backend.poll() is not None
+
+    def boot(self, n):
+        """Boots the guest once (boot n, from 1), checks it and stops QEMU."""
+        args = self.args
+        suffix = "" if n == 1 else f"-{n}"
+        tag = "" if args.boots == 1 else f"boot {n}: "
+        serial = os.path.join(self.out, f"serial{suffix}.log")
+        if self.builtin:
+            gpu_args = ["-device", args.qemu_gpu]
+        else:
+            gpu_args = ["-chardev", f"socket,id=vgpu,path={self.sock}",
+                        "-device", "vhost-user-gpu-pci,chardev=vgpu"]
         append = (f"console=ttyS0 panic=-1 loglevel=4 e2e.workload={args.workload} "
                   f"e2e.hold={int(args.timeout) + 60}")
         qemu_cmd = [
             args.qemu, "-nodefaults", "-no-user-config", "-no-reboot",
             "-machine", "q35,accel=tcg,memory-backend=mem", "-cpu", args.cpu, "-smp", str(args.smp),
             "-m", "1G", "-object", "memory-backend-memfd,id=mem,size=1G,share=on",
-            "-kernel", kernel, "-initrd", initrd, "-append", append,
+            "-kernel", self.kernel, "-initrd", self.initrd, "-append", append,
             *gpu_args,
             "-display", args.display, "-serial", f"file:{serial}", "-monitor", "none",
-            "-qmp", f"unix:{qmp_path},server=on,wait=off",
+            "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
         ]
-        with open(os.path.join(out, "qemu.cmd"), "w") as f:
+        with open(os.path.join(self.out, f"qemu{suffix}.cmd"), "w") as f:
             f.write(shlex.join(qemu_cmd) + "\n")
-        log("starting QEMU")
-        with open(os.path.join(out, "qemu.log"), "wb") as qlog:
-            qemu = subprocess.Popen(qemu_cmd, stdout=qlog, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+        self.log(f"{tag}starting QEMU")
+        with open(os.path.join(self.out, f"qemu{suffix}.log"), "wb") as qlog:
+            self.qemu = qemu = subprocess.Popen(qemu_cmd, stdout=qlog, stderr=subprocess.STDOUT,
+                                                start_new_session=True)
+        failures, notes = [], []
+        lines = self.lines = []
+        try:
+            self._follow(serial, lines)
+            self._check(n, suffix, lines, failures, notes)
+        except (RuntimeError, OSError, ValueError) as e:
+            failures.append(str(e))
+        finally:
+            try:
+                qemu.wait(15 if self.quit_sent or self.result_line else 0.1)
+            except subprocess.TimeoutExpired:
+                pass
+            stop(qemu, "QEMU")
+            if os.path.exists(self.qmp_path):
+                os.unlink(self.qmp_path)
+        time.sleep(0.3)
+        if self.backend_gone():
+            if self.backend.returncode != 0 or n < args.boots:
+                failures.append(f"backend exited ({self.backend.returncode}) during the run")
+            else:
+                notes.append("backend exited (0) after QEMU had gone")
+        self.failures += [tag + f for f in failures]
+        self.notes += [tag + x for x in notes]
+        return not failures
 
-        want_screen = args.check_screen != "none"
-        quit_sent = False
-        screen_line = result_line = None
-        pos = 0
-        partial = b""
+    def _follow(self, serial, lines):
+        """Reads the serial log until the guest reports a result or shows its picture."""
+        self.quit_sent = False
+        self.screen_line = self.result_line = None
+        pos, partial = 0, b""
         while True:
             if os.path.exists(serial):
                 with open(serial, "rb") as f:
@@ -297,24 +293,26 @@ def main():
                     line = raw.decode("utf-8", "replace").rstrip("\r")
                     lines.append(line)
                     if line.startswith("E2E-"):
-                        log(line)
+                        self.log(line)
                     if line.startswith("E2E-RESULT:"):
-                        result_line = line
+                        self.result_line = line
                     if line.startswith("E2E-SCREEN-READY"):
-                        screen_line = line
-            if result_line or screen_line:
-                break
-            if qemu.poll() is not None:
-                raise RuntimeError(f"QEMU exited ({qemu.returncode}) before the workload finished")
-            if backend.poll() is not None:
+                        self.screen_line = line
+            if self.result_line or self.screen_line:
+                return
+            if self.qemu.poll() is not None:
+                raise RuntimeError(f"QEMU exited ({self.qemu.returncode}) before the workload finished")
+            if self.backend_gone():
                 time.sleep(0.5)  # QEMU going down first (guest panic) closes the backend's socket
-                if qemu.poll() is not None:
+                if self.qemu.poll() is not None:
                     continue
-                raise RuntimeError(f"backend exited ({backend.returncode}) during the run")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"timeout after {args.timeout:.0f} s waiting for the guest")
+                raise RuntimeError(f"backend exited ({self.backend.returncode}) during the run")
+            if time.monotonic() > self.deadline:
+                raise RuntimeError(f"timeout after {self.args.timeout:.0f} s waiting for the guest")
             time.sleep(0.1)
 
+    def _check(self, n, suffix, lines, failures, notes):
+        args = self.args
         text = "\n".join(lines)
         if not re.search(r"^E2E-CARD0: present \(virtio_gpu bound to: virtio\d+", text, re.M):
             failures.append("virtio_gpu did not bind (no /dev/dri/card0 from it) in the guest")
@@ -336,19 +334,37 @@ def main():
             failures.append(f"GL renderer {renderer!r} does not name {args.expect_gl_renderer!r}")
         if args.reject_gl_renderer and renderer and args.reject_gl_renderer.lower() in renderer.lower():
             failures.append(f"GL renderer {renderer!r} names {args.reject_gl_renderer!r}")
-        if result_line and not result_line.startswith("E2E-RESULT: PASS"):
-            failures.append(f"guest: {result_line}")
+        if self.result_line and not self.result_line.startswith("E2E-RESULT: PASS"):
+            failures.append(f"guest: {self.result_line}")
 
-        if want_screen and screen_line and not result_line:
-            qmp = Qmp(qmp_path)
-            ppm = os.path.join(out, "screen.ppm")
-            want_w = want_h = None
-            m = re.search(r"^E2E-FB: (\d+)x(\d+)", text, re.M) if args.check_screen == "fb-pattern" \
-                else re.search(r"^E2E-SCREEN-READY: \S+ (\d+)x(\d+)", text, re.M)
-            if m:
-                want_w, want_h = int(m.group(1)), int(m.group(2))
-            screen_deadline = min(deadline, time.monotonic() + args.screen_timeout)
-            problem, prev, dumps = "no screendump taken", None, 0
+        want_screen = args.check_screen != "none"
+        if want_screen and self.screen_line and not self.result_line:
+            self._check_screen(text, suffix, failures, notes)
+        elif want_screen:
+            failures.append("the guest never showed its picture (no E2E-SCREEN-READY)")
+        elif self.screen_line and not self.result_line:
+            notes.append("the guest showed its picture; not checked (--check-screen none)")
+        if not self.result_line and not self.quit_sent and self.qemu.poll() is None:
+            try:
+                qmp = Qmp(self.qmp_path, timeout=5)
+                self.quit_sent = True
+                qmp.cmd("quit")
+                qmp.close()
+            except (ConnectionError, OSError, RuntimeError):
+                pass
+
+    def _check_screen(self, text, suffix, failures, notes):
+        args = self.args
+        qmp = Qmp(self.qmp_path)
+        ppm = os.path.join(self.out, f"screen{suffix}.ppm")
+        want_w = want_h = None
+        m = re.search(r"^E2E-FB: (\d+)x(\d+)", text, re.M) if args.check_screen == "fb-pattern" \
+            else re.search(r"^E2E-SCREEN-READY: \S+ (\d+)x(\d+)", text, re.M)
+        if m:
+            want_w, want_h = int(m.group(1)), int(m.group(2))
+        screen_deadline = min(self.deadline, time.monotonic() + args.screen_timeout)
+        problem, prev, dumps, w, h = "no screendump taken", None, 0, 0, 0
+        try:
             while True:
                 qmp.cmd("screendump", filename=ppm, format="ppm")
                 dumps += 1
@@ -358,9 +374,9 @@ def main():
                 elif args.check_screen == "glclear":
                     problem = check_glclear(w, h, rgb, want_w, want_h)
                 else:
-                    n = distinct_colours(rgb)
-                    if n < 50:
-                        problem = f"only {n} distinct colours on screen"
+                    nc = distinct_colours(rgb)
+                    if nc < 50:
+                        problem = f"only {nc} distinct colours on screen"
                     elif prev is None or prev == rgb:
                         problem = "screen does not change between screendumps"
                     else:
@@ -369,60 +385,103 @@ def main():
                 if problem is None or time.monotonic() > screen_deadline:
                     break
                 time.sleep(1.0)
-            notes.append(f"screen {w}x{h}, {dumps} screendump(s)")
-            if problem:
-                failures.append(f"screen ({args.check_screen}): {problem}")
-            try:
-                png = args.png or os.path.join(out, "screen.png")
-                qmp.cmd("screendump", filename=os.path.abspath(png), format="png")
-            except RuntimeError as e:
-                notes.append(f"PNG screendump failed: {e}")
-            try:
-                quit_sent = True
-                qmp.cmd("quit")
-            except (ConnectionError, OSError):
-                pass
-            qmp.close()
-        elif want_screen and not screen_line:
-            failures.append("the guest never showed its picture (no E2E-SCREEN-READY)")
-        elif screen_line and not result_line:
-            notes.append("the guest showed its picture; not checked (--check-screen none)")
-        if result_line or quit_sent:  # QEMU is going down: let it finish first
-            try:
-                qemu.wait(15)
-            except subprocess.TimeoutExpired:
-                pass
-            time.sleep(0.3)
-        if backend.poll() is not None:
-            if qemu.poll() is None or backend.returncode != 0:
-                failures.append(f"backend exited ({backend.returncode}) during the run")
-            else:
-                notes.append("backend exited (0) after QEMU had gone")
-    except (RuntimeError, OSError, ValueError, subprocess.CalledProcessError) as e:
-        failures.append(str(e))
-    finally:
-        if qemu is not None:
-            try:
-                qemu.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
-        stop(qemu, "QEMU")
-        stop(backend, "backend")
-        for p in (sock, qmp_path):
+        except RuntimeError as e:
+            problem = str(e)
+        notes.append(f"screen {w}x{h}, {dumps} screendump(s)")
+        if problem:
+            failures.append(f"screen ({args.check_screen}): {problem}")
+        try:
+            png = args.png if args.png and suffix == "" else os.path.join(self.out, f"screen{suffix}.png")
+            qmp.cmd("screendump", filename=os.path.abspath(png), format="png")
+        except RuntimeError as e:
+            notes.append(f"PNG screendump failed: {e}")
+        try:
+            self.quit_sent = True
+            qmp.cmd("quit")
+        except (ConnectionError, OSError):
+            pass
+        qmp.close()
+
+    def close(self):
+        stop(self.qemu, "QEMU")
+        stop(self.backend, "backend")
+        for p in (self.sock, self.qmp_path):
             if os.path.exists(p):
                 os.unlink(p)
-        os.rmdir(rundir)
+        os.rmdir(self.rundir)
 
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--backend", required=True,
+                    help="backend command line; {sock} is replaced by the socket path. 'none' "
+                         "with --qemu-gpu: QEMU's built-in GPU device, no backend")
+    ap.add_argument("--qemu-gpu", metavar="DEVICE",
+                    help="with --backend none: a built-in QEMU GPU device instead of vhost-user-gpu "
+                         "(a reference run, e.g. virtio-gpu-gl-pci with --display sdl,gl=on on X)")
+    ap.add_argument("--display", default="none", help="QEMU -display value (default none)")
+    ap.add_argument("--workload", required=True, help="guest workload: probe, fbdev, glclear, kmscube")
+    ap.add_argument("--boots", type=int, default=1,
+                    help="boot the guest this many times, one QEMU after the other, against the "
+                         "same backend process (it must serve each new connection)")
+    ap.add_argument("--out", help="output directory (default: a new one under /tmp)")
+    ap.add_argument("--timeout", type=float, default=300, help="seconds for the whole run")
+    ap.add_argument("--expect-feature", action="append", default=[], metavar="NAME=VALUE",
+                    help="a line of the guest's debugfs virtio-gpu-features, e.g. virgl=yes, "
+                         "or NAME!=VALUE, e.g. cap_sets!=0")
+    ap.add_argument("--expect-gl-renderer", metavar="TEXT",
+                    help="the GL renderer string the guest prints must contain TEXT (case-insensitive)")
+    ap.add_argument("--reject-gl-renderer", metavar="TEXT",
+                    help="the GL renderer string must not contain TEXT")
+    ap.add_argument("--check-screen", choices=["none", "fb-pattern", "glclear", "animated"],
+                    default="none")
+    ap.add_argument("--screen-timeout", type=float, default=30,
+                    help="seconds to wait for the expected picture after the guest shows it")
+    ap.add_argument("--png", help="also write the final screen as PNG to this path")
+    ap.add_argument("--kernel")
+    ap.add_argument("--initrd")
+    ap.add_argument("--smp", type=int, default=2)
+    ap.add_argument("--cpu", default="Nehalem",
+                    help="QEMU -cpu model (with 'max', LLVM in the guest aborts: \"64-bit code "
+                         "requested on a subtarget that doesn't support it\")")
+    ap.add_argument("--qemu", default=os.environ.get("QEMU", "qemu-system-x86_64"))
+    args = ap.parse_args()
+    if args.boots < 1:
+        ap.error("--boots must be at least 1")
+
+    out = args.out or tempfile.mkdtemp(prefix=f"e2e-{args.workload}-")
+    os.makedirs(out, exist_ok=True)
+    for name in os.listdir(out):
+        if re.fullmatch(r"(serial|qemu|screen)(-\d+)?\.(log|cmd|ppm|png)|backend\.log|result\.txt", name):
+            os.unlink(os.path.join(out, name))
+
+    if args.kernel and args.initrd:
+        kernel, initrd = args.kernel, args.initrd
+    else:
+        kernel, initrd = guest_artefacts()
+
+    run = Run(args, out, kernel, initrd)
+    try:
+        run.start_backend()
+        for n in range(1, args.boots + 1):
+            if not run.boot(n) or time.monotonic() > run.deadline:
+                break
+    except (RuntimeError, OSError, ValueError) as e:
+        run.failures.append(str(e))
+    finally:
+        run.close()
+
+    failures, notes = run.failures, run.notes
     verdict = "PASS" if not failures else "FAIL"
-    summary = [f"{verdict} workload={args.workload} ({time.monotonic() - start:.1f} s)"]
+    summary = [f"{verdict} workload={args.workload} ({time.monotonic() - run.start:.1f} s)"]
     summary += [f"  note: {n}" for n in notes] + [f"  failure: {f}" for f in failures]
     summary.append(f"  logs: {out}")
     with open(os.path.join(out, "result.txt"), "w") as f:
         f.write("\n".join(summary) + "\n")
     print("\n".join(summary))
-    if failures and os.path.exists(serial):
+    if failures and run.lines:
         print("  --- last serial lines:")
-        for line in lines[-15:]:
+        for line in run.lines[-15:]:
             print("  | " + line)
     return 0 if not failures else 1
 
