@@ -14,6 +14,7 @@
 //! A workload a backend cannot run is reported with its reason ("n/a: no VIRGL feature",
 //! "failed: ..."), never dropped.
 
+pub mod draw;
 pub mod floors;
 pub mod json;
 pub mod peer;

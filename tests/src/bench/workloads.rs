@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
+use crate::bench::draw;
 use crate::bench::floors::{percentile, Floors};
 use crate::bench::peer::BenchPeer;
 use crate::bench::sys::process_cpu_seconds;
@@ -42,6 +43,10 @@ pub const GUEST_MEMORY: u64 = 192 << 20;
 pub const DAMAGE: u32 = 64;
 /// Size of the 3D render target.
 pub const RT_3D: (u32, u32) = (1920, 1080);
+/// Colour of the triangle the 3D workloads draw (RGBA), and its B, G, R bytes.
+pub const TRIANGLE_RGBA: [f32; 4] = [0.0, 1.0, 0.0, 1.0];
+/// [`TRIANGLE_RGBA`] as B8G8R8X8 bytes.
+pub const TRIANGLE_BGR: [u8; 3] = [0, 0xff, 0];
 /// The pixel format of every 2D resource: B8G8R8X8_UNORM is DRM_FORMAT_XRGB8888 (bytes B, G,
 /// R, X), which is also the display socket's x8r8g8b8.
 pub const FORMAT_XRGB8888: u32 = format::B8G8R8X8_UNORM;
@@ -137,13 +142,15 @@ impl Workload {
             }
             Workload::Submit3d => {
                 "virgl context with a 1920x1080 B8G8R8X8 render target (surface and framebuffer \
-                 set once); per iteration one fenced SUBMIT_3D whose stream clears colour buffer 0 \
-                 to a new colour (clear only: no draw), answered after its fence; submits/s"
+                 set once, with blend/DSA/rasterizer state, a TGSI vertex and fragment shader, vertex \
+                 elements and a 3-vertex buffer); per iteration one fenced SUBMIT_3D whose stream \
+                 clears colour buffer 0 to a new colour and draws one triangle, answered after its \
+                 fence; submits/s"
             }
             Workload::Readback3d => {
                 "as 3d-submit, then a fenced TRANSFER_FROM_HOST_3D of the whole 1920x1080 target \
-                 into guest memory (one kick for both); the guest checks the clear colour; \
-                 read-backs/s"
+                 into guest memory (one kick for both); the guest checks the clear colour in two \
+                 corners and the triangle's colour in the centre; read-backs/s"
             }
         }
     }
@@ -669,6 +676,7 @@ fn three_d(
 ) -> Result<Vec<(&'static str, f64)>> {
     const CTX: u32 = 1;
     const RES: u32 = 2;
+    const VBO: u32 = 3;
     let (w, h) = RT_3D;
     let size = u64::from(w) * u64::from(h) * 4;
     let backing = s.fe.memory().alloc(size, 4096)?;
@@ -697,11 +705,54 @@ fn three_d(
         ),
         Command::ctx_attach_resource(CTX, RES),
     ])?;
+    // The vertex buffer: one green triangle around the centre (clip space), via its backing.
+    let verts = draw::vertex_bytes(&[
+        ([-0.5, -0.5, 0.0, 1.0], TRIANGLE_RGBA),
+        ([0.5, -0.5, 0.0, 1.0], TRIANGLE_RGBA),
+        ([0.0, 0.5, 0.0, 1.0], TRIANGLE_RGBA),
+    ]);
+    let vlen = verts.len() as u32;
+    let vbacking = s.fe.memory().alloc(u64::from(vlen), 4096)?;
+    s.fe.memory().write(vbacking, &verts)?;
+    let vbo = Resource3d {
+        target: draw::TARGET_BUFFER,
+        format: draw::FORMAT_R8_UNORM,
+        bind: draw::BIND_VERTEX_BUFFER,
+        width: vlen,
+        height: 1,
+        depth: 1,
+        array_size: 1,
+        ..Resource3d::default()
+    };
+    let vbox = Transfer3d {
+        bx: Box3d {
+            x: 0,
+            y: 0,
+            z: 0,
+            w: vlen,
+            h: 1,
+            d: 1,
+        },
+        ..Transfer3d::default()
+    };
+    s.ok_all(&[
+        Command::resource_create_3d(VBO, &vbo),
+        Command::attach_backing(
+            VBO,
+            &[MemEntry {
+                addr: vbacking,
+                length: vlen,
+            }],
+        ),
+        Command::ctx_attach_resource(CTX, VBO),
+        Command::transfer_to_host_3d(CTX, VBO, &vbox),
+    ])?;
     let mut init = Stream::default();
     init.create_sub_ctx(1)
         .set_sub_ctx(1)
         .create_surface(1, RES, FORMAT_XRGB8888)
         .set_framebuffer(&[1]);
+    draw::pipeline(&mut init, 2, w, h, VBO);
     let mut fence = 1u64;
     s.ok_all(&[Command::submit_3d(CTX, &init.to_bytes()).fenced(fence)])?;
     let xfer = Transfer3d {
@@ -724,6 +775,7 @@ fn three_d(
         let rgba = [k as f32 / 255.0, 0.0, (255 - k) as f32 / 255.0, 1.0];
         let mut c = Stream::default();
         c.clear_color(rgba);
+        draw::draw_triangles(&mut c, 3);
         fence += 1;
         if !readback {
             let r =
@@ -741,13 +793,18 @@ fn three_d(
             Command::submit_3d(CTX, &c.to_bytes()),
             Command::transfer_from_host_3d(CTX, RES, &xfer).fenced(fence),
         ])?;
-        // B8G8R8X8: bytes B, G, R; check the first and the last pixel.
-        for off in [0, size - 4] {
+        // B8G8R8X8: bytes B, G, R. The first and the last pixel show the clear colour, the
+        // centre the triangle.
+        let centre = (u64::from(h / 2) * u64::from(w) + u64::from(w / 2)) * 4;
+        for (off, want) in [
+            (0, [(255 - k) as u8, 0, k as u8]),
+            (size - 4, [(255 - k) as u8, 0, k as u8]),
+            (centre, TRIANGLE_BGR),
+        ] {
             let px = s.fe.memory().read(backing + off, 4)?;
-            if (px[0], px[1], px[2]) != ((255 - k) as u8, 0, k as u8) {
+            if px[..3] != want {
                 return Err(Error::Malformed(format!(
-                    "read-back pixel at byte {off} is {px:02x?}, clear colour B {:02x} G 00 R {k:02x} expected",
-                    255 - k
+                    "read-back pixel at byte {off} is {px:02x?}, B G R {want:02x?} expected"
                 )));
             }
         }
