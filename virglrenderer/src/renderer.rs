@@ -368,7 +368,8 @@ pub struct CapsetInfo {
 /// process-global, so a second `init` while a renderer **or any of its handles** lives returns
 /// [`Error::AlreadyInitialized`]. When the renderer and all its [`Context`]s and [`Resource`]s
 /// are dropped, `virgl_renderer_cleanup` runs and a new renderer can be initialized (tested
-/// with libvirglrenderer 0.10.4 on Mesa llvmpipe: re-init works).
+/// with libvirglrenderer 0.10.4, 1.0.0, 1.1.0 and 1.3.0 on Mesa llvmpipe: re-init works, keeps
+/// no fds, and the process's memory stays flat after Mesa's first ~10 init/cleanup cycles).
 ///
 /// The type is neither `Send` nor `Sync`: the library makes its GL context current on the thread
 /// that called `init`, and every call must come from that thread. A daemon creates it on a
