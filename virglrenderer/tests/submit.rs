@@ -112,3 +112,27 @@ fn malformed_streams_are_refused_not_crashing() {
     // A valid stream works on a healthy context.
     c5.submit_bytes(&valid.to_bytes()).unwrap();
 }
+
+#[test]
+fn detached_resources_are_unknown_to_the_context() {
+    let _lock = common::lock();
+    let r = common::renderer();
+    let ctx = r.create_context(1, b"detach", None).unwrap();
+    let target = r
+        .create_resource(4, &ResourceCreate3d::texture_2d(B8G8R8A8_UNORM, 8, 8))
+        .unwrap();
+    let surface = |handle: u32| {
+        let mut cmd = CommandBuffer::new();
+        cmd.create_surface(handle, target.id(), B8G8R8A8_UNORM, 0, 0, 0);
+        cmd
+    };
+    // Not attached yet: refused.
+    let other = r.create_context(2, b"fresh", None).unwrap();
+    assert!(other.submit(surface(1).words()).is_err());
+    // Attached: accepted.
+    ctx.attach(&target).unwrap();
+    ctx.submit(surface(1).words()).unwrap();
+    // Detached again: a new surface on it is refused.
+    ctx.detach(&target).unwrap();
+    assert!(ctx.submit(surface(2).words()).is_err());
+}
