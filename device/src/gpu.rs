@@ -1656,9 +1656,9 @@ mod tests {
 
         /// Sends `request` on `queue` with a writable buffer of `resp_len` bytes (none if 0).
         fn send_on(&mut self, queue: QueueKind, request: &[u8], resp_len: u32) -> Reply {
+            // Each chain goes into a fresh mock queue, so slots can be reused.
             let k = self.next;
-            self.next += 1;
-            assert!(k < QUEUE_SIZE / 2, "harness queue exhausted");
+            self.next = (self.next + 1) % (QUEUE_SIZE / 2);
             let req_addr = REQ_BASE + u64::from(k) * 0x2000;
             let resp_addr = RESP_BASE + u64::from(k) * 0x2000;
             self.mem
@@ -2212,6 +2212,319 @@ mod tests {
         assert!(r.used.is_some());
         assert_eq!(h.resp_type(&r), VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER);
         assert!(log.borrow().fences.is_empty());
+    }
+
+    /// xorshift64*: a small deterministic generator for the robustness test.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+        /// A u32 biased towards values that hit existing state (small ids, sizes, the data
+        /// area) and edge cases.
+        fn word(&mut self) -> u32 {
+            match self.below(10) {
+                0..=3 => self.below(5) as u32,
+                4 | 5 => self.below(80) as u32,
+                6 => [u32::MAX, u32::MAX - 3, 1 << 31, 64][self.below(4) as usize],
+                7 => DATA_BASE as u32 + (self.below(64) as u32) * 0x100,
+                8 => [1, 2, 3, 4, 67, 68, 121, 134][self.below(8) as usize],
+                _ => self.next() as u32,
+            }
+        }
+    }
+
+    /// A body for command `t` whose fields are mostly in range: small resource ids, valid
+    /// formats, small rectangles, backing in the data area. Random otherwise.
+    fn plausible_body(rng: &mut Rng, t: u32) -> Vec<u8> {
+        let id = |rng: &mut Rng| 1 + rng.below(4) as u32;
+        let small = |rng: &mut Rng| rng.below(8) as u32;
+        let size = |rng: &mut Rng| 1 + rng.below(16) as u32;
+        let big = |rng: &mut Rng| 16 + rng.below(49) as u32;
+        let mut w: Vec<u32> = match t {
+            VIRTIO_GPU_CMD_RESOURCE_CREATE_2D => {
+                vec![
+                    id(rng),
+                    [1, 2, 3, 4, 67, 68, 121, 134][rng.below(8) as usize],
+                    big(rng),
+                    big(rng),
+                ]
+            }
+            VIRTIO_GPU_CMD_SET_SCANOUT => {
+                vec![
+                    small(rng),
+                    small(rng),
+                    size(rng),
+                    size(rng),
+                    rng.below(3) as u32,
+                    rng.below(7) as u32,
+                ]
+            }
+            VIRTIO_GPU_CMD_RESOURCE_FLUSH => {
+                vec![small(rng), small(rng), size(rng), size(rng), id(rng), 0]
+            }
+            VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D => {
+                vec![
+                    small(rng),
+                    small(rng),
+                    size(rng),
+                    size(rng),
+                    rng.below(256) as u32,
+                    0,
+                    id(rng),
+                    0,
+                ]
+            }
+            VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING | VIRTIO_GPU_CMD_RESOURCE_CREATE_BLOB => {
+                let n = rng.below(4) as u32;
+                let mut v = if t == VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING {
+                    vec![id(rng), n]
+                } else {
+                    vec![
+                        id(rng),
+                        1 + rng.below(3) as u32,
+                        rng.below(8) as u32,
+                        n,
+                        rng.below(3) as u32,
+                        0,
+                    ]
+                    .into_iter()
+                    .chain([rng.below(0x8000) as u32, 0])
+                    .collect()
+                };
+                for _ in 0..n {
+                    v.extend([
+                        DATA_BASE as u32 + rng.below(64) as u32 * 0x1000,
+                        0,
+                        0x4000 - rng.below(2) as u32 * 0x2000,
+                        0,
+                    ]);
+                }
+                v
+            }
+            VIRTIO_GPU_CMD_SET_SCANOUT_BLOB => {
+                let (iw, ih) = (size(rng), size(rng));
+                vec![
+                    small(rng),
+                    small(rng),
+                    size(rng),
+                    size(rng),
+                    rng.below(3) as u32,
+                    id(rng),
+                    iw,
+                    ih,
+                    [1, 2, 3, 4, 67, 68, 121, 134][rng.below(8) as usize],
+                    0,
+                    iw * 4 + rng.below(16) as u32,
+                    0,
+                    0,
+                    0,
+                    rng.below(64) as u32,
+                    0,
+                    0,
+                    0,
+                ]
+            }
+            VIRTIO_GPU_CMD_CTX_CREATE => {
+                let mut v = vec![rng.below(70) as u32, [0, 2, 4, 9][rng.below(4) as usize]];
+                v.extend([0x6f6c_6c65; 16]);
+                v
+            }
+            VIRTIO_GPU_CMD_RESOURCE_CREATE_3D => {
+                vec![id(rng), 2, 1, 8, big(rng), big(rng), 1, 1, 0, 0, 0, 0]
+            }
+            VIRTIO_GPU_CMD_TRANSFER_TO_HOST_3D | VIRTIO_GPU_CMD_TRANSFER_FROM_HOST_3D => {
+                vec![0, 0, 0, size(rng), size(rng), 1, 0, 0, id(rng), 0, 0, 0]
+            }
+            VIRTIO_GPU_CMD_SUBMIT_3D => {
+                let n = rng.below(5) as u32 * 4;
+                let mut v = vec![n, 0];
+                v.extend((0..n / 4).map(|_| rng.word()));
+                v
+            }
+            VIRTIO_GPU_CMD_UPDATE_CURSOR | VIRTIO_GPU_CMD_MOVE_CURSOR => {
+                vec![
+                    rng.below(3) as u32,
+                    small(rng),
+                    small(rng),
+                    0,
+                    rng.below(7) as u32,
+                    3,
+                    3,
+                    0,
+                ]
+            }
+            VIRTIO_GPU_CMD_GET_CAPSET => vec![rng.below(5) as u32, rng.below(3) as u32],
+            _ => vec![rng.below(7) as u32, 0, rng.word(), rng.word()],
+        };
+        if rng.below(8) == 0 {
+            let i = rng.below(w.len().max(1) as u64) as usize;
+            if let Some(x) = w.get_mut(i) {
+                *x = rng.word();
+            }
+        }
+        w.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    /// Thousands of random, mostly almost-valid requests on both queues with a 2D and a 3D
+    /// renderer: every chain must come back (at once or through `poll_fences`) with a
+    /// well-formed response, and nothing may panic.
+    #[test]
+    fn random_requests_never_panic() {
+        const TYPES: [u32; 28] = [
+            VIRTIO_GPU_CMD_GET_DISPLAY_INFO,
+            VIRTIO_GPU_CMD_RESOURCE_CREATE_2D,
+            VIRTIO_GPU_CMD_RESOURCE_UNREF,
+            VIRTIO_GPU_CMD_SET_SCANOUT,
+            VIRTIO_GPU_CMD_RESOURCE_FLUSH,
+            VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D,
+            VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING,
+            VIRTIO_GPU_CMD_RESOURCE_DETACH_BACKING,
+            VIRTIO_GPU_CMD_GET_CAPSET_INFO,
+            VIRTIO_GPU_CMD_GET_CAPSET,
+            VIRTIO_GPU_CMD_GET_EDID,
+            VIRTIO_GPU_CMD_RESOURCE_ASSIGN_UUID,
+            VIRTIO_GPU_CMD_RESOURCE_CREATE_BLOB,
+            VIRTIO_GPU_CMD_SET_SCANOUT_BLOB,
+            VIRTIO_GPU_CMD_CTX_CREATE,
+            VIRTIO_GPU_CMD_CTX_DESTROY,
+            VIRTIO_GPU_CMD_CTX_ATTACH_RESOURCE,
+            VIRTIO_GPU_CMD_CTX_DETACH_RESOURCE,
+            VIRTIO_GPU_CMD_RESOURCE_CREATE_3D,
+            VIRTIO_GPU_CMD_TRANSFER_TO_HOST_3D,
+            VIRTIO_GPU_CMD_TRANSFER_FROM_HOST_3D,
+            VIRTIO_GPU_CMD_SUBMIT_3D,
+            VIRTIO_GPU_CMD_RESOURCE_MAP_BLOB,
+            VIRTIO_GPU_CMD_RESOURCE_UNMAP_BLOB,
+            VIRTIO_GPU_CMD_UPDATE_CURSOR,
+            VIRTIO_GPU_CMD_MOVE_CURSOR,
+            0x0999,
+            VIRTIO_GPU_RESP_OK_NODATA,
+        ];
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for round in 0..2 {
+            let (mut h, log) = Harness::manual(GpuConfig {
+                num_scanouts: 2,
+                max_hostmem: 1 << 20,
+                max_resources: 8,
+                max_contexts: 4,
+                ..Default::default()
+            });
+            if round == 0 {
+                h = Harness::software();
+            }
+            // Some pixels to transfer.
+            write_image(&h, 64, 64);
+            let mut held = 0usize;
+            let mut answered = 0usize;
+            let mut ok = 0usize;
+            let mut ok_types = HashMap::new();
+            for _ in 0..3000 {
+                // Half of the time one of the commands that build up 2D state.
+                let t = if rng.below(2) == 0 {
+                    TYPES[rng.below(TYPES.len() as u64) as usize]
+                } else {
+                    [
+                        VIRTIO_GPU_CMD_RESOURCE_CREATE_2D,
+                        VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING,
+                        VIRTIO_GPU_CMD_TRANSFER_TO_HOST_2D,
+                        VIRTIO_GPU_CMD_SET_SCANOUT,
+                        VIRTIO_GPU_CMD_RESOURCE_FLUSH,
+                        VIRTIO_GPU_CMD_UPDATE_CURSOR,
+                        VIRTIO_GPU_CMD_RESOURCE_CREATE_BLOB,
+                        VIRTIO_GPU_CMD_SET_SCANOUT_BLOB,
+                    ][rng.below(8) as usize]
+                };
+                let flags = match rng.below(10) {
+                    0 | 1 => VIRTIO_GPU_FLAG_FENCE,
+                    2 => VIRTIO_GPU_FLAG_FENCE | VIRTIO_GPU_FLAG_INFO_RING_IDX,
+                    3 => rng.word(),
+                    _ => 0,
+                };
+                let mut request = hdr(
+                    t,
+                    flags,
+                    rng.below(64),
+                    rng.below(4) as u32,
+                    rng.below(70) as u8,
+                );
+                if rng.below(8) == 0 {
+                    // Arbitrary words.
+                    for _ in 0..rng.below(30) {
+                        request.extend_from_slice(&rng.word().to_le_bytes());
+                    }
+                } else {
+                    request.extend_from_slice(&plausible_body(&mut rng, t));
+                }
+                if rng.below(20) == 0 {
+                    request.truncate(rng.below(request.len() as u64 + 1) as usize);
+                }
+                let cursor_cmd =
+                    t == VIRTIO_GPU_CMD_UPDATE_CURSOR || t == VIRTIO_GPU_CMD_MOVE_CURSOR;
+                let queue = if cursor_cmd != (rng.below(10) == 0) {
+                    QueueKind::Cursor
+                } else {
+                    QueueKind::Control
+                };
+                let resp_len = if rng.below(10) == 0 {
+                    [0u32, 10, 24, 32, 408][rng.below(5) as usize]
+                } else {
+                    2048
+                };
+                let r = h.send_on(queue, &request, resp_len);
+                match r.used {
+                    Some(used) => {
+                        answered += 1;
+                        assert_eq!(used.head_index, r.head);
+                        assert!(used.len as usize <= resp_len as usize);
+                        if used.len >= 24 {
+                            let ty = h.resp_type(&r);
+                            if ty < VIRTIO_GPU_RESP_ERR_UNSPEC {
+                                ok += 1;
+                                *ok_types.entry(t).or_insert(0u32) += 1;
+                            }
+                            assert!(
+                                (VIRTIO_GPU_RESP_OK_NODATA..=VIRTIO_GPU_RESP_OK_MAP_INFO)
+                                    .contains(&ty)
+                                    || (VIRTIO_GPU_RESP_ERR_UNSPEC
+                                        ..=VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER)
+                                        .contains(&ty),
+                                "response type {ty:#x}"
+                            );
+                        }
+                    }
+                    None => held += 1,
+                }
+                if rng.below(8) == 0 {
+                    let fences = std::mem::take(&mut log.borrow_mut().fences);
+                    log.borrow_mut().complete.extend(fences);
+                }
+                answered += h.gpu.poll_fences().len();
+                if rng.below(500) == 0 {
+                    h.gpu.reset();
+                }
+            }
+            // Completing every fence left answers everything still held: nothing is stuck.
+            let fences = std::mem::take(&mut log.borrow_mut().fences);
+            log.borrow_mut().complete.extend(fences);
+            answered += h.gpu.poll_fences().len();
+            assert!(h.gpu.pending.is_empty() && h.gpu.ready.is_empty());
+            if round == 0 {
+                // The software renderer completes every fence at once.
+                assert_eq!((held, answered), (0, 3000));
+            }
+            // Many commands must have succeeded, or the test exercised only error paths.
+            eprintln!("round {round}: {ok} successes, per command type {ok_types:x?}");
+            assert!(ok > 300, "only {ok} successful commands");
+            h.gpu.reset();
+        }
     }
 
     #[test]
