@@ -702,6 +702,36 @@ mod tests {
     }
 
     #[test]
+    fn host_ranges_split_at_region_boundaries() {
+        // Two adjacent regions: one entry spanning both is valid and yields two host ranges.
+        let m = GuestMemoryMmap::from_ranges(&[
+            (GuestAddress(0), 0x10000),
+            (GuestAddress(0x10000), 0x10000),
+        ])
+        .unwrap();
+        let b = GuestBacking::new(
+            m.clone(),
+            vec![BackingEntry {
+                addr: 0xff00,
+                len: 0x200,
+            }],
+        )
+        .unwrap();
+        let r = b.host_ranges().unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!((r[0].len, r[1].len), (0x100, 0x100));
+        assert_eq!(
+            r[1].addr,
+            GuestMemoryBackend::get_host_address(&m, GuestAddress(0x10000)).unwrap()
+        );
+        // Reads across the region boundary see both regions.
+        m.write_slice(&[1, 2, 3, 4], GuestAddress(0xfffe)).unwrap();
+        let mut out = [0u8; 4];
+        b.read_at(0xfe, &mut out).unwrap();
+        assert_eq!(out, [1, 2, 3, 4]);
+    }
+
+    #[test]
     fn host_ranges_match_guest_memory() {
         let m = mem();
         let b = GuestBacking::new(
