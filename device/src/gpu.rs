@@ -57,6 +57,10 @@ use crate::renderer::{
 /// 1 GiB; real modes stay far below).
 pub const MAX_SCANOUT_DIMENSION: u32 = 16384;
 
+/// Rejected guest requests logged at `warn` level per device; later ones go to `debug`. A
+/// hostile guest can send errors at queue speed, which must not fill the host's disk.
+pub const GUEST_ERROR_WARN_LIMIT: u64 = 1000;
+
 /// Device configuration (bounds and defaults).
 #[derive(Clone, Debug)]
 pub struct GpuConfig {
@@ -257,6 +261,8 @@ pub struct VirtioGpu {
     ready: Vec<UsedEntry>,
     uuid_keys: std::collections::hash_map::RandomState,
     uuid_counter: u64,
+    /// Rejected guest requests so far (for log rate limiting).
+    guest_errors: u64,
 }
 
 impl VirtioGpu {
@@ -296,6 +302,7 @@ impl VirtioGpu {
             ready: Vec::new(),
             uuid_keys: Default::default(),
             uuid_counter: 0,
+            guest_errors: 0,
             config,
         }
     }
@@ -346,21 +353,21 @@ impl VirtioGpu {
         let (mut reader, mut writer) = match protocol::split_chain(&chain, mem) {
             Ok(rw) => rw,
             Err(e) => {
-                warn!("{queue:?} chain {head_index}: {e}");
+                self.guest_error(format_args!("{queue:?} chain {head_index}: {e}"));
                 return Some(entry(0));
             }
         };
         let header = match protocol::decode_header(&mut reader) {
             Ok(h) => h,
             Err(e) => {
-                warn!("{queue:?} chain {head_index}: {e}");
+                self.guest_error(format_args!("{queue:?} chain {head_index}: {e}"));
                 let len = write_response(&mut writer, &Response::Err(e.error_code()), None);
                 return Some(entry(len));
             }
         };
         let response = match protocol::decode_command(&header, &mut reader) {
             Err(e) => {
-                warn!("{queue:?} command {:#x}: {e}", header.type_);
+                self.guest_error(format_args!("{queue:?} command {:#x}: {e}", header.type_));
                 Response::Err(e.error_code())
             }
             Ok(cmd) => {
@@ -369,7 +376,7 @@ impl VirtioGpu {
                 match self.execute(queue, &header, cmd, mem, display, writer.available_bytes()) {
                     Ok(r) => r,
                     Err(e) => {
-                        warn!("{name}: {e}");
+                        self.guest_error(format_args!("{name}: {e}"));
                         Response::Err(e.error_code())
                     }
                 }
@@ -415,6 +422,19 @@ impl VirtioGpu {
         self.hostmem_used = 0;
         self.pending.clear();
         self.ready.clear();
+    }
+
+    /// Logs a rejected guest request: at `warn` for the first [`GUEST_ERROR_WARN_LIMIT`], then
+    /// at `debug`, so that a guest cannot flood the host's logs.
+    fn guest_error(&mut self, msg: std::fmt::Arguments<'_>) {
+        self.guest_errors = self.guest_errors.saturating_add(1);
+        match self.guest_errors.cmp(&GUEST_ERROR_WARN_LIMIT) {
+            std::cmp::Ordering::Less => warn!("{msg}"),
+            std::cmp::Ordering::Equal => {
+                warn!("{msg} (further guest errors are logged at debug level)")
+            }
+            std::cmp::Ordering::Greater => debug!("{msg}"),
+        }
     }
 
     fn hold_fenced(&mut self, header: &CtrlHeader, used: UsedEntry) -> Option<UsedEntry> {
