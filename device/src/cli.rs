@@ -49,8 +49,7 @@ impl RendererKind {
         match self {
             RendererKind::Software => true,
             RendererKind::Virglrenderer => cfg!(feature = "virglrenderer"),
-            // No gfxstream renderer adapter exists in this crate yet.
-            RendererKind::Gfxstream => false,
+            RendererKind::Gfxstream => cfg!(feature = "gfxstream"),
         }
     }
 
@@ -384,9 +383,13 @@ mod tests {
 
     #[test]
     fn renderer_names_are_checked_against_the_build() {
-        let e = parse_renderer("gfxstream").unwrap_err();
-        assert!(e.contains("not compiled"), "{e}");
-        assert!(e.contains("software"), "{e}");
+        if cfg!(feature = "gfxstream") {
+            assert_eq!(parse_renderer("gfxstream"), Ok(RendererKind::Gfxstream));
+        } else {
+            let e = parse_renderer("gfxstream").unwrap_err();
+            assert!(e.contains("not compiled"), "{e}");
+            assert!(e.contains("software"), "{e}");
+        }
         let e = parse_renderer("opengl").unwrap_err();
         assert!(e.contains("unknown renderer 'opengl'"), "{e}");
         assert!(e.contains("software"), "{e}");
@@ -400,11 +403,13 @@ mod tests {
             assert!(parse_renderer("virglrenderer").is_err());
         }
         // clap reports the same message.
-        let e = parse(&["-s", "/tmp/a", "--renderer", "gfxstream"]).unwrap_err();
-        assert!(
-            e.to_string().contains("was not compiled into this build"),
-            "{e}"
-        );
+        if !cfg!(feature = "gfxstream") {
+            let e = parse(&["-s", "/tmp/a", "--renderer", "gfxstream"]).unwrap_err();
+            assert!(
+                e.to_string().contains("was not compiled into this build"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

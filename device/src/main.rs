@@ -56,10 +56,40 @@ fn create_renderer(options: &ServeOptions) -> Result<Box<dyn Renderer>, String> 
              build yet; use --renderer software"
                 .into(),
         ),
-        RendererKind::Gfxstream => {
-            Err("renderer 'gfxstream' was not compiled into this build".into())
-        }
+        RendererKind::Gfxstream => create_gfxstream(options),
     }
+}
+
+/// The gfxstream renderer (`--features gfxstream`).
+#[cfg(feature = "gfxstream")]
+fn create_gfxstream(options: &ServeOptions) -> Result<Box<dyn Renderer>, String> {
+    use vhost_user_gpu::renderer::gfxstream::GfxstreamRenderer;
+    if let Some(node) = &options.render_node {
+        log::warn!(
+            "--render-node {} is ignored by the gfxstream renderer",
+            node.display()
+        );
+    }
+    // Without a display, Mesa's EGL needs the surfaceless platform (gfxstream's own
+    // "surfaceless" flag is not read); the library blocks in init otherwise. A user's explicit
+    // EGL_PLATFORM wins. Set before init, which calls setenv itself anyway.
+    let no_display =
+        std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none();
+    if std::env::var_os("EGL_PLATFORM").is_none() && no_display {
+        std::env::set_var("EGL_PLATFORM", "surfaceless");
+    }
+    let renderer = GfxstreamRenderer::new(&gfxstream::InitOptions::default())
+        .map_err(|e| format!("gfxstream: {e}"))?;
+    Ok(Box::new(renderer))
+}
+
+/// This build has no gfxstream (`RendererKind::compiled_in` refuses it before this is reached).
+#[cfg(not(feature = "gfxstream"))]
+fn create_gfxstream(_options: &ServeOptions) -> Result<Box<dyn Renderer>, String> {
+    Err(
+        "renderer 'gfxstream' was not compiled into this build (build with --features gfxstream)"
+            .into(),
+    )
 }
 
 fn run(options: ServeOptions) -> Result<(), Box<dyn std::error::Error>> {
