@@ -426,10 +426,16 @@ pub fn run_sample(cmd: &BackendCommand, w: Workload, s: SampleSettings) -> Outco
             let text = e.to_string();
             let mut lines = text.lines().filter(|l| !l.trim().is_empty());
             let first = lines.next().unwrap_or("");
+            // "backend did not come up: CMD exited with ..." -> "daemon exited with ..." (the
+            // command line, with its per-sample socket path, is in the backend list).
+            let first = match first.find(" exited with ") {
+                Some(i) => format!("daemon{}", &first[i..]),
+                None => first.to_owned(),
+            };
             let last = lines.rfind(|l| !l.starts_with("--- backend output"));
             let msg = match last {
                 Some(l) => format!("{first} [last output: {}]", l.trim()),
-                None => first.to_owned(),
+                None => first,
             };
             return Outcome::Failed(one_line(&msg));
         }
