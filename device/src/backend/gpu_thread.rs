@@ -619,3 +619,402 @@ impl<D: GpuDevice> GpuThread<D> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs::File;
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::mpsc::Receiver;
+    use virtio_queue::desc::split::Descriptor as SplitDescriptor;
+    use virtio_queue::desc::RawDescriptor;
+    use vm_memory::{Bytes, GuestAddress};
+
+    const QUEUE_SIZE: u16 = 16;
+    /// Bytes the mock device "writes" per answer.
+    const ANSWER_LEN: u32 = 24;
+    /// Where the control and cursor rings live in guest memory.
+    const RING_BASE: [u64; NUM_QUEUES] = [0x0, 0x4000];
+    /// Where the chains' buffers live.
+    const BUFFERS: u64 = 0x10_0000;
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// What the mock device tells the test.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Seen {
+        Chain(QueueKind, u16),
+        Reset,
+    }
+
+    /// A device that answers every chain with ANSWER_LEN bytes, or holds the answers until its
+    /// fence eventfd is written (when `hold` is set).
+    struct MockDevice {
+        seen: Sender<Seen>,
+        hold: Arc<AtomicBool>,
+        fence: EventFd,
+        held: Vec<UsedEntry>,
+    }
+
+    impl GpuDevice for MockDevice {
+        fn device_features(&self) -> u64 {
+            1 << 1
+        }
+        fn config_space(&self) -> Vec<u8> {
+            vec![0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]
+        }
+        fn process_chain(
+            &mut self,
+            queue: QueueKind,
+            chain: GuestChain,
+            _display: &mut dyn Display,
+        ) -> Option<UsedEntry> {
+            let entry = UsedEntry {
+                queue,
+                head_index: chain.head_index(),
+                len: ANSWER_LEN,
+            };
+            let _ = self.seen.send(Seen::Chain(queue, chain.head_index()));
+            if self.hold.load(Ordering::SeqCst) {
+                self.held.push(entry);
+                None
+            } else {
+                Some(entry)
+            }
+        }
+        fn fence_poll_fd(&self) -> Option<BorrowedFd<'_>> {
+            // SAFETY: the eventfd is owned by `self`, which outlives the returned borrow.
+            Some(unsafe { BorrowedFd::borrow_raw(self.fence.as_raw_fd()) })
+        }
+        fn poll_fences(&mut self) -> Vec<UsedEntry> {
+            match self.fence.read() {
+                Ok(_) => std::mem::take(&mut self.held),
+                Err(_) => Vec::new(),
+            }
+        }
+        fn reset(&mut self) {
+            self.held.clear();
+            let _ = self.seen.send(Seen::Reset);
+        }
+    }
+
+    struct Rig {
+        handle: GpuThreadHandle,
+        client: Arc<GpuThreadClient>,
+        seen: Receiver<Seen>,
+        hold: Arc<AtomicBool>,
+        fence: EventFd,
+        mem: GuestMemory,
+        vrings: Vec<VringRwLock>,
+        calls: Vec<EventFd>,
+        /// Next free descriptor per queue.
+        next_desc: [AtomicUsize; NUM_QUEUES],
+        /// (descriptor table, avail ring, used ring) of each queue.
+        rings: [(u64, u64, u64); NUM_QUEUES],
+    }
+
+    impl Rig {
+        fn new() -> Rig {
+            let (seen_tx, seen) = mpsc::channel();
+            let hold = Arc::new(AtomicBool::new(false));
+            let fence = EventFd::new(EFD_NONBLOCK).unwrap();
+            let device_fence = fence.try_clone().unwrap();
+            let device_hold = hold.clone();
+            let handle = GpuThreadHandle::spawn(
+                move || {
+                    Ok(MockDevice {
+                        seen: seen_tx,
+                        hold: device_hold,
+                        fence: device_fence,
+                        held: Vec::new(),
+                    })
+                },
+                1,
+                true,
+            )
+            .unwrap();
+            let client = handle.client();
+            let mem = GuestMemoryAtomic::new(
+                GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x20_0000)]).unwrap(),
+            );
+            let mut vrings = Vec::new();
+            let mut calls = Vec::new();
+            let mut rings = [(0, 0, 0); NUM_QUEUES];
+            for (q, base) in RING_BASE.into_iter().enumerate() {
+                // Descriptor table, avail ring, used ring; guest memory starts zeroed.
+                rings[q] = (base, base + 0x100, base + 0x200);
+                let vring = VringRwLock::new(mem.clone(), QUEUE_SIZE).unwrap();
+                vring.set_queue_size(QUEUE_SIZE);
+                vring
+                    .set_queue_info(rings[q].0, rings[q].1, rings[q].2)
+                    .unwrap();
+                vring.set_queue_ready(true);
+                vring.set_enabled(true);
+                let call = EventFd::new(EFD_NONBLOCK).unwrap();
+                let theirs = call.try_clone().unwrap();
+                // SAFETY: `into_raw_fd` hands over the sole ownership of a fresh descriptor.
+                vring.set_call(Some(unsafe { File::from_raw_fd(theirs.into_raw_fd()) }));
+                vrings.push(vring);
+                calls.push(call);
+            }
+            assert_eq!(client.device_features(), 1 << 1);
+            assert_eq!(client.config_space()[8], 1);
+            client.send(Request::Memory(mem.clone())).unwrap();
+            Rig {
+                handle,
+                client,
+                seen,
+                hold,
+                fence,
+                mem,
+                vrings,
+                calls,
+                next_desc: [AtomicUsize::new(0), AtomicUsize::new(0)],
+                rings,
+            }
+        }
+
+        /// Makes `n` one-descriptor chains available on `queue`; returns their heads.
+        fn add_chains(&self, queue: usize, n: usize) -> Vec<u16> {
+            let guest = self.mem.memory();
+            let (desc, avail, _) = self.rings[queue];
+            let first = self.next_desc[queue].fetch_add(n, Ordering::SeqCst);
+            let mut idx: u16 = guest.read_obj(GuestAddress(avail + 2)).unwrap();
+            for head in first..first + n {
+                let d = RawDescriptor::from(SplitDescriptor::new(
+                    BUFFERS + (head as u64) * 0x100,
+                    0x100,
+                    virtio_bindings::virtio_ring::VRING_DESC_F_WRITE as u16,
+                    0,
+                ));
+                let slot = (head % usize::from(QUEUE_SIZE)) as u64;
+                guest.write_obj(d, GuestAddress(desc + 16 * slot)).unwrap();
+                let ring_slot = u64::from(idx % QUEUE_SIZE);
+                guest
+                    .write_obj(slot as u16, GuestAddress(avail + 4 + 2 * ring_slot))
+                    .unwrap();
+                idx = idx.wrapping_add(1);
+            }
+            guest.write_obj(idx, GuestAddress(avail + 2)).unwrap();
+            (first..first + n)
+                .map(|h| (h % usize::from(QUEUE_SIZE)) as u16)
+                .collect()
+        }
+
+        fn kick(&self, queue: usize) {
+            self.client
+                .send(Request::Kick {
+                    queue,
+                    vrings: self.vrings.clone(),
+                })
+                .unwrap();
+        }
+
+        /// The used ring of `queue`: (idx, [(id, len)]).
+        fn used(&self, queue: usize) -> (u16, Vec<(u32, u32)>) {
+            let guest = self.mem.memory();
+            let (_, _, used) = self.rings[queue];
+            let idx: u16 = guest.read_obj(GuestAddress(used + 2)).unwrap();
+            let entries = (0..idx)
+                .map(|i| {
+                    let at = used + 4 + 8 * u64::from(i % QUEUE_SIZE);
+                    let id: u32 = guest.read_obj(GuestAddress(at)).unwrap();
+                    let len: u32 = guest.read_obj(GuestAddress(at + 4)).unwrap();
+                    (id, len)
+                })
+                .collect();
+            (idx, entries)
+        }
+
+        fn expect_seen(&self, what: Seen) {
+            assert_eq!(self.seen.recv_timeout(WAIT).unwrap(), what);
+        }
+
+        /// Waits until the GPU thread finished its current batch.
+        fn settle(&self) {
+            self.client.quiesce(CURSOR_QUEUE);
+        }
+
+        /// Whether the driver of `queue` was notified since the last call.
+        fn notified(&self, queue: usize) -> bool {
+            self.calls[queue].read().is_ok()
+        }
+    }
+
+    /// Waits (at most WAIT) until the driver of `queue` is notified, and consumes it.
+    fn wait_notified(rig: &Rig, queue: usize) {
+        let mut pfd = libc::pollfd {
+            fd: rig.calls[queue].as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `pfd` is one valid pollfd for the duration of the call.
+        let n = unsafe { libc::poll(&mut pfd, 1, WAIT.as_millis() as libc::c_int) };
+        assert_eq!(n, 1, "queue {queue}: the driver was not notified");
+        assert!(rig.notified(queue));
+    }
+
+    #[test]
+    fn chains_are_processed_and_published() {
+        let rig = Rig::new();
+        let heads = rig.add_chains(CONTROL_QUEUE, 3);
+        rig.kick(CONTROL_QUEUE);
+        for h in &heads {
+            rig.expect_seen(Seen::Chain(QueueKind::Control, *h));
+        }
+        wait_notified(&rig, CONTROL_QUEUE);
+        rig.settle();
+        let (idx, entries) = rig.used(CONTROL_QUEUE);
+        assert_eq!(idx, 3);
+        assert_eq!(
+            entries,
+            heads
+                .iter()
+                .map(|&h| (u32::from(h), ANSWER_LEN))
+                .collect::<Vec<_>>()
+        );
+        // The cursor queue is separate.
+        let c = rig.add_chains(CURSOR_QUEUE, 1);
+        rig.kick(CURSOR_QUEUE);
+        rig.expect_seen(Seen::Chain(QueueKind::Cursor, c[0]));
+        wait_notified(&rig, CURSOR_QUEUE);
+        assert_eq!(rig.used(CURSOR_QUEUE).0, 1);
+        assert_eq!(rig.used(CONTROL_QUEUE).0, 3);
+    }
+
+    #[test]
+    fn fenced_answers_wait_for_the_poll_fd() {
+        let rig = Rig::new();
+        rig.hold.store(true, Ordering::SeqCst);
+        let heads = rig.add_chains(CONTROL_QUEUE, 2);
+        rig.kick(CONTROL_QUEUE);
+        for h in &heads {
+            rig.expect_seen(Seen::Chain(QueueKind::Control, *h));
+        }
+        rig.settle();
+        assert_eq!(rig.used(CONTROL_QUEUE).0, 0, "answered before the fence");
+        assert!(!rig.notified(CONTROL_QUEUE));
+        // The renderer's poll fd fires: the thread wakes on it alone and publishes.
+        rig.fence.write(1).unwrap();
+        wait_notified(&rig, CONTROL_QUEUE);
+        rig.settle();
+        assert_eq!(rig.used(CONTROL_QUEUE).0, 2);
+    }
+
+    #[test]
+    fn a_stopped_queue_is_not_touched_and_its_answers_wait() {
+        let rig = Rig::new();
+        // Answers held by a fence when the queue stops are published once it runs again.
+        rig.hold.store(true, Ordering::SeqCst);
+        let first = rig.add_chains(CONTROL_QUEUE, 1);
+        rig.kick(CONTROL_QUEUE);
+        rig.expect_seen(Seen::Chain(QueueKind::Control, first[0]));
+        rig.settle();
+        rig.vrings[CONTROL_QUEUE].set_queue_ready(false);
+        rig.client.quiesce(CONTROL_QUEUE);
+        rig.hold.store(false, Ordering::SeqCst);
+        rig.fence.write(1).unwrap();
+        // New chains on the stopped queue are not processed.
+        rig.add_chains(CONTROL_QUEUE, 1);
+        rig.kick(CONTROL_QUEUE);
+        let c = rig.add_chains(CURSOR_QUEUE, 1);
+        rig.kick(CURSOR_QUEUE);
+        rig.expect_seen(Seen::Chain(QueueKind::Cursor, c[0]));
+        rig.settle();
+        assert_eq!(rig.used(CONTROL_QUEUE).0, 0);
+        assert!(!rig.notified(CONTROL_QUEUE));
+        // Restart where it stopped (a VM resume): no reset, the held answer goes out first.
+        rig.vrings[CONTROL_QUEUE].set_queue_ready(true);
+        rig.kick(CONTROL_QUEUE);
+        rig.expect_seen(Seen::Chain(QueueKind::Control, 1));
+        wait_notified(&rig, CONTROL_QUEUE);
+        rig.settle();
+        let (idx, entries) = rig.used(CONTROL_QUEUE);
+        assert_eq!(idx, 2);
+        assert_eq!(entries, vec![(0, ANSWER_LEN), (1, ANSWER_LEN)]);
+        assert!(rig.seen.try_recv().is_err(), "unexpected reset");
+    }
+
+    #[test]
+    fn a_restart_from_index_zero_is_a_guest_reset() {
+        let rig = Rig::new();
+        rig.hold.store(true, Ordering::SeqCst);
+        let h = rig.add_chains(CONTROL_QUEUE, 1);
+        rig.kick(CONTROL_QUEUE);
+        rig.expect_seen(Seen::Chain(QueueKind::Control, h[0]));
+        rig.settle();
+        rig.vrings[CONTROL_QUEUE].set_queue_ready(false);
+        rig.client.quiesce(CONTROL_QUEUE);
+        // The driver sets the ring up again: avail index 0.
+        rig.vrings[CONTROL_QUEUE].set_queue_next_avail(0);
+        rig.vrings[CONTROL_QUEUE].set_queue_ready(true);
+        rig.hold.store(false, Ordering::SeqCst);
+        rig.kick(CONTROL_QUEUE);
+        rig.expect_seen(Seen::Reset);
+        // The chain is seen again (the mock ring still holds it), the held answer was dropped.
+        rig.expect_seen(Seen::Chain(QueueKind::Control, h[0]));
+        rig.fence.write(1).unwrap();
+        wait_notified(&rig, CONTROL_QUEUE);
+        rig.settle();
+        assert_eq!(rig.used(CONTROL_QUEUE).0, 1);
+    }
+
+    #[test]
+    fn event_idx_suppresses_unwanted_notifications() {
+        let rig = Rig::new();
+        for v in &rig.vrings {
+            v.set_queue_event_idx(true);
+        }
+        // used_event (after the avail ring) = 5: the driver wants a call only past entry 5.
+        {
+            let guest = rig.mem.memory();
+            let (_, avail, _) = rig.rings[CONTROL_QUEUE];
+            let used_event = avail + 4 + 2 * u64::from(QUEUE_SIZE);
+            guest.write_obj(5u16, GuestAddress(used_event)).unwrap();
+        }
+        rig.add_chains(CONTROL_QUEUE, 1);
+        rig.kick(CONTROL_QUEUE);
+        rig.expect_seen(Seen::Chain(QueueKind::Control, 0));
+        rig.settle();
+        assert_eq!(rig.used(CONTROL_QUEUE).0, 1);
+        assert!(!rig.notified(CONTROL_QUEUE), "notified against used_event");
+        // Crossing used_event notifies.
+        rig.add_chains(CONTROL_QUEUE, 5);
+        rig.kick(CONTROL_QUEUE);
+        for _ in 0..5 {
+            assert!(matches!(rig.seen.recv_timeout(WAIT), Ok(Seen::Chain(..))));
+        }
+        rig.settle();
+        wait_notified(&rig, CONTROL_QUEUE);
+        rig.settle();
+        assert_eq!(rig.used(CONTROL_QUEUE).0, 6);
+    }
+
+    #[test]
+    fn disconnect_and_reset_device_reset_the_device() {
+        let rig = Rig::new();
+        rig.client.send(Request::ResetDevice).unwrap();
+        rig.expect_seen(Seen::Reset);
+        rig.client.disconnect().unwrap();
+        rig.expect_seen(Seen::Reset);
+        // After a disconnect the old vrings are forgotten: a kick without the new
+        // connection's memory table is ignored.
+        rig.add_chains(CONTROL_QUEUE, 1);
+        rig.kick(CONTROL_QUEUE);
+        let (tx, _rx) = mpsc::sync_channel(1);
+        rig.client.send(Request::Disconnect(tx)).unwrap();
+        rig.expect_seen(Seen::Reset);
+        assert!(rig.seen.try_recv().is_err());
+        assert_eq!(rig.used(CONTROL_QUEUE).0, 0);
+        drop(rig.handle);
+    }
+
+    #[test]
+    fn a_failing_factory_is_reported() {
+        let r = GpuThreadHandle::spawn(|| Err::<MockDevice, _>("no GPU".to_string()), 1, false);
+        match r {
+            Err(BackendError::DeviceInit(m)) => assert_eq!(m, "no GPU"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
