@@ -19,6 +19,8 @@
 //!   objects a context's commands prepared); `BLOB_MEM_GUEST` blobs are guest pages the library
 //!   never needs, kept (and scanned out) by an inner [`SoftwareRenderer`].
 //!   `BLOB_MEM_HOST3D_GUEST` is not supported by gfxstream.
+//! - **2D formats gfxstream lacks** (A8R8G8B8, X8R8G8B8, A8B8G8R8, X8B8G8R8) are held by the
+//!   same inner software renderer: they display, but no gfxstream context can use them.
 //! - **Fences**: the library signals completions on its own threads; they are collected through
 //!   the crate's eventfd ([`Renderer::poll_fd`]).
 //!
@@ -126,9 +128,10 @@ pub struct GfxstreamRenderer {
     capsets: Vec<CapsetInfo>,
     contexts: HashMap<u32, Context>,
     resources: HashMap<u32, LibraryResource>,
-    /// `BLOB_MEM_GUEST` blobs, held by `guest_blobs`.
-    guest_blob_ids: HashSet<u32>,
-    guest_blobs: SoftwareRenderer,
+    /// Resources the library is not needed for, held by `soft`: `BLOB_MEM_GUEST` blobs, and 2D
+    /// resources in the virtio formats gfxstream has no colour buffer for.
+    soft_ids: HashSet<u32>,
+    soft: SoftwareRenderer,
 }
 
 impl GfxstreamRenderer {
@@ -151,8 +154,8 @@ impl GfxstreamRenderer {
             capsets,
             contexts: HashMap::new(),
             resources: HashMap::new(),
-            guest_blob_ids: HashSet::new(),
-            guest_blobs: SoftwareRenderer::new(),
+            soft_ids: HashSet::new(),
+            soft: SoftwareRenderer::new(),
         })
     }
 
@@ -169,7 +172,7 @@ impl GfxstreamRenderer {
     }
 
     fn insert(&mut self, id: u32, res: LibraryResource) -> Result<()> {
-        if self.resources.contains_key(&id) || self.guest_blob_ids.contains(&id) {
+        if self.resources.contains_key(&id) || self.soft_ids.contains(&id) {
             return Err(RendererError::InvalidResourceId(id));
         }
         self.resources.insert(id, res);
@@ -247,16 +250,19 @@ impl Renderer for GfxstreamRenderer {
                 | VIRTIO_GPU_FORMAT_R8G8B8A8_UNORM
                 | VIRTIO_GPU_FORMAT_R8G8B8X8_UNORM
         );
-        let pixel_format = PixelFormat::from_virtio(format)
-            .filter(|_| known)
-            .ok_or_else(|| {
-                RendererError::InvalidParameter(format!(
-                    "format {format} not supported by gfxstream"
-                ))
-            })?;
-        if self.resources.contains_key(&id) || self.guest_blob_ids.contains(&id) {
+        if self.resources.contains_key(&id) || self.soft_ids.contains(&id) {
             return Err(RendererError::InvalidResourceId(id));
         }
+        let pixel_format = match PixelFormat::from_virtio(format) {
+            Some(f) if known => f,
+            _ => {
+                // A 2D-only format (A8R8G8B8, X8R8G8B8, A8B8G8R8, X8B8G8R8), or none: the
+                // software renderer holds (or refuses) it; no gfxstream context can use it.
+                self.soft.resource_create_2d(id, format, width, height)?;
+                self.soft_ids.insert(id);
+                return Ok(());
+            }
+        };
         let args = ResourceCreateArgs {
             target: target::PIPE_TEXTURE_2D,
             format,
@@ -281,7 +287,7 @@ impl Renderer for GfxstreamRenderer {
     }
 
     fn resource_create_3d(&mut self, id: u32, a: &ResourceCreate3d) -> Result<()> {
-        if self.resources.contains_key(&id) || self.guest_blob_ids.contains(&id) {
+        if self.resources.contains_key(&id) || self.soft_ids.contains(&id) {
             return Err(RendererError::InvalidResourceId(id));
         }
         let args = ResourceCreateArgs {
@@ -320,8 +326,8 @@ impl Renderer for GfxstreamRenderer {
     }
 
     fn resource_unref(&mut self, id: u32) -> Result<()> {
-        if self.guest_blob_ids.remove(&id) {
-            return self.guest_blobs.resource_unref(id);
+        if self.soft_ids.remove(&id) {
+            return self.soft.resource_unref(id);
         }
         // Dropping the handle unrefs it in the library, then drops the backing.
         self.resources
@@ -331,8 +337,8 @@ impl Renderer for GfxstreamRenderer {
     }
 
     fn attach_backing(&mut self, id: u32, backing: GuestBacking) -> Result<()> {
-        if self.guest_blob_ids.contains(&id) {
-            return self.guest_blobs.attach_backing(id, backing);
+        if self.soft_ids.contains(&id) {
+            return self.soft.attach_backing(id, backing);
         }
         let entry = self
             .resources
@@ -350,8 +356,8 @@ impl Renderer for GfxstreamRenderer {
     }
 
     fn detach_backing(&mut self, id: u32) -> Result<()> {
-        if self.guest_blob_ids.contains(&id) {
-            return self.guest_blobs.detach_backing(id);
+        if self.soft_ids.contains(&id) {
+            return self.soft.detach_backing(id);
         }
         let entry = self
             .resources
@@ -363,6 +369,9 @@ impl Renderer for GfxstreamRenderer {
     }
 
     fn transfer_to_host_2d(&mut self, id: u32, rect: Rect, offset: u64) -> Result<()> {
+        if self.soft_ids.contains(&id) {
+            return self.soft.transfer_to_host_2d(id, rect, offset);
+        }
         let entry = self.resource(id)?;
         if entry.format.is_none() {
             return Err(RendererError::InvalidParameter(format!(
@@ -385,14 +394,17 @@ impl Renderer for GfxstreamRenderer {
         let stride = u64::from(entry.width) * bpp;
         let linear = u64::from(rect.y) * stride + u64::from(rect.x) * bpp;
         let bx = transfer_box(rect);
-        if offset == linear {
-            // The library reads the rectangle's linear span straight from the backing.
+        // The library copies the box's whole linear span from the backing: the rectangle's
+        // rows and, between them, the pixels left and right of it. That is the rectangle
+        // exactly only for one row or full-width rows at their linear offset.
+        let span_is_rect = rect.height == 1 || (rect.x == 0 && rect.width == entry.width);
+        if offset == linear && span_is_rect {
             return entry.res.transfer_write(&bx, 0, None).map_err(map_err);
         }
-        // The guest's rows start elsewhere: gather them into an image laid out linearly. The
-        // library copies the whole span of the box (rows in between included), so start from
-        // the current contents to leave the pixels outside the rectangle as they are.
-        debug!("resource {id}: 2D transfer at offset {offset}, not {linear}: staging copy");
+        // Otherwise gather the guest's rows (at `offset + i * stride`) into a linear image that
+        // starts from the current contents, so that the pixels outside the rectangle stay as
+        // they are.
+        debug!("resource {id}: 2D transfer of {rect:?} at offset {offset}: staging copy");
         let row_len = u64::from(rect.width) * bpp;
         let last = stride
             .checked_mul(u64::from(rect.height - 1))
@@ -486,7 +498,7 @@ impl Renderer for GfxstreamRenderer {
     }
 
     fn context_attach_resource(&mut self, ctx_id: u32, id: u32) -> Result<()> {
-        if self.guest_blob_ids.contains(&id) {
+        if self.soft_ids.contains(&id) {
             // The library has no such resource: nothing to attach.
             return Ok(());
         }
@@ -496,7 +508,7 @@ impl Renderer for GfxstreamRenderer {
     }
 
     fn context_detach_resource(&mut self, ctx_id: u32, id: u32) -> Result<()> {
-        if self.guest_blob_ids.contains(&id) {
+        if self.soft_ids.contains(&id) {
             return Ok(());
         }
         let ctx = self.context(ctx_id)?;
@@ -549,13 +561,13 @@ impl Renderer for GfxstreamRenderer {
         args: &CreateBlob,
         backing: Option<GuestBacking>,
     ) -> Result<()> {
-        if self.resources.contains_key(&id) || self.guest_blob_ids.contains(&id) {
+        if self.resources.contains_key(&id) || self.soft_ids.contains(&id) {
             return Err(RendererError::InvalidResourceId(id));
         }
         match args.blob_mem {
             VIRTIO_GPU_BLOB_MEM_GUEST => {
-                self.guest_blobs.create_blob(id, ctx_id, args, backing)?;
-                self.guest_blob_ids.insert(id);
+                self.soft.create_blob(id, ctx_id, args, backing)?;
+                self.soft_ids.insert(id);
                 Ok(())
             }
             VIRTIO_GPU_BLOB_MEM_HOST3D => {
@@ -615,8 +627,8 @@ impl Renderer for GfxstreamRenderer {
     }
 
     fn resource_info(&self, id: u32) -> Result<ResourceInfo> {
-        if self.guest_blob_ids.contains(&id) {
-            return self.guest_blobs.resource_info(id);
+        if self.soft_ids.contains(&id) {
+            return self.soft.resource_info(id);
         }
         let entry = self.resource(id)?;
         Ok(ResourceInfo {
@@ -627,6 +639,9 @@ impl Renderer for GfxstreamRenderer {
     }
 
     fn read_pixels(&mut self, id: u32, rect: Rect, out: &mut [u8]) -> Result<()> {
+        if self.soft_ids.contains(&id) {
+            return self.soft.read_pixels(id, rect, out);
+        }
         let entry = self
             .resources
             .get_mut(&id)
@@ -682,8 +697,8 @@ impl Renderer for GfxstreamRenderer {
         rect: Rect,
         out: &mut [u8],
     ) -> Result<()> {
-        if self.guest_blob_ids.contains(&id) {
-            return self.guest_blobs.read_blob_pixels(id, layout, rect, out);
+        if self.soft_ids.contains(&id) {
+            return self.soft.read_blob_pixels(id, layout, rect, out);
         }
         let _ = self.resource(id)?;
         Err(RendererError::Unsupported(
@@ -702,8 +717,8 @@ impl Renderer for GfxstreamRenderer {
         // Resources first (they may be attached to contexts), then contexts.
         self.resources.clear();
         self.contexts.clear();
-        self.guest_blob_ids.clear();
-        self.guest_blobs.reset();
+        self.soft_ids.clear();
+        self.soft.reset();
     }
 }
 
@@ -812,9 +827,12 @@ mod tests {
             .read_pixels(1, Rect::new(15, 0, 2, 1), &mut [0; 8])
             .is_err());
         assert!(r.transfer_to_host_2d(1, Rect::new(0, 0, w, h), 64).is_err());
-        assert!(r
-            .resource_create_2d(2, crate::protocol::VIRTIO_GPU_FORMAT_A8R8G8B8_UNORM, 4, 4)
-            .is_err());
+        // A format gfxstream lacks is held by the software renderer, and still displays.
+        r.resource_create_2d(2, crate::protocol::VIRTIO_GPU_FORMAT_A8R8G8B8_UNORM, 4, 4)
+            .expect("2D-only format");
+        assert_eq!(r.resource_info(2).unwrap().width, 4);
+        assert!(r.resource_create_2d(3, 0x7777, 4, 4).is_err());
+        r.resource_unref(2).expect("unref 2D-only resource");
         assert!(r
             .resource_create_2d(1, VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM, 4, 4)
             .is_err());
@@ -871,7 +889,7 @@ mod tests {
     }
 
     #[test]
-    fn host_and_guest_blobs() {
+    fn host_and_soft() {
         let mut r = renderer();
         r.context_create(1, 8, "blobs").expect("context");
         let host = CreateBlob {
