@@ -82,7 +82,7 @@ fn parse_args(args: &[String]) -> Result<Option<Cli>, String> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let (key, inline) = match a.split_once('=') {
-            Some((k, v)) if k.starts_with("--") && k != "--backend" => (k, Some(v.to_owned())),
+            Some((k, v)) if k.starts_with("--") => (k, Some(v.to_owned())),
             _ => (a.as_str(), None),
         };
         let mut val = || -> Result<String, String> {
