@@ -120,8 +120,9 @@ impl Gfxstream {
     /// the library would block forever). Init then runs on its own thread; if it does not return
     /// within `init_timeout` (the library blocks forever when it finds no usable EGL display),
     /// [`Error::InitTimedOut`] is returned and that thread stays blocked: the process should
-    /// exit. Init sets environment variables (`setenv`): call it before starting threads that
-    /// read the environment.
+    /// exit. A failed init also uses up the process's one init (the library's state after a
+    /// failure is not known to be clean). Init sets environment variables (`setenv`): call it
+    /// before starting threads that read the environment.
     pub fn init(options: &InitOptions) -> Result<Gfxstream> {
         options.flags.validate()?;
         let egl = options.flags.contains(RendererFlags::USE_EGL)
