@@ -671,7 +671,8 @@ impl Drop for Resource {
 }
 
 /// A blob mapped into this process. Unmapped when dropped; it borrows its resource, which
-/// therefore outlives it.
+/// therefore outlives it. The memory is shared with the library (and, through an address-space
+/// graphics ring, with its render threads): a read is a snapshot of bytes others may be writing.
 #[derive(Debug)]
 pub struct Mapping<'a> {
     resource: &'a Resource,
