@@ -29,6 +29,18 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
+/// Half the range of the kept samples relative to their median (None with fewer than two).
+pub fn spread(values: &[f64], median: f64) -> Option<f64> {
+    let v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.len() < 2 || median == 0.0 {
+        return None;
+    }
+    let (lo, hi) = v
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(l, h), &x| (l.min(x), h.max(x)));
+    Some((hi - lo) / 2.0 / median.abs())
+}
+
 /// The cell text of one metric.
 fn cell_text(
     cell: &Cell,
@@ -48,6 +60,11 @@ fn cell_text(
         return "failed: no value".into();
     };
     let mut t = fmt_num(v);
+    if primary_floor.is_some() {
+        if let Some(sp) = spread(&cell.values(m.key), v) {
+            let _ = write!(t, " ±{:.0}%", sp * 100.0);
+        }
+    }
     if !is_base {
         if let Some(b) = base.median(m.key).filter(|b| *b != 0.0) {
             let _ = write!(t, " (x{:.2})", v / b);
@@ -96,7 +113,9 @@ pub fn table(r: &RunResult) -> String {
         out,
         "Medians of {} repetitions ({} warm-up round(s) discarded), {:.2} s timed per sample, \
          backends interleaved, one fresh daemon per sample. (xR) = value / {base}'s value; \
-         [% of floor] = share of the physical floor measured in this run. Arrows: which way is better.\n",
+         [% of floor] = share of the physical floor measured in this run; ±N% = half the range \
+         of the kept samples around the median (first metric of each workload). Arrows: which \
+         way is better.\n",
         s.reps,
         s.warmup,
         s.duration.as_secs_f64()
@@ -318,4 +337,115 @@ fn workload_json(
     }
     o.set("results", res);
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::floors::Floors;
+    use crate::bench::{Backend, Cell, RunResult, Settings};
+    use std::time::Duration;
+
+    fn result() -> RunResult {
+        let floors = Floors {
+            memcpy_bps_1080p: 20e9,
+            memcpy_bps_2160p: 10e9,
+            eventfd_rtt_s: 10e-6,
+        };
+        let ok = |fps: &[f64]| Cell {
+            samples: fps
+                .iter()
+                .map(|&f| {
+                    vec![
+                        ("frames_per_s", f),
+                        ("cpu_ms_per_frame", 2.0),
+                        ("peak_rss_mib", 30.0),
+                    ]
+                })
+                .collect(),
+            ..Cell::default()
+        };
+        let na = Cell {
+            not_applicable: Some("no VIRGL feature".into()),
+            ..Cell::default()
+        };
+        let failed = Cell {
+            failures: vec![
+                "daemon exited with exit status: 1 before creating its socket [last output: boom]"
+                    .into(),
+            ],
+            ..Cell::default()
+        };
+        RunResult {
+            settings: Settings {
+                backends: vec![
+                    Backend::parse("a=/bin/a {sock}").unwrap(),
+                    Backend::parse("b=/bin/b").unwrap(),
+                ],
+                workloads: vec![Workload::Scanout1080p, Workload::Submit3d],
+                warmup: 0,
+                reps: 3,
+                duration: Duration::from_secs(1),
+            },
+            floors_before: floors.clone(),
+            floors_after: floors,
+            cells: vec![
+                vec![ok(&[100.0, 110.0, 90.0]), ok(&[200.0, 200.0, 200.0])],
+                vec![na, failed],
+            ],
+            wall: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn table_and_json() {
+        let r = result();
+        let t = table(&r);
+        assert!(
+            t.contains("| 100.0 ±10% [") && t.contains("200.0 ±0% (x2.00)"),
+            "{t}"
+        );
+        assert!(t.contains("n/a: no VIRGL feature"), "{t}");
+        assert!(
+            t.contains("[note 1]") && t.contains("[last output: boom]"),
+            "{t}"
+        );
+        let j = Json::parse(&to_json(&r, "gpu-bench x").to_pretty()).unwrap();
+        let w = &j.get("workloads").unwrap().as_arr().unwrap()[0];
+        let b = w.get("results").unwrap().get("b").unwrap();
+        let fps = b.get("metrics").unwrap().get("frames_per_s").unwrap();
+        assert_eq!(fps.get("median").and_then(Json::as_f64), Some(200.0));
+        assert_eq!(
+            fps.get("ratio_vs_baseline").and_then(Json::as_f64),
+            Some(2.0)
+        );
+        let w3 = &j.get("workloads").unwrap().as_arr().unwrap()[1];
+        let a3 = w3.get("results").unwrap().get("a").unwrap();
+        assert_eq!(a3.get("status").and_then(Json::as_str), Some("n/a"));
+        let b3 = w3.get("results").unwrap().get("b").unwrap();
+        assert_eq!(b3.get("status").and_then(Json::as_str), Some("failed"));
+        assert!(b3
+            .get("reason")
+            .and_then(Json::as_str)
+            .unwrap()
+            .contains("boom"));
+    }
+
+    #[test]
+    fn spread_and_floor_fraction() {
+        assert_eq!(spread(&[1.0], 1.0), None);
+        assert_eq!(spread(&[90.0, 110.0], 100.0), Some(0.1));
+        let hi = Metric {
+            key: "x",
+            label: "x",
+            higher_is_better: true,
+        };
+        let lo = Metric {
+            key: "y",
+            label: "y",
+            higher_is_better: false,
+        };
+        assert_eq!(floor_fraction(&hi, 50.0, 100.0), 0.5);
+        assert_eq!(floor_fraction(&lo, 20.0, 10.0), 0.5);
+    }
 }
