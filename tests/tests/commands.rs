@@ -267,24 +267,99 @@ fn resource_lifecycle_2d_each_answered_ok_nodata(rd: Renderer) {
     assert_nodata(&r, "create again", &p);
 }
 
-fn every_2d_format_is_accepted(rd: Renderer) {
+fn every_2d_format_is_accepted_and_displayed_as_xrgb(rd: Renderer) {
+    // Each 2D format: create, fill, transfer, scan out, flush; the display (x8r8g8b8) must show
+    // the guest's colours. Byte order in memory per format (gallium/virgl names are in memory
+    // order): B8G8R8* = B,G,R,x; A8R8G8B8/X8R8G8B8 = x,R,G,B; R8G8B8* = R,G,B,x;
+    // A8B8G8R8/X8B8G8R8 = x,B,G,R. All failing formats are listed at once.
+    use vhost_user_gpu_tests::display::DisplayEvent;
     let (p, mut fe) = start_on(rd, FrontendOptions::default());
+    let d = fe.display().unwrap();
     let formats = [
-        format::B8G8R8A8_UNORM,
-        format::B8G8R8X8_UNORM,
-        format::A8R8G8B8_UNORM,
-        format::X8R8G8B8_UNORM,
-        format::R8G8B8A8_UNORM,
-        format::X8B8G8R8_UNORM,
-        format::A8B8G8R8_UNORM,
-        format::R8G8B8X8_UNORM,
+        ("B8G8R8A8", format::B8G8R8A8_UNORM, [2, 1, 0]),
+        ("B8G8R8X8", format::B8G8R8X8_UNORM, [2, 1, 0]),
+        ("A8R8G8B8", format::A8R8G8B8_UNORM, [1, 2, 3]),
+        ("X8R8G8B8", format::X8R8G8B8_UNORM, [1, 2, 3]),
+        ("R8G8B8A8", format::R8G8B8A8_UNORM, [0, 1, 2]),
+        ("X8B8G8R8", format::X8B8G8R8_UNORM, [3, 2, 1]),
+        ("A8B8G8R8", format::A8B8G8R8_UNORM, [3, 2, 1]),
+        ("R8G8B8X8", format::R8G8B8X8_UNORM, [0, 1, 2]),
     ];
-    for (i, f) in formats.into_iter().enumerate() {
+    let (w, h) = (8u32, 4u32);
+    let mut failures = Vec::new();
+    for (i, (name, f, rgb_bytes)) in formats.into_iter().enumerate() {
+        let id = 10 + i as u32;
         let r = fe
-            .request(&Command::resource_create_2d(10 + i as u32, f, 16, 16))
+            .request(&Command::resource_create_2d(id, f, w, h))
             .unwrap();
-        assert_nodata(&r, &format!("create format {f}"), &p);
+        if r.ty() != resp::OK_NODATA {
+            failures.push(format!(
+                "{name} ({f}): RESOURCE_CREATE_2D answered {}",
+                r.describe()
+            ));
+            continue;
+        }
+        let size = w * h * 4;
+        let backing = fe.memory().alloc(u64::from(size), 4096).unwrap();
+        let bytes: Vec<u8> = (0..size)
+            .map(|b| (b * 29 + i as u32 * 7) as u8 | 1)
+            .collect();
+        fe.memory().write(backing, &bytes).unwrap();
+        let setup = [
+            Command::attach_backing(
+                id,
+                &[MemEntry {
+                    addr: backing,
+                    length: size,
+                }],
+            ),
+            Command::transfer_to_host_2d(id, Rect::new(0, 0, w, h), 0),
+            Command::set_scanout(0, id, Rect::new(0, 0, w, h)),
+        ];
+        for c in setup {
+            let r = fe.request(&c).unwrap();
+            assert_nodata(
+                &r,
+                &format!(
+                    "{name}: {}",
+                    vhost_user_gpu_tests::protocol::type_name(c.hdr.ty)
+                ),
+                &p,
+            );
+        }
+        let mark = d.mark();
+        fe.ok(&Command::resource_flush(id, Rect::new(0, 0, w, h)))
+            .check(&p, "flush");
+        d.wait_event(mark, EVENT_TIMEOUT, "UPDATE", |e| {
+            matches!(e, DisplayEvent::Update { .. })
+        })
+        .check(&p, "update");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let fb = d.framebuffer(0).expect("framebuffer");
+        let mut bad = None;
+        for y in 0..h {
+            for x in 0..w {
+                let o = ((y * w + x) * 4) as usize;
+                let want = (u32::from(bytes[o + rgb_bytes[0]]) << 16)
+                    | (u32::from(bytes[o + rgb_bytes[1]]) << 8)
+                    | u32::from(bytes[o + rgb_bytes[2]]);
+                let got = fb.pixel(x, y).unwrap_or(0) & 0xff_ffff;
+                if got != want && bad.is_none() {
+                    bad = Some(format!("{name} ({f}): pixel ({x},{y}) shows {got:06x}, guest bytes {:02x?} mean {want:06x}", &bytes[o..o + 4]));
+                }
+            }
+        }
+        failures.extend(bad);
+        fe.ok(&Command::set_scanout(0, 0, Rect::default()))
+            .check(&p, "scanout off");
     }
+    assert!(
+        failures.is_empty(),
+        "{} formats failed:\n{}\n{}",
+        failures.len(),
+        failures.join("\n"),
+        p.stderr_tail()
+    );
 }
 
 fn backing_in_several_entries_and_transfer_at_offset(rd: Renderer) {
@@ -456,7 +531,7 @@ per_renderer!(
     get_display_info_reports_the_display_peer_modes,
     get_edid_returns_a_valid_edid_for_the_mode,
     resource_lifecycle_2d_each_answered_ok_nodata,
-    every_2d_format_is_accepted,
+    every_2d_format_is_accepted_and_displayed_as_xrgb,
     backing_in_several_entries_and_transfer_at_offset,
     fenced_commands_echo_fence_and_flag,
     resource_uuid_when_offered,

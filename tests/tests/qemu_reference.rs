@@ -6,8 +6,9 @@
 //! Known QEMU differences, not tested here (the main suites show them with VUGPU_BACKEND=qemu):
 //! GET_CAPSET_INFO out of range gives ERR_UNSPEC, width-0 resources are accepted, GET_EDID of a
 //! bad scanout hangs its control queue, an UPDATE_CURSOR with resource 0 sends a CURSOR_UPDATE
-//! instead of CURSOR_POS_HIDE, a zero-length descriptor stops its queue, and it exits on
-//! disconnect.
+//! instead of CURSOR_POS_HIDE, a zero-length descriptor stops its queue, UPDATE carries the
+//! resource's own byte order instead of x8r8g8b8 for formats other than B8G8R8A8/B8G8R8X8, and it
+//! exits on disconnect.
 
 use std::time::Duration;
 
