@@ -32,7 +32,7 @@ fn small() -> FrontendOptions {
 
 /// One guest session: display info, a 512x512 resource with backing shown and flushed, left
 /// alive on disconnect (the daemon must free it).
-fn session(p: &vhost_user_gpu_tests::BackendProcess, i: usize) {
+fn session(p: &vhost_user_gpu_tests::BackendProcess, i: usize, rd: Renderer) {
     let mut fe = connect(p, small());
     let r = fe
         .request(&Command::get_display_info())
@@ -52,6 +52,30 @@ fn session(p: &vhost_user_gpu_tests::BackendProcess, i: usize) {
         matches!(e, DisplayEvent::Update { .. })
     })
     .check(p, "update");
+    if rd == Renderer::Virgl {
+        // A 3D context with a render target, cleared and left alive: the daemon must destroy it.
+        use vhost_user_gpu_tests::protocol::Resource3d;
+        use vhost_user_gpu_tests::virgl;
+        fe.ok(&Command::ctx_create(1, 0, "session"))
+            .check(p, "CTX_CREATE");
+        let rt = Resource3d {
+            target: virgl::TEXTURE_2D,
+            format: format::B8G8R8X8_UNORM,
+            bind: virgl::BIND_RENDER_TARGET | virgl::BIND_SAMPLER_VIEW,
+            width: 256,
+            height: 256,
+            depth: 1,
+            array_size: 1,
+            ..Resource3d::default()
+        };
+        fe.ok(&Command::resource_create_3d(2, &rt))
+            .check(p, "RESOURCE_CREATE_3D");
+        fe.ok(&Command::ctx_attach_resource(1, 2))
+            .check(p, "CTX_ATTACH_RESOURCE");
+        let stream = virgl::clear_stream(2, format::B8G8R8X8_UNORM, [0.5, 0.5, 0.5, 1.0]);
+        fe.ok(&Command::submit_3d(1, &stream).fenced(i as u64 + 1))
+            .check(p, "SUBMIT_3D");
+    }
     if i % 2 == 0 {
         // Half the sessions stop the rings first, as a VMM does on shutdown.
         fe.stop().check(p, "GET_VRING_BASE");
@@ -59,12 +83,11 @@ fn session(p: &vhost_user_gpu_tests::BackendProcess, i: usize) {
     drop(fe);
 }
 
-#[test]
-fn reconnect_many_times_without_growth() {
-    let mut p = spawn(&backend_command());
+fn reconnect_many_times_without_growth(rd: Renderer) {
+    let mut p = spawn(&backend_command_for(rd));
     let mut base = None;
     for i in 0..CYCLES {
-        session(&p, i);
+        session(&p, i, rd);
         assert!(
             p.is_running(),
             "daemon exited after disconnect {i}\n{}",
@@ -94,9 +117,8 @@ fn reconnect_many_times_without_growth() {
     );
 }
 
-#[test]
-fn new_set_socket_replaces_the_display() {
-    let (p, mut fe) = start();
+fn new_set_socket_replaces_the_display(rd: Renderer) {
+    let (p, mut fe) = start_on(rd, FrontendOptions::default());
     let first = fe.display().unwrap();
     let res = create_2d(&mut fe, &p, 1, 32, 32);
     paint(&fe, &p, &res, pattern);
@@ -172,9 +194,8 @@ fn new_set_socket_replaces_the_display() {
     assert_eq!(r.ty(), resp::OK_NODATA);
 }
 
-#[test]
-fn stop_and_restart_rings_on_one_connection() {
-    let (p, mut fe) = start();
+fn stop_and_restart_rings_on_one_connection(rd: Renderer) {
+    let (p, mut fe) = start_on(rd, FrontendOptions::default());
     fe.ok(&Command::resource_create_2d(
         1,
         format::B8G8R8X8_UNORM,
@@ -204,9 +225,8 @@ fn stop_and_restart_rings_on_one_connection() {
     );
 }
 
-#[test]
-fn disconnect_with_commands_in_flight_and_a_large_backing() {
-    let p = spawn(&backend_command());
+fn disconnect_with_commands_in_flight_and_a_large_backing(rd: Renderer) {
+    let p = spawn(&backend_command_for(rd));
     for round in 0..3 {
         let mut fe = connect(&p, small());
         let size = 4 << 20;
@@ -247,3 +267,10 @@ fn disconnect_with_commands_in_flight_and_a_large_backing() {
         assert_eq!(r.ty(), resp::OK_DISPLAY_INFO);
     }
 }
+
+per_renderer!(
+    reconnect_many_times_without_growth,
+    new_set_socket_replaces_the_display,
+    stop_and_restart_rings_on_one_connection,
+    disconnect_with_commands_in_flight_and_a_large_backing,
+);

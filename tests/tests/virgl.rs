@@ -229,6 +229,32 @@ fn submit_3d_clear_then_scanout_shows_the_colour() {
 }
 
 #[test]
+fn fenced_submit_3d_completes_every_time() {
+    // A fenced SUBMIT_3D must be answered once the renderer signals the fence, without the guest
+    // sending anything else (a daemon that only looks at fences on the next queue event hangs).
+    let Some((p, mut fe)) = start3d() else { return };
+    setup(&mut fe, &p, 2);
+    let stream = clear_stream(2, format::B8G8R8X8_UNORM, RGBA);
+    for i in 1..=20u64 {
+        let r = fe
+            .request(&Command::submit_3d(1, &stream).fenced(i))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "fenced SUBMIT_3D #{i} (fence {i}): {e}\n{}",
+                    p.stderr_tail()
+                )
+            });
+        assert_resp(&r, resp::OK_NODATA, "fenced SUBMIT_3D", &p);
+        assert_eq!((r.hdr.flags & FLAG_FENCE, r.hdr.fence_id), (FLAG_FENCE, i));
+    }
+    // An empty fenced submit too.
+    let r = fe
+        .request(&Command::submit_3d(1, &[]).fenced(1000))
+        .check(&p, "empty fenced SUBMIT_3D");
+    assert_eq!((r.ty(), r.hdr.fence_id), (resp::OK_NODATA, 1000));
+}
+
+#[test]
 fn fences_on_rings_are_answered_after_completion_and_per_ring() {
     let Some((p, mut fe)) = start3d() else { return };
     assert_ne!(
