@@ -229,6 +229,59 @@ fn submit_3d_clear_then_scanout_shows_the_colour() {
 }
 
 #[test]
+fn transfer_to_host_3d_round_trips_through_the_texture() {
+    let Some((p, mut fe)) = start3d() else { return };
+    let backing = setup(&mut fe, &p, 2);
+    let size = (W * H * 4) as usize;
+    let image: Vec<u8> = (0..size).map(|i| (i * 7 + 3) as u8).collect();
+    fe.memory().write(backing, &image).unwrap();
+    let r = fe
+        .request(&Command::transfer_to_host_3d(1, 2, &whole()))
+        .unwrap();
+    assert_resp(&r, resp::OK_NODATA, "TRANSFER_TO_HOST_3D", &p);
+    fe.memory().write(backing, &vec![0; size]).unwrap();
+    let r = fe
+        .request(&Command::transfer_from_host_3d(1, 2, &whole()).fenced(3))
+        .unwrap();
+    assert_resp(&r, resp::OK_NODATA, "TRANSFER_FROM_HOST_3D", &p);
+    let back = fe.memory().read(backing, size).unwrap();
+    // B8G8R8X8: the X byte need not survive.
+    for (i, (a, b)) in image.chunks_exact(4).zip(back.chunks_exact(4)).enumerate() {
+        assert_eq!(a[..3], b[..3], "pixel {i} after the round trip");
+    }
+    // A sub-box at an offset, with the backing's row stride: only that box comes back.
+    fe.memory().write(backing, &vec![0; size]).unwrap();
+    let sub = Transfer3d {
+        bx: Box3d {
+            x: 8,
+            y: 4,
+            z: 0,
+            w: 16,
+            h: 8,
+            d: 1,
+        },
+        offset: u64::from(4 * W * 4 + 8 * 4),
+        stride: W * 4,
+        ..Transfer3d::default()
+    };
+    fe.ok(&Command::transfer_from_host_3d(1, 2, &sub))
+        .check(&p, "sub-box read-back");
+    let back = fe.memory().read(backing, size).unwrap();
+    for y in 0..H {
+        for x in 0..W {
+            let o = ((y * W + x) * 4) as usize;
+            let inside = (8..24).contains(&x) && (4..12).contains(&y);
+            let want = if inside {
+                &image[o..o + 3]
+            } else {
+                &[0u8, 0, 0][..]
+            };
+            assert_eq!(&back[o..o + 3], want, "({x},{y}) inside={inside}");
+        }
+    }
+}
+
+#[test]
 fn fenced_submit_3d_completes_every_time() {
     // A fenced SUBMIT_3D must be answered once the renderer signals the fence, without the guest
     // sending anything else (a daemon that only looks at fences on the next queue event hangs).
