@@ -136,6 +136,24 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
+/// Granularity of `--hostmem`: the frontend maps blobs into the region with page granularity.
+pub const HOSTMEM_ALIGNMENT: u64 = 4096;
+
+/// Parses `--hostmem`: like [`parse_size`], but `0` (no region) is allowed, and the size must
+/// be a multiple of [`HOSTMEM_ALIGNMENT`].
+pub fn parse_hostmem(s: &str) -> Result<u64, String> {
+    if s.trim() == "0" {
+        return Ok(0);
+    }
+    let bytes = parse_size(s)?;
+    if bytes % HOSTMEM_ALIGNMENT != 0 {
+        return Err(format!(
+            "'{s}' is not a multiple of {HOSTMEM_ALIGNMENT} bytes"
+        ));
+    }
+    Ok(bytes)
+}
+
 fn parse_fd(s: &str) -> Result<RawFd, String> {
     let fd: RawFd = s
         .parse()
@@ -206,6 +224,14 @@ pub struct Cli {
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "256M")]
     pub max_hostmem: u64,
 
+    /// Size of the host-visible shared memory region (virtio-gpu shmid 1) that guests map host
+    /// blobs into (RESOURCE_MAP_BLOB), like QEMU's `hostmem=`; suffixes K, M and G. 0 (the
+    /// default): no region. With a size, the protocol features BACKEND_REQ, BACKEND_SEND_FD and
+    /// SHMEM are offered and GET_SHMEM_CONFIG reports the region; the frontend must support
+    /// vhost-user SHMEM (stock QEMU up to at least 10.0 does not).
+    #[arg(long, value_name = "SIZE", value_parser = parse_hostmem, default_value = "0")]
+    pub hostmem: u64,
+
     /// Number of scanouts (displays) the device has, 1 to 16. It should match the frontend's
     /// setting (QEMU: `max_outputs`, default 1): QEMU never answers display queries about a
     /// scanout it does not have.
@@ -245,6 +271,8 @@ pub struct ServeOptions {
     pub headless: bool,
     /// `--max-hostmem` in bytes.
     pub max_hostmem: u64,
+    /// `--hostmem` in bytes (0: no host-visible region).
+    pub hostmem: u64,
     /// `--num-scanouts`.
     pub num_scanouts: u32,
 }
@@ -275,6 +303,7 @@ impl Cli {
             render_node: self.render_node.clone(),
             headless: self.headless,
             max_hostmem: self.max_hostmem,
+            hostmem: self.hostmem,
             num_scanouts: self.num_scanouts,
         }))
     }
@@ -410,6 +439,18 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn hostmem() {
+        assert_eq!(parse_hostmem("0"), Ok(0));
+        assert_eq!(parse_hostmem("64M"), Ok(64 << 20));
+        assert!(parse_hostmem("4097").is_err());
+        assert!(parse_hostmem("x").is_err());
+        let o = serve(&["--socket-path", "/tmp/s"]);
+        assert_eq!(o.hostmem, 0);
+        let o = serve(&["--socket-path", "/tmp/s", "--hostmem", "1G"]);
+        assert_eq!(o.hostmem, 1 << 30);
     }
 
     #[test]

@@ -23,11 +23,19 @@
 //!   ERR_OUT_OF_MEMORY. Guest blobs use guest memory and cost nothing here.
 //! * **Backing errors.** A backing entry outside guest memory is ERR_INVALID_PARAMETER (QEMU says
 //!   ERR_UNSPEC; the guest did pass a bad parameter).
-//! * **Blob mapping.** RESOURCE_MAP_BLOB needs a host-visible shared memory region (vhost-user
-//!   SHMEM); this device exposes none, so the Linux driver never maps blobs, and MAP/UNMAP_BLOB
-//!   are answered ERR_UNSPEC.
+//! * **Blob mapping.** RESOURCE_MAP_BLOB needs the host-visible shared memory region
+//!   (`VIRTIO_GPU_SHM_ID_HOST_VISIBLE`, [`GpuConfig::host_visible_size`] bytes) and a
+//!   [`SharedMemoryMapper`] (the backend installs one when the frontend gave a backend-request
+//!   channel). The blob must be a host blob (HOST3D or HOST3D_GUEST) created with
+//!   BLOB_FLAG_USE_MAPPABLE and not mapped yet; the offset must be page aligned, and the mapping
+//!   (the blob's size rounded up to a page) must lie inside the region without overlapping a
+//!   live one (else ERR_INVALID_PARAMETER). The renderer exports the blob as an fd, the mapper
+//!   asks the frontend to map it (SHMEM_MAP) and the guest gets the renderer's map_info
+//!   (OK_MAP_INFO). No region, no mapper, an export the renderer cannot do, or a frontend that
+//!   refuses the mapping: ERR_UNSPEC. UNMAP_BLOB, unref of a mapped blob and a guest reset send
+//!   SHMEM_UNMAP; a disconnect forgets the mappings (the frontend's region went with it).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
 use std::ops::Deref;
@@ -40,11 +48,11 @@ use vm_memory::GuestMemoryMmap;
 use crate::display::{Display, DisplayMode, DmabufScanout, CURSOR_SIZE};
 use crate::protocol::{
     self, CtrlHeader, CursorCommand, DisplayInfoEntry, ErrorCode, GpuCommand, Rect, Response,
-    CTRL_HDR_SIZE, EDID_BLOB_SIZE, MAX_CAPSET_SIZE, VIRTIO_GPU_BLOB_MEM_GUEST,
-    VIRTIO_GPU_BLOB_MEM_HOST3D, VIRTIO_GPU_BLOB_MEM_HOST3D_GUEST,
+    CTRL_HDR_SIZE, EDID_BLOB_SIZE, MAX_CAPSET_SIZE, VIRTIO_GPU_BLOB_FLAG_USE_MAPPABLE,
+    VIRTIO_GPU_BLOB_MEM_GUEST, VIRTIO_GPU_BLOB_MEM_HOST3D, VIRTIO_GPU_BLOB_MEM_HOST3D_GUEST,
     VIRTIO_GPU_CONTEXT_INIT_CAPSET_ID_MASK, VIRTIO_GPU_F_CONTEXT_INIT, VIRTIO_GPU_F_EDID,
     VIRTIO_GPU_F_RESOURCE_BLOB, VIRTIO_GPU_F_RESOURCE_UUID, VIRTIO_GPU_F_VIRGL,
-    VIRTIO_GPU_MAX_SCANOUTS,
+    VIRTIO_GPU_MAP_CACHE_MASK, VIRTIO_GPU_MAX_SCANOUTS,
 };
 use crate::renderer::software::{PixelFormat, BYTES_PER_PIXEL};
 use crate::renderer::{
@@ -60,6 +68,38 @@ pub const MAX_SCANOUT_DIMENSION: u32 = 16384;
 /// Rejected guest requests logged at `warn` level per device; later ones go to `debug`. A
 /// hostile guest can send errors at queue speed, which must not fill the host's disk.
 pub const GUEST_ERROR_WARN_LIMIT: u64 = 1000;
+
+/// Most blobs mapped into the host-visible region at once; one more is ERR_OUT_OF_MEMORY. Each
+/// is a mapping in the frontend's process (QEMU's region is a memory region per mapping), so the
+/// guest must not create them without bound.
+pub const MAX_BLOB_MAPPINGS: usize = 16384;
+
+/// Alignment of RESOURCE_MAP_BLOB offsets and of mapping lengths, in bytes, when the host's page
+/// size cannot be read. The device uses the host page size (`sysconf(_SC_PAGESIZE)`): the
+/// frontend maps the blob with `mmap(MAP_FIXED)`, which needs page-aligned addresses.
+pub const DEFAULT_MAP_ALIGNMENT: u64 = 4096;
+
+/// The host-visible shared memory region as the device reaches it: the backend implements it
+/// over vhost-user's backend-request channel (SHMEM_MAP / SHMEM_UNMAP to the frontend, which
+/// maps the fd into the region it exposes to the guest). `gpu.rs` never talks vhost-user itself;
+/// tests use recording doubles.
+///
+/// Offsets and lengths are checked by the device (inside the region, page aligned, no overlap)
+/// before a call.
+pub trait SharedMemoryMapper {
+    /// Maps `len` bytes of `fd` from `fd_offset` at `shm_offset` of the host-visible region.
+    /// Returns once the frontend has mapped it (or refused).
+    fn map(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        fd_offset: u64,
+        shm_offset: u64,
+        len: u64,
+        writable: bool,
+    ) -> std::io::Result<()>;
+    /// Removes the mapping at `shm_offset` of `len` bytes.
+    fn unmap(&mut self, shm_offset: u64, len: u64) -> std::io::Result<()>;
+}
 
 /// Device configuration (bounds and defaults).
 #[derive(Clone, Debug)]
@@ -78,6 +118,9 @@ pub struct GpuConfig {
     pub default_width: u32,
     /// Height of scanout 0 when the display cannot tell.
     pub default_height: u32,
+    /// Size of the host-visible shared memory region in bytes (`--hostmem`); 0: none, and
+    /// RESOURCE_MAP_BLOB is refused.
+    pub host_visible_size: u64,
 }
 
 impl Default for GpuConfig {
@@ -90,6 +133,7 @@ impl Default for GpuConfig {
             edid: true,
             default_width: 1024,
             default_height: 768,
+            host_visible_size: 0,
         }
     }
 }
@@ -205,7 +249,20 @@ struct ResourceState {
     hostmem: u64,
     /// Size of a blob resource, `None` for 2D/3D resources.
     blob_size: Option<u64>,
+    /// `VIRTIO_GPU_BLOB_MEM_*` and `VIRTIO_GPU_BLOB_FLAG_*` of a blob (0 otherwise).
+    blob_mem: u32,
+    blob_flags: u32,
+    /// Offset in the host-visible region while the blob is mapped (RESOURCE_MAP_BLOB).
+    mapped_at: Option<u64>,
     uuid: Option<[u8; 16]>,
+}
+
+/// One live mapping in the host-visible region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct BlobMap {
+    resource_id: u32,
+    /// Length in bytes (page aligned).
+    len: u64,
 }
 
 /// What one scanout shows.
@@ -263,6 +320,12 @@ pub struct VirtioGpu {
     uuid_counter: u64,
     /// Rejected guest requests so far (for log rate limiting).
     guest_errors: u64,
+    /// The host-visible region's mapper, while the frontend gave one.
+    shm: Option<Box<dyn SharedMemoryMapper>>,
+    /// Live mappings in the host-visible region: offset -> mapping.
+    blob_maps: BTreeMap<u64, BlobMap>,
+    /// Alignment of map offsets and lengths (the host page size).
+    map_alignment: u64,
 }
 
 impl VirtioGpu {
@@ -303,6 +366,9 @@ impl VirtioGpu {
             uuid_keys: Default::default(),
             uuid_counter: 0,
             guest_errors: 0,
+            shm: None,
+            blob_maps: BTreeMap::new(),
+            map_alignment: host_page_size(),
             config,
         }
     }
@@ -406,6 +472,7 @@ impl VirtioGpu {
     /// Guest reset / frontend disconnect: drop every resource, context, scanout and pending
     /// fence.
     pub fn reset(&mut self) {
+        self.unmap_all();
         for (id, _) in self.resources.drain() {
             if let Err(e) = self.renderer.resource_unref(id) {
                 debug!("reset: unref {id}: {e}");
@@ -422,6 +489,52 @@ impl VirtioGpu {
         self.hostmem_used = 0;
         self.pending.clear();
         self.ready.clear();
+    }
+
+    /// Installs (or, with `None`, removes) the host-visible region's mapper: the backend calls
+    /// it when the frontend hands over a backend-request channel and when the connection ends.
+    /// Mappings made through an earlier mapper are forgotten (its frontend and region are gone);
+    /// the blobs stay and may be mapped again.
+    pub fn set_shared_memory(&mut self, mapper: Option<Box<dyn SharedMemoryMapper>>) {
+        if !self.blob_maps.is_empty() {
+            debug!(
+                "forgetting {} blob mapping(s) of the previous region",
+                self.blob_maps.len()
+            );
+        }
+        self.blob_maps.clear();
+        for r in self.resources.values_mut() {
+            r.mapped_at = None;
+        }
+        self.shm = mapper;
+    }
+
+    /// Size of the host-visible shared memory region (0: none).
+    pub fn host_visible_size(&self) -> u64 {
+        self.config.host_visible_size
+    }
+
+    /// Whether RESOURCE_MAP_BLOB can work now: a region and a mapper.
+    pub fn host_visible_region(&self) -> bool {
+        self.config.host_visible_size > 0 && self.shm.is_some()
+    }
+
+    /// Asks the frontend to unmap every live mapping (guest reset) and forgets them.
+    fn unmap_all(&mut self) {
+        let maps = std::mem::take(&mut self.blob_maps);
+        for (offset, m) in maps {
+            if let Some(r) = self.resources.get_mut(&m.resource_id) {
+                r.mapped_at = None;
+            }
+            if let Some(shm) = self.shm.as_mut() {
+                if let Err(e) = shm.unmap(offset, m.len) {
+                    warn!(
+                        "reset: SHMEM_UNMAP of blob {} at {offset:#x}: {e}",
+                        m.resource_id
+                    );
+                }
+            }
+        }
     }
 
     /// Logs a rejected guest request: at `warn` for the first [`GUEST_ERROR_WARN_LIMIT`], then
@@ -762,6 +875,9 @@ impl VirtioGpu {
                         height: args.height,
                         hostmem,
                         blob_size: None,
+                        blob_mem: 0,
+                        blob_flags: 0,
+                        mapped_at: None,
                         uuid: None,
                     },
                 );
@@ -795,14 +911,11 @@ impl VirtioGpu {
                 self.renderer.submit(header.ctx_id, &commands)?;
                 Ok(Response::OkNoData)
             }
-            GpuCommand::ResourceMapBlob { resource_id, .. }
-            | GpuCommand::ResourceUnmapBlob { resource_id } => {
-                self.require_blob("RESOURCE_MAP_BLOB")?;
-                self.resource(resource_id)?;
-                Err(GpuError::NotOffered(
-                    "blob mapping (no host-visible shared memory region)",
-                ))
-            }
+            GpuCommand::ResourceMapBlob {
+                resource_id,
+                offset,
+            } => self.map_blob(resource_id, offset),
+            GpuCommand::ResourceUnmapBlob { resource_id } => self.unmap_blob(resource_id),
             GpuCommand::UpdateCursor(c) => self.update_cursor(&c, display),
             GpuCommand::MoveCursor(c) => {
                 self.check_scanout(c.scanout_id)?;
@@ -924,6 +1037,9 @@ impl VirtioGpu {
                 height,
                 hostmem,
                 blob_size: None,
+                blob_mem: 0,
+                blob_flags: 0,
+                mapped_at: None,
                 uuid: None,
             },
         );
@@ -939,7 +1055,12 @@ impl VirtioGpu {
     }
 
     fn resource_unref(&mut self, id: u32, display: &mut dyn Display) -> GpuResult<Response> {
-        self.resource(id)?;
+        if self.resource(id)?.mapped_at.is_some() {
+            debug!("unref of mapped blob {id}: unmapping it first");
+            if let Err(e) = self.unmap_blob(id) {
+                warn!("unref of blob {id}: unmap: {e}");
+            }
+        }
         let showing: Vec<usize> = self
             .scanouts
             .iter()
@@ -1178,9 +1299,125 @@ impl VirtioGpu {
                 height: 0,
                 hostmem,
                 blob_size: Some(args.size),
+                blob_mem: args.blob_mem,
+                blob_flags: args.blob_flags,
+                mapped_at: None,
                 uuid: None,
             },
         );
+        Ok(Response::OkNoData)
+    }
+
+    fn map_blob(&mut self, resource_id: u32, offset: u64) -> GpuResult<Response> {
+        self.require_blob("RESOURCE_MAP_BLOB")?;
+        let res = self.resource(resource_id)?;
+        let size = res.blob_size.ok_or_else(|| {
+            GpuError::InvalidParameter(format!("resource {resource_id} is not a blob"))
+        })?;
+        if res.blob_mem == VIRTIO_GPU_BLOB_MEM_GUEST {
+            return Err(GpuError::InvalidParameter(format!(
+                "blob {resource_id} is a guest blob (guest memory is mapped by the guest)"
+            )));
+        }
+        if res.blob_flags & VIRTIO_GPU_BLOB_FLAG_USE_MAPPABLE == 0 {
+            return Err(GpuError::InvalidParameter(format!(
+                "blob {resource_id} was not created MAPPABLE"
+            )));
+        }
+        if let Some(at) = res.mapped_at {
+            return Err(GpuError::InvalidParameter(format!(
+                "blob {resource_id} is already mapped at {at:#x}"
+            )));
+        }
+        if !self.host_visible_region() {
+            return Err(GpuError::NotOffered(
+                "blob mapping (no host-visible shared memory region)",
+            ));
+        }
+        let region = self.config.host_visible_size;
+        let align = self.map_alignment;
+        if offset % align != 0 {
+            return Err(GpuError::InvalidParameter(format!(
+                "map offset {offset:#x} is not aligned to {align:#x}"
+            )));
+        }
+        let len = size
+            .checked_next_multiple_of(align)
+            .filter(|&l| l <= region)
+            .ok_or_else(|| {
+                GpuError::InvalidParameter(format!(
+                    "blob {resource_id} of {size} bytes does not fit the {region}-byte region"
+                ))
+            })?;
+        let end = offset
+            .checked_add(len)
+            .filter(|&e| e <= region)
+            .ok_or_else(|| {
+                GpuError::InvalidParameter(format!(
+                    "mapping {offset:#x}+{len:#x} outside the {region:#x}-byte region"
+                ))
+            })?;
+        // The live mapping starting last before `end` is the only one that can overlap.
+        if let Some((&at, m)) = self.blob_maps.range(..end).next_back() {
+            if at + m.len > offset {
+                return Err(GpuError::InvalidParameter(format!(
+                    "mapping {offset:#x}+{len:#x} overlaps blob {} at {at:#x}+{:#x}",
+                    m.resource_id, m.len
+                )));
+            }
+        }
+        if self.blob_maps.len() >= MAX_BLOB_MAPPINGS {
+            return Err(GpuError::Renderer(RendererError::OutOfMemory(format!(
+                "{MAX_BLOB_MAPPINGS} blobs mapped"
+            ))));
+        }
+        let map_info = self.renderer.map_info(resource_id)? & VIRTIO_GPU_MAP_CACHE_MASK;
+        let exported = self.renderer.export_blob(resource_id)?;
+        debug!(
+            "blob {resource_id}: exported as {:?}, mapping {len:#x} bytes at {offset:#x}",
+            exported.kind
+        );
+        let shm = self
+            .shm
+            .as_mut()
+            .ok_or(GpuError::NotOffered("blob mapping (no mapper)"))?;
+        shm.map(exported.fd.as_fd(), 0, offset, len, true)
+            .map_err(|e| {
+                GpuError::Renderer(RendererError::Library(format!(
+                    "the frontend did not map blob {resource_id}: {e}"
+                )))
+            })?;
+        self.blob_maps.insert(offset, BlobMap { resource_id, len });
+        if let Some(r) = self.resources.get_mut(&resource_id) {
+            r.mapped_at = Some(offset);
+        }
+        Ok(Response::OkMapInfo(map_info))
+    }
+
+    fn unmap_blob(&mut self, resource_id: u32) -> GpuResult<Response> {
+        self.require_blob("RESOURCE_UNMAP_BLOB")?;
+        let res = self.resource(resource_id)?;
+        if res.blob_size.is_none() {
+            return Err(GpuError::InvalidParameter(format!(
+                "resource {resource_id} is not a blob"
+            )));
+        }
+        let offset = res.mapped_at.ok_or_else(|| {
+            GpuError::InvalidParameter(format!("blob {resource_id} is not mapped"))
+        })?;
+        if let Some(r) = self.resources.get_mut(&resource_id) {
+            r.mapped_at = None;
+        }
+        let Some(m) = self.blob_maps.remove(&offset) else {
+            return Ok(Response::OkNoData);
+        };
+        if let Some(shm) = self.shm.as_mut() {
+            shm.unmap(offset, m.len).map_err(|e| {
+                GpuError::Renderer(RendererError::Library(format!(
+                    "the frontend did not unmap blob {resource_id}: {e}"
+                )))
+            })?;
+        }
         Ok(Response::OkNoData)
     }
 
@@ -1253,6 +1490,16 @@ impl VirtioGpu {
         display.cursor_update(c.scanout_id, c.x, c.y, c.hot_x, c.hot_y, &image);
         Ok(Response::OkNoData)
     }
+}
+
+/// The host's page size, [`DEFAULT_MAP_ALIGNMENT`] if it cannot be read.
+fn host_page_size() -> u64 {
+    // SAFETY: sysconf only reads a system value.
+    let v = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(v)
+        .ok()
+        .filter(|v| v.is_power_of_two())
+        .unwrap_or(DEFAULT_MAP_ALIGNMENT)
 }
 
 /// A scanout rectangle must be non-empty, inside the image and at most
@@ -1406,7 +1653,7 @@ mod tests {
     use crate::protocol::tests::{hdr, le32s, test_mem, WRITE};
     use crate::protocol::*;
     use crate::renderer::software::SoftwareRenderer;
-    use crate::renderer::{CapsetInfo, ResourceInfo};
+    use crate::renderer::{BlobHandleKind, CapsetInfo, ExportedBlob, ResourceInfo};
     use drm_fourcc::DrmFourcc;
 
     // ---- test doubles ---------------------------------------------------------------------
@@ -2746,12 +2993,12 @@ mod tests {
             h.cmd(&sb(Rect::new(1, 0, w, ht), stride)),
             VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER
         );
-        // Blob mapping needs a host-visible region this device does not expose.
+        // A guest blob is guest memory: the guest maps it itself, RESOURCE_MAP_BLOB refuses it.
         let mut mb = le32s(&[7, 0]);
         mb.extend_from_slice(&0u64.to_le_bytes());
         assert_eq!(
             h.cmd(&req(VIRTIO_GPU_CMD_RESOURCE_MAP_BLOB, &mb)),
-            VIRTIO_GPU_RESP_ERR_UNSPEC
+            VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER
         );
         // A blob bigger than its backing, an unknown blob_mem, host blobs without 3D.
         let mut big = le32s(&[8, VIRTIO_GPU_BLOB_MEM_GUEST, 0, 1]);
@@ -3083,5 +3330,425 @@ mod tests {
             .process_chain(QueueKind::Control, chain, &mut h.display);
         assert_eq!(used.unwrap().len, 0);
         let _ = QueueT::size(&queue_obj);
+    }
+
+    // ---- host blobs and the host-visible region ---------------------------------------------
+
+    /// What the recording mapper was asked.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    enum ShmCall {
+        Map {
+            offset: u64,
+            len: u64,
+            writable: bool,
+        },
+        Unmap {
+            offset: u64,
+            len: u64,
+        },
+    }
+
+    #[derive(Default)]
+    struct ShmLog {
+        calls: Vec<ShmCall>,
+        refuse: bool,
+    }
+
+    struct RecordingMapper(Rc<RefCell<ShmLog>>);
+
+    impl SharedMemoryMapper for RecordingMapper {
+        fn map(
+            &mut self,
+            _fd: BorrowedFd<'_>,
+            fd_offset: u64,
+            shm_offset: u64,
+            len: u64,
+            writable: bool,
+        ) -> std::io::Result<()> {
+            assert_eq!(fd_offset, 0);
+            let mut log = self.0.borrow_mut();
+            if log.refuse {
+                return Err(std::io::Error::other("refused by the test"));
+            }
+            log.calls.push(ShmCall::Map {
+                offset: shm_offset,
+                len,
+                writable,
+            });
+            Ok(())
+        }
+        fn unmap(&mut self, shm_offset: u64, len: u64) -> std::io::Result<()> {
+            self.0.borrow_mut().calls.push(ShmCall::Unmap {
+                offset: shm_offset,
+                len,
+            });
+            Ok(())
+        }
+    }
+
+    /// Map info the double reports: CACHED plus a bit outside the cache mask.
+    const DOUBLE_MAP_INFO: u32 = VIRTIO_GPU_MAP_CACHE_CACHED | 0x100;
+    /// A host blob the double cannot export.
+    const NO_EXPORT: u32 = 66;
+
+    /// Host blobs that export as an fd (a memfd), except [`NO_EXPORT`].
+    struct HostBlobRenderer {
+        inner: SoftwareRenderer,
+        blobs: HashSet<u32>,
+    }
+
+    impl Renderer for HostBlobRenderer {
+        fn name(&self) -> &'static str {
+            "host-blob test double"
+        }
+        fn capabilities(&self) -> RendererCapabilities {
+            RendererCapabilities {
+                three_d: true,
+                context_init: true,
+                blob_guest: true,
+                blob_host: true,
+            }
+        }
+        fn resource_create_2d(
+            &mut self,
+            id: u32,
+            f: u32,
+            w: u32,
+            h: u32,
+        ) -> crate::renderer::Result<()> {
+            self.inner.resource_create_2d(id, f, w, h)
+        }
+        fn resource_unref(&mut self, id: u32) -> crate::renderer::Result<()> {
+            if self.blobs.remove(&id) {
+                return Ok(());
+            }
+            self.inner.resource_unref(id)
+        }
+        fn attach_backing(&mut self, id: u32, b: GuestBacking) -> crate::renderer::Result<()> {
+            self.inner.attach_backing(id, b)
+        }
+        fn detach_backing(&mut self, id: u32) -> crate::renderer::Result<()> {
+            self.inner.detach_backing(id)
+        }
+        fn transfer_to_host_2d(&mut self, id: u32, r: Rect, o: u64) -> crate::renderer::Result<()> {
+            self.inner.transfer_to_host_2d(id, r, o)
+        }
+        fn context_create(&mut self, _: u32, _: u32, _: &str) -> crate::renderer::Result<()> {
+            Ok(())
+        }
+        fn context_destroy(&mut self, _: u32) -> crate::renderer::Result<()> {
+            Ok(())
+        }
+        fn create_fence(&mut self, _: FenceId) -> crate::renderer::Result<()> {
+            Ok(())
+        }
+        fn poll(&mut self) -> Vec<FenceId> {
+            Vec::new()
+        }
+        fn create_blob(
+            &mut self,
+            id: u32,
+            _ctx: u32,
+            _args: &CreateBlob,
+            _backing: Option<GuestBacking>,
+        ) -> crate::renderer::Result<()> {
+            self.blobs.insert(id);
+            Ok(())
+        }
+        fn export_blob(&mut self, id: u32) -> crate::renderer::Result<ExportedBlob> {
+            if id == NO_EXPORT || !self.blobs.contains(&id) {
+                return Err(RendererError::Library("no fd for this blob".into()));
+            }
+            let file = std::fs::File::open("/dev/null")
+                .map_err(|e| RendererError::Library(e.to_string()))?;
+            Ok(ExportedBlob {
+                fd: file.into(),
+                kind: BlobHandleKind::Shm,
+            })
+        }
+        fn map_info(&mut self, _id: u32) -> crate::renderer::Result<u32> {
+            Ok(DOUBLE_MAP_INFO)
+        }
+        fn resource_info(&self, id: u32) -> crate::renderer::Result<ResourceInfo> {
+            self.inner.resource_info(id)
+        }
+        fn read_pixels(&mut self, id: u32, r: Rect, o: &mut [u8]) -> crate::renderer::Result<()> {
+            self.inner.read_pixels(id, r, o)
+        }
+    }
+
+    const REGION: u64 = 1 << 20;
+
+    fn host_blob_harness(region: u64) -> (Harness, Rc<RefCell<ShmLog>>) {
+        let r = HostBlobRenderer {
+            inner: SoftwareRenderer::new(),
+            blobs: HashSet::new(),
+        };
+        let config = GpuConfig {
+            host_visible_size: region,
+            ..GpuConfig::default()
+        };
+        let mut h = Harness::new(Box::new(r), config);
+        // The tests assume 4 KiB pages.
+        h.gpu.map_alignment = 4096;
+        let mut name = [0u8; 64];
+        name[..4].copy_from_slice(b"test");
+        let mut body = le32s(&[4, 0]);
+        body.extend_from_slice(&name);
+        let mut ctx = hdr(VIRTIO_GPU_CMD_CTX_CREATE, 0, 0, 1, 0);
+        ctx.extend_from_slice(&body);
+        assert_eq!(h.cmd(&ctx), VIRTIO_GPU_RESP_OK_NODATA);
+        (h, Rc::new(RefCell::new(ShmLog::default())))
+    }
+
+    fn install(h: &mut Harness, log: &Rc<RefCell<ShmLog>>) {
+        h.gpu
+            .set_shared_memory(Some(Box::new(RecordingMapper(log.clone()))));
+    }
+
+    fn create_blob_cmd(
+        id: u32,
+        mem: u32,
+        flags: u32,
+        size: u64,
+        entries: &[(u64, u32)],
+    ) -> Vec<u8> {
+        let mut v = hdr(VIRTIO_GPU_CMD_RESOURCE_CREATE_BLOB, 0, 0, 1, 0);
+        v.extend_from_slice(&le32s(&[id, mem, flags, entries.len() as u32]));
+        v.extend_from_slice(&u64::from(id).to_le_bytes());
+        v.extend_from_slice(&size.to_le_bytes());
+        for (a, l) in entries {
+            v.extend_from_slice(&a.to_le_bytes());
+            v.extend_from_slice(&le32s(&[*l, 0]));
+        }
+        v
+    }
+
+    fn map_cmd(id: u32, offset: u64) -> Vec<u8> {
+        let mut b = le32s(&[id, 0]);
+        b.extend_from_slice(&offset.to_le_bytes());
+        req(VIRTIO_GPU_CMD_RESOURCE_MAP_BLOB, &b)
+    }
+
+    fn unmap_cmd(id: u32) -> Vec<u8> {
+        req(VIRTIO_GPU_CMD_RESOURCE_UNMAP_BLOB, &le32s(&[id, 0]))
+    }
+
+    const MAPPABLE: u32 = VIRTIO_GPU_BLOB_FLAG_USE_MAPPABLE;
+
+    #[test]
+    fn map_blob_checks_the_region_and_maps_through_the_mapper() {
+        let (mut h, log) = host_blob_harness(REGION);
+        let ok = VIRTIO_GPU_RESP_OK_NODATA;
+        let inval = VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER;
+        assert_eq!(
+            h.cmd(&create_blob_cmd(
+                10,
+                VIRTIO_GPU_BLOB_MEM_HOST3D,
+                MAPPABLE,
+                5000,
+                &[]
+            )),
+            ok
+        );
+        // No mapper yet (no backend-request channel): ERR_UNSPEC, nothing asked.
+        assert_eq!(h.cmd(&map_cmd(10, 0x1000)), VIRTIO_GPU_RESP_ERR_UNSPEC);
+        install(&mut h, &log);
+        assert!(h.gpu.host_visible_region());
+        // Blobs that cannot be mapped.
+        assert_eq!(
+            h.cmd(&create_blob_cmd(
+                11,
+                VIRTIO_GPU_BLOB_MEM_GUEST,
+                MAPPABLE,
+                4096,
+                &[(DATA_BASE, 4096)]
+            )),
+            ok
+        );
+        assert_eq!(
+            h.cmd(&create_blob_cmd(
+                12,
+                VIRTIO_GPU_BLOB_MEM_HOST3D,
+                0,
+                4096,
+                &[]
+            )),
+            ok
+        );
+        assert_eq!(h.create_2d(14, VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM, 4, 4), ok);
+        assert_eq!(h.cmd(&map_cmd(11, 0)), inval, "guest blob");
+        assert_eq!(h.cmd(&map_cmd(12, 0)), inval, "not MAPPABLE");
+        assert_eq!(h.cmd(&map_cmd(14, 0)), inval, "not a blob");
+        assert_eq!(
+            h.cmd(&map_cmd(999, 0)),
+            VIRTIO_GPU_RESP_ERR_INVALID_RESOURCE_ID
+        );
+        // Bad offsets: unaligned, past the end, overflowing.
+        assert_eq!(h.cmd(&map_cmd(10, 0x800)), inval);
+        assert_eq!(
+            h.cmd(&map_cmd(10, REGION - 0x1000)),
+            inval,
+            "8 KiB at the last page"
+        );
+        assert_eq!(h.cmd(&map_cmd(10, REGION)), inval);
+        assert_eq!(h.cmd(&map_cmd(10, !0xfff)), inval);
+        assert!(log.borrow().calls.is_empty());
+        // A good one: the size rounded up to pages, map info masked to the cache type.
+        let r = h.send(&map_cmd(10, 0x1000));
+        assert_eq!(h.resp_type(&r), VIRTIO_GPU_RESP_OK_MAP_INFO);
+        let body = h.resp(&r, 32);
+        assert_eq!(
+            u32::from_le_bytes(body[24..28].try_into().unwrap()),
+            VIRTIO_GPU_MAP_CACHE_CACHED
+        );
+        assert_eq!(
+            log.borrow().calls,
+            vec![ShmCall::Map {
+                offset: 0x1000,
+                len: 0x2000,
+                writable: true
+            }]
+        );
+        assert_eq!(h.cmd(&map_cmd(10, 0x8000)), inval, "already mapped");
+        // Overlaps with 0x1000..0x3000 are refused; neighbours are fine.
+        assert_eq!(
+            h.cmd(&create_blob_cmd(
+                13,
+                VIRTIO_GPU_BLOB_MEM_HOST3D,
+                MAPPABLE,
+                4096,
+                &[]
+            )),
+            ok
+        );
+        assert_eq!(h.cmd(&map_cmd(13, 0x2000)), inval, "inside");
+        assert_eq!(
+            h.cmd(&create_blob_cmd(
+                15,
+                VIRTIO_GPU_BLOB_MEM_HOST3D_GUEST,
+                MAPPABLE,
+                0x4000,
+                &[(DATA_BASE, 0x4000)]
+            )),
+            ok
+        );
+        assert_eq!(h.cmd(&map_cmd(15, 0)), inval, "covers it");
+        let r = h.send(&map_cmd(13, 0));
+        assert_eq!(h.resp_type(&r), VIRTIO_GPU_RESP_OK_MAP_INFO);
+        let r = h.send(&map_cmd(15, 0x3000));
+        assert_eq!(h.resp_type(&r), VIRTIO_GPU_RESP_OK_MAP_INFO);
+        // Unmap, and unmap again.
+        log.borrow_mut().calls.clear();
+        assert_eq!(h.cmd(&unmap_cmd(10)), ok);
+        assert_eq!(h.cmd(&unmap_cmd(10)), inval);
+        assert_eq!(h.cmd(&unmap_cmd(12)), inval);
+        assert_eq!(
+            log.borrow().calls,
+            vec![ShmCall::Unmap {
+                offset: 0x1000,
+                len: 0x2000
+            }]
+        );
+        // The freed range can be used again.
+        let r = h.send(&map_cmd(10, 0x1000));
+        assert_eq!(h.resp_type(&r), VIRTIO_GPU_RESP_OK_MAP_INFO);
+        // Unref of a mapped blob unmaps it first.
+        log.borrow_mut().calls.clear();
+        assert_eq!(
+            h.cmd(&req(VIRTIO_GPU_CMD_RESOURCE_UNREF, &le32s(&[13, 0]))),
+            ok
+        );
+        assert_eq!(
+            log.borrow().calls,
+            vec![ShmCall::Unmap {
+                offset: 0,
+                len: 0x1000
+            }]
+        );
+        // A guest reset unmaps what is left.
+        log.borrow_mut().calls.clear();
+        h.gpu.reset();
+        let mut calls = log.borrow().calls.clone();
+        calls.sort_by_key(|c| match c {
+            ShmCall::Map { offset, .. } | ShmCall::Unmap { offset, .. } => *offset,
+        });
+        assert_eq!(
+            calls,
+            vec![
+                ShmCall::Unmap {
+                    offset: 0x1000,
+                    len: 0x2000
+                },
+                ShmCall::Unmap {
+                    offset: 0x3000,
+                    len: 0x4000
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn failed_exports_and_refused_maps_leave_no_mapping() {
+        let (mut h, log) = host_blob_harness(REGION);
+        install(&mut h, &log);
+        let ok = VIRTIO_GPU_RESP_OK_NODATA;
+        assert_eq!(
+            h.cmd(&create_blob_cmd(
+                NO_EXPORT,
+                VIRTIO_GPU_BLOB_MEM_HOST3D,
+                MAPPABLE,
+                4096,
+                &[]
+            )),
+            ok
+        );
+        assert_eq!(
+            h.cmd(&create_blob_cmd(
+                20,
+                VIRTIO_GPU_BLOB_MEM_HOST3D,
+                MAPPABLE,
+                4096,
+                &[]
+            )),
+            ok
+        );
+        assert_eq!(h.cmd(&map_cmd(NO_EXPORT, 0)), VIRTIO_GPU_RESP_ERR_UNSPEC);
+        log.borrow_mut().refuse = true;
+        assert_eq!(h.cmd(&map_cmd(20, 0)), VIRTIO_GPU_RESP_ERR_UNSPEC);
+        log.borrow_mut().refuse = false;
+        assert!(log.borrow().calls.is_empty());
+        // Offset 0 is still free, and the refused blob is not mapped.
+        assert_eq!(h.cmd(&unmap_cmd(20)), VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER);
+        let r = h.send(&map_cmd(20, 0));
+        assert_eq!(h.resp_type(&r), VIRTIO_GPU_RESP_OK_MAP_INFO);
+        // A new connection's mapper starts empty: the mapping is forgotten, not unmapped.
+        log.borrow_mut().calls.clear();
+        h.gpu.set_shared_memory(None);
+        assert!(!h.gpu.host_visible_region());
+        assert_eq!(h.cmd(&map_cmd(20, 0)), VIRTIO_GPU_RESP_ERR_UNSPEC);
+        install(&mut h, &log);
+        let r = h.send(&map_cmd(20, 0));
+        assert_eq!(h.resp_type(&r), VIRTIO_GPU_RESP_OK_MAP_INFO);
+        assert_eq!(log.borrow().calls.len(), 1);
+    }
+
+    #[test]
+    fn no_region_no_mapping() {
+        let (mut h, log) = host_blob_harness(0);
+        install(&mut h, &log);
+        assert!(!h.gpu.host_visible_region());
+        assert_eq!(
+            h.cmd(&create_blob_cmd(
+                10,
+                VIRTIO_GPU_BLOB_MEM_HOST3D,
+                MAPPABLE,
+                4096,
+                &[]
+            )),
+            VIRTIO_GPU_RESP_OK_NODATA
+        );
+        assert_eq!(h.cmd(&map_cmd(10, 0)), VIRTIO_GPU_RESP_ERR_UNSPEC);
+        assert!(log.borrow().calls.is_empty());
     }
 }

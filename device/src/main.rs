@@ -51,13 +51,47 @@ fn create_renderer(options: &ServeOptions) -> Result<Box<dyn Renderer>, String> 
             }
             Ok(Box::new(SoftwareRenderer::new()))
         }
-        RendererKind::Virglrenderer => Err(
-            "the virglrenderer renderer adapter (renderer/virgl.rs) is not available in this \
-             build yet; use --renderer software"
-                .into(),
-        ),
+        RendererKind::Virglrenderer => create_virgl(options),
         RendererKind::Gfxstream => create_gfxstream(options),
     }
+}
+
+/// The virglrenderer renderer (`--features virglrenderer`, the default).
+#[cfg(feature = "virglrenderer")]
+fn create_virgl(options: &ServeOptions) -> Result<Box<dyn Renderer>, String> {
+    use vhost_user_gpu::renderer::virgl::VirglGpuRenderer;
+    use virglrenderer::RendererFlags;
+    let init = |flags: RendererFlags| -> Result<VirglGpuRenderer, String> {
+        match &options.render_node {
+            Some(node) => {
+                let fd = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(node)
+                    .map_err(|e| format!("--render-node {}: {e}", node.display()))?;
+                VirglGpuRenderer::with_render_node(flags, fd.into())
+            }
+            None => VirglGpuRenderer::new(flags),
+        }
+        .map_err(|e| format!("virglrenderer: {e}"))
+    };
+    // Venus (capset 4, Vulkan) when the library was built with it and a Vulkan driver is
+    // there; otherwise GL only.
+    let base = VirglGpuRenderer::default_flags();
+    let renderer = match init(base | RendererFlags::VENUS) {
+        Ok(r) => r,
+        Err(e) => {
+            log::info!("virglrenderer without Venus ({e})");
+            init(base)?
+        }
+    };
+    Ok(Box::new(renderer))
+}
+
+/// This build has no virglrenderer.
+#[cfg(not(feature = "virglrenderer"))]
+fn create_virgl(_options: &ServeOptions) -> Result<Box<dyn Renderer>, String> {
+    Err("renderer 'virglrenderer' was not compiled into this build".into())
 }
 
 /// The gfxstream renderer (`--features gfxstream`).
@@ -96,6 +130,7 @@ fn run(options: ServeOptions) -> Result<(), Box<dyn std::error::Error>> {
     let config = GpuConfig {
         num_scanouts: options.num_scanouts,
         max_hostmem: options.max_hostmem,
+        host_visible_size: options.hostmem,
         ..GpuConfig::default()
     };
     log::info!(

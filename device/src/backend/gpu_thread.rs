@@ -21,7 +21,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use vhost::vhost_user::GpuBackend;
+use vhost::vhost_user::message::VhostUserMMap;
+use vhost::vhost_user::{Backend, GpuBackend, VhostUserFrontendReqHandler};
 use vhost_user_backend::{VringRwLock, VringT};
 use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT};
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard, GuestMemoryMmap};
@@ -30,7 +31,8 @@ use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 use super::BackendError;
 use crate::display::{Display, GpuSocketDisplay, HeadlessDisplay};
-use crate::gpu::{QueueKind, UsedEntry, VirtioGpu};
+use crate::gpu::{QueueKind, SharedMemoryMapper, UsedEntry, VirtioGpu};
+use crate::protocol::VIRTIO_GPU_SHM_ID_HOST_VISIBLE;
 
 /// Index of the control queue.
 pub const CONTROL_QUEUE: usize = 0;
@@ -69,6 +71,14 @@ pub trait GpuDevice {
     fn poll_fences(&mut self) -> Vec<UsedEntry>;
     /// Drops every resource, context, scanout and pending fence.
     fn reset(&mut self);
+    /// Size of the host-visible shared memory region the device wants (0: none).
+    fn host_visible_size(&self) -> u64 {
+        0
+    }
+    /// Installs (`Some`) or removes (`None`) the host-visible region's mapper.
+    fn set_shared_memory(&mut self, mapper: Option<Box<dyn SharedMemoryMapper>>) {
+        let _ = mapper;
+    }
 }
 
 impl GpuDevice for VirtioGpu {
@@ -95,6 +105,49 @@ impl GpuDevice for VirtioGpu {
     fn reset(&mut self) {
         VirtioGpu::reset(self)
     }
+    fn host_visible_size(&self) -> u64 {
+        VirtioGpu::host_visible_size(self)
+    }
+    fn set_shared_memory(&mut self, mapper: Option<Box<dyn SharedMemoryMapper>>) {
+        VirtioGpu::set_shared_memory(self, mapper)
+    }
+}
+
+/// The host-visible region over vhost-user's backend-request channel: SHMEM_MAP / SHMEM_UNMAP
+/// with shmid [`VIRTIO_GPU_SHM_ID_HOST_VISIBLE`]. With REPLY_ACK negotiated, `vhost`'s
+/// [`Backend`] waits for the frontend's answer, so a refused mapping is an error here; without
+/// it a frontend's refusal cannot be seen.
+pub struct BackendShmemMapper(pub Backend);
+
+impl SharedMemoryMapper for BackendShmemMapper {
+    fn map(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        fd_offset: u64,
+        shm_offset: u64,
+        len: u64,
+        writable: bool,
+    ) -> io::Result<()> {
+        let req = VhostUserMMap {
+            shmid: VIRTIO_GPU_SHM_ID_HOST_VISIBLE,
+            fd_offset,
+            shm_offset,
+            len,
+            flags: u64::from(writable),
+            ..Default::default()
+        };
+        self.0.shmem_map(&req, &fd).map(|_| ())
+    }
+
+    fn unmap(&mut self, shm_offset: u64, len: u64) -> io::Result<()> {
+        let req = VhostUserMMap {
+            shmid: VIRTIO_GPU_SHM_ID_HOST_VISIBLE,
+            shm_offset,
+            len,
+            ..Default::default()
+        };
+        self.0.shmem_unmap(&req).map(|_| ())
+    }
 }
 
 /// What the vhost-user side asks of the GPU thread.
@@ -110,6 +163,8 @@ pub enum Request {
     Memory(GuestMemory),
     /// `VHOST_USER_GPU_SET_SOCKET`: the display socket, replacing any older one.
     GpuSocket(GpuBackend),
+    /// `SET_BACKEND_REQ_FD`: the channel for SHMEM_MAP / SHMEM_UNMAP (blob mapping).
+    BackendReq(Backend),
     /// `VHOST_USER_RESET_DEVICE`: drop the guest's state.
     ResetDevice,
     /// The frontend disconnected: reset, forget the vrings, memory and display socket, then
@@ -125,6 +180,7 @@ impl std::fmt::Debug for Request {
             Request::Kick { queue, .. } => write!(f, "Kick({queue})"),
             Request::Memory(_) => f.write_str("Memory"),
             Request::GpuSocket(_) => f.write_str("GpuSocket"),
+            Request::BackendReq(_) => f.write_str("BackendReq"),
             Request::ResetDevice => f.write_str("ResetDevice"),
             Request::Disconnect(_) => f.write_str("Disconnect"),
             Request::Shutdown => f.write_str("Shutdown"),
@@ -152,9 +208,15 @@ pub struct GpuThreadClient {
     shared: Arc<Shared>,
     features: u64,
     config: Vec<u8>,
+    host_visible_size: u64,
 }
 
 impl GpuThreadClient {
+    /// Size of the device's host-visible shared memory region (asked once at start; 0: none).
+    pub fn host_visible_size(&self) -> u64 {
+        self.host_visible_size
+    }
+
     /// Queues `request` and wakes the GPU thread. Fails only when the thread is gone.
     pub fn send(&self, request: Request) -> Result<(), BackendError> {
         self.tx
@@ -254,6 +316,7 @@ impl GpuThreadHandle {
                 let info = (
                     thread.device.device_features(),
                     thread.device.config_space(),
+                    thread.device.host_visible_size(),
                 );
                 if init_tx.send(Ok(info)).is_err() {
                     return;
@@ -261,7 +324,7 @@ impl GpuThreadHandle {
                 thread.run();
             })
             .map_err(BackendError::SpawnThread)?;
-        let (features, config) = match init_rx.recv() {
+        let (features, config, host_visible_size) = match init_rx.recv() {
             Ok(Ok(info)) => info,
             Ok(Err(e)) => {
                 let _ = join.join();
@@ -279,6 +342,7 @@ impl GpuThreadHandle {
                 shared,
                 features,
                 config,
+                host_visible_size,
             }),
             join: Some(join),
         })
@@ -467,11 +531,18 @@ impl<D: GpuDevice> GpuThread<D> {
                 }
                 DisplayPeer::Socket(d) => d.set_socket(socket),
             },
+            Request::BackendReq(backend) => {
+                log::info!("backend-request channel: blob mapping through SHMEM_MAP");
+                self.device
+                    .set_shared_memory(Some(Box::new(BackendShmemMapper(backend))));
+            }
             Request::ResetDevice => {
                 log::info!("device reset requested by the frontend");
                 self.reset_device();
             }
             Request::Disconnect(ack) => {
+                // The frontend and its region are gone: forget the mappings, do not ask it.
+                self.device.set_shared_memory(None);
                 self.reset_device();
                 self.vrings = None;
                 self.mem = None;

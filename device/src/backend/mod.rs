@@ -11,7 +11,11 @@
 //! Feature negotiation: the transport features a modern frontend expects (VERSION_1,
 //! EVENT_IDX, INDIRECT_DESC, NOTIFY_ON_EMPTY, RING_RESET) plus `VHOST_USER_F_PROTOCOL_FEATURES`
 //! and the `VIRTIO_GPU_F_*` bits the device reports; protocol features CONFIG (GET_CONFIG is
-//! how QEMU reads the config space), MQ, REPLY_ACK and RESET_DEVICE. STATUS is not offered:
+//! how QEMU reads the config space), MQ, REPLY_ACK and RESET_DEVICE; with a host-visible region
+//! (`--hostmem`), also BACKEND_REQ, BACKEND_SEND_FD and SHMEM: GET_SHMEM_CONFIG answers region
+//! `VIRTIO_GPU_SHM_ID_HOST_VISIBLE` (1) with its size, and the backend-request channel the
+//! frontend hands over (SET_BACKEND_REQ_FD) becomes the device's `SharedMemoryMapper`
+//! ([`gpu_thread::BackendShmemMapper`]). STATUS is not offered:
 //! vhost 0.18's request handler does not implement SET_STATUS/GET_STATUS and would drop the
 //! connection on them.
 
@@ -22,8 +26,10 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::{Arc, Mutex};
 
-use vhost::vhost_user::message::{VhostUserProtocolFeatures, VhostUserVirtioFeatures};
-use vhost::vhost_user::GpuBackend;
+use vhost::vhost_user::message::{
+    VhostUserProtocolFeatures, VhostUserShMemConfig, VhostUserVirtioFeatures,
+};
+use vhost::vhost_user::{Backend, GpuBackend};
 use vhost_user_backend::{VhostUserBackend, VringRwLock};
 use virtio_bindings::virtio_config::{
     VIRTIO_F_NOTIFY_ON_EMPTY, VIRTIO_F_RING_RESET, VIRTIO_F_VERSION_1,
@@ -177,10 +183,38 @@ impl VhostUserBackend for VhostUserGpuBackend {
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
-        VhostUserProtocolFeatures::CONFIG
+        let base = VhostUserProtocolFeatures::CONFIG
             | VhostUserProtocolFeatures::MQ
             | VhostUserProtocolFeatures::REPLY_ACK
-            | VhostUserProtocolFeatures::RESET_DEVICE
+            | VhostUserProtocolFeatures::RESET_DEVICE;
+        if self.gpu.host_visible_size() > 0 {
+            base | VhostUserProtocolFeatures::BACKEND_REQ
+                | VhostUserProtocolFeatures::BACKEND_SEND_FD
+                | VhostUserProtocolFeatures::SHMEM
+        } else {
+            base
+        }
+    }
+
+    fn set_backend_req_fd(&self, backend: Backend) {
+        if self.gpu.host_visible_size() == 0 {
+            log::warn!("SET_BACKEND_REQ_FD without a host-visible region (--hostmem); ignored");
+            return;
+        }
+        if let Err(e) = self.forward(Request::BackendReq(backend)) {
+            log::error!("SET_BACKEND_REQ_FD: {e}");
+        }
+    }
+
+    fn get_shmem_config(&self) -> io::Result<VhostUserShMemConfig> {
+        let size = self.gpu.host_visible_size();
+        if size == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "no host-visible shared memory region (--hostmem)",
+            ));
+        }
+        Ok(shmem_config(size))
     }
 
     fn reset_device(&self) {
@@ -266,6 +300,14 @@ impl VhostUserBackend for VhostUserGpuBackend {
     }
 }
 
+/// GET_SHMEM_CONFIG's answer: `memory_sizes` is indexed by shmid, so the host-visible region
+/// (shmid 1) is entry 1 and `nregions` (2) covers indexes 0..=1; shmid 0 (undefined) has size 0.
+pub fn shmem_config(size: u64) -> VhostUserShMemConfig {
+    let mut sizes = [0u64; 2];
+    sizes[usize::from(crate::protocol::VIRTIO_GPU_SHM_ID_HOST_VISIBLE)] = size;
+    VhostUserShMemConfig::new(sizes.len() as u32, &sizes)
+}
+
 /// `size` bytes of `config` from `offset`, or nothing when the range is not inside it (the
 /// vhost-user library then answers GET_CONFIG with an empty payload, i.e. an error).
 pub fn config_slice(config: &[u8], offset: u32, size: u32) -> Vec<u8> {
@@ -305,6 +347,16 @@ mod tests {
         assert!(config_slice(&cfg, u32::MAX, 2).is_empty());
         assert!(config_slice(&cfg, 1, u32::MAX).is_empty());
         assert_eq!(config_slice(&cfg, 16, 0), Vec::<u8>::new());
+    }
+
+    #[test]
+    fn shmem_config_puts_the_region_at_shmid_1() {
+        let c = shmem_config(64 << 20);
+        let (n, sizes) = (c.nregions, c.memory_sizes);
+        assert_eq!(n, 2);
+        assert_eq!(sizes[0], 0);
+        assert_eq!(sizes[1], 64 << 20);
+        assert!(sizes[2..].iter().all(|&s| s == 0));
     }
 
     #[test]

@@ -11,9 +11,15 @@
 //! * Scanout: a dmabuf export is attempted; on a software rasterizer (Mesa llvmpipe) the crate
 //!   refuses it with a typed error and the device reads the pixels back instead
 //!   (`transfer_read` presents rows top-down for every resource, so no flip is needed).
-//! * Blobs: `BLOB_MEM_GUEST` blobs (their scanouts read from the guest pages); host blobs can be
-//!   created and exported but not mapped into this process, so [`RendererCapabilities::blob_host`]
-//!   stays off.
+//! * Blobs: `BLOB_MEM_GUEST` blobs (their scanouts read from the guest pages) and host blobs
+//!   (`BLOB_MEM_HOST3D`, `BLOB_MEM_HOST3D_GUEST`; `blob_id` names a context object: a virgl
+//!   resource made with `VIRGL_CCMD_PIPE_RESOURCE_CREATE`, or a Venus `VkDeviceMemory`).
+//!   RESOURCE_MAP_BLOB exports the blob as an fd (`export_blob`), which the device hands to the
+//!   frontend; the library can export only what it allocated as an fd: Venus memory, GBM
+//!   buffers on a render node. A GL buffer on Mesa llvmpipe (no render node) has no fd:
+//!   `virgl_resource_export_fd` finds no fd of its own and vrend's `export_fd` callback
+//!   exports GBM-allocated buffers only, so the library answers EINVAL and MAP_BLOB fails with
+//!   ERR_UNSPEC.
 //!
 //! Guest backing: a [`GuestBacking`] (which keeps the guest memory regions mapped through its
 //! `GuestMemoryMmap` clone) is handed to the library through [`GuestPages`], whose
@@ -223,7 +229,7 @@ impl Renderer for VirglGpuRenderer {
             three_d: true,
             context_init: true,
             blob_guest: true,
-            blob_host: false,
+            blob_host: true,
         }
     }
 
