@@ -6,7 +6,7 @@
 //! backend's fds are mapped (MAP_FIXED) at the requested offsets, records every request, and lets
 //! tests read the mapped bytes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,6 +60,8 @@ struct Region {
     size: u64,
     /// Live mappings: shm_offset -> len.
     maps: BTreeMap<u64, u64>,
+    /// Offsets of the live mappings that are not writable.
+    read_only: BTreeSet<u64>,
 }
 
 impl Drop for Region {
@@ -199,6 +201,9 @@ fn map_into(
         return Err(io::Error::last_os_error());
     }
     region.maps.insert(shm_offset, len);
+    if !writable {
+        region.read_only.insert(shm_offset);
+    }
     Ok(())
 }
 
@@ -227,6 +232,7 @@ fn unmap_from(st: &mut ShmemState, shmid: u8, shm_offset: u64, len: u64) -> io::
         return Err(io::Error::last_os_error());
     }
     region.maps.remove(&shm_offset);
+    region.read_only.remove(&shm_offset);
     Ok(())
 }
 
@@ -334,6 +340,7 @@ impl BackendReqChannel {
                 base: p as usize,
                 size,
                 maps: BTreeMap::new(),
+                read_only: BTreeSet::new(),
             },
         );
         Ok(())
@@ -412,6 +419,48 @@ impl BackendReqChannel {
             );
         }
         Ok(out)
+    }
+}
+
+impl BackendReqChannel {
+    /// Write `data` at `offset` of region `shmid` (the guest writing through its mapping);
+    /// only inside one live, writable mapping.
+    pub fn write(&self, shmid: u8, offset: u64, data: &[u8]) -> Result<()> {
+        let st = self.state();
+        let region = st
+            .regions
+            .get(&shmid)
+            .ok_or_else(|| Error::Memory(format!("no shared memory region {shmid}")))?;
+        let end = offset
+            .checked_add(data.len() as u64)
+            .ok_or_else(|| Error::Memory("overflow".into()))?;
+        let covering = region
+            .maps
+            .range(..=offset)
+            .next_back()
+            .filter(|(&o, &l)| o + l >= end)
+            .map(|(&o, _)| o);
+        match covering {
+            None => Err(Error::Memory(format!(
+                "[{offset:#x}, {end:#x}) of region {shmid} is not mapped"
+            ))),
+            Some(o) if region.read_only.contains(&o) => Err(Error::Memory(format!(
+                "the mapping at {o:#x} of region {shmid} is read-only"
+            ))),
+            Some(_) => {
+                // SAFETY: [offset, end) lies inside one live, writable mapping of our
+                // reservation (checked above while holding the lock, so it cannot be unmapped
+                // concurrently); `data` is a distinct buffer of that length.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(
+                        data.as_ptr(),
+                        (region.base + offset as usize) as *mut u8,
+                        data.len(),
+                    );
+                }
+                Ok(())
+            }
+        }
     }
 }
 
