@@ -62,6 +62,7 @@ checks=(
     "software-reconnect|$sw_daemon|--workload probe --boots 3 --expect-feature virgl=no"
     "virgl-fbdev|$vg|--workload fbdev --check-screen fb-pattern --expect-feature virgl=yes --expect-feature edid=yes --expect-feature cap_sets!=0"
     "virgl-glclear|$vg|--workload glclear --check-screen glclear --expect-feature virgl=yes --expect-feature edid=yes --expect-feature cap_sets!=0 --expect-gl-renderer virgl"
+    "virgl-reconnect|$vg|--workload glclear --boots 2 --check-screen glclear --expect-feature virgl=yes --expect-gl-renderer virgl"
     "virgl-kmscube|$vg|--workload kmscube --check-screen animated --expect-feature virgl=yes --expect-feature edid=yes --expect-feature cap_sets!=0 --expect-gl-renderer virgl"
 )
 
