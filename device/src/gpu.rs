@@ -56,8 +56,8 @@ use crate::protocol::{
 };
 use crate::renderer::software::{PixelFormat, BYTES_PER_PIXEL};
 use crate::renderer::{
-    BackingError, BlobScanoutLayout, CapsetInfo, CreateBlob, FenceId, GuestBacking, Renderer,
-    RendererCapabilities, RendererError,
+    BackingError, BlobHandleKind, BlobScanoutLayout, CapsetInfo, CreateBlob, FenceId, GuestBacking,
+    Renderer, RendererCapabilities, RendererError,
 };
 
 /// Largest scanout width or height in pixels. A flush of a whole scanout builds one pixel buffer
@@ -1153,15 +1153,17 @@ impl VirtioGpu {
             self.disable_scanout(idx, display);
             return Ok(Response::OkNoData);
         }
-        let size = self.resource(resource_id)?.blob_size.ok_or_else(|| {
+        let res = self.resource(resource_id)?;
+        let size = res.blob_size.ok_or_else(|| {
             GpuError::InvalidParameter(format!("resource {resource_id} is not a blob"))
         })?;
-        if PixelFormat::from_virtio(layout.format).is_none() {
+        let host_blob = res.blob_mem != VIRTIO_GPU_BLOB_MEM_GUEST;
+        let Some(pixel_format) = PixelFormat::from_virtio(layout.format) else {
             return Err(GpuError::InvalidParameter(format!(
                 "format {}",
                 layout.format
             )));
-        }
+        };
         check_scanout_rect(rect, layout.width, layout.height)?;
         let row = u64::from(layout.width) * u64::from(BYTES_PER_PIXEL);
         let stride = u64::from(layout.strides[0]);
@@ -1174,12 +1176,46 @@ impl VirtioGpu {
                 "blob image {layout:?} does not fit blob {resource_id} of {size} bytes"
             )));
         }
-        display.scanout(scanout_id, rect.width, rect.height);
+        // A host blob that exports as a dmabuf goes to the display as one (zero copy; the
+        // display message has no offset, so the image must start the buffer); anything else is
+        // read back at each flush (guest pages, or the renderer's mapping of a host blob).
+        let mut dmabuf = false;
+        if host_blob && layout.offsets[0] == 0 && display.supports_dmabuf() {
+            match self.renderer.export_blob(resource_id) {
+                Ok(e) if e.kind == BlobHandleKind::Dmabuf => {
+                    display.dmabuf_scanout(
+                        scanout_id,
+                        &DmabufScanout {
+                            fd: e.fd.as_fd(),
+                            x: rect.x,
+                            y: rect.y,
+                            width: rect.width,
+                            height: rect.height,
+                            fd_width: layout.width,
+                            fd_height: layout.height,
+                            fd_stride: layout.strides[0],
+                            fd_flags: 0,
+                            fourcc: pixel_format.fourcc as u32,
+                            modifier: None,
+                        },
+                    );
+                    dmabuf = true;
+                }
+                Ok(e) => debug!(
+                    "blob {resource_id} exports as {:?}, not a dmabuf: reading it back",
+                    e.kind
+                ),
+                Err(e) => debug!("blob {resource_id}: no dmabuf ({e}), reading it back"),
+            }
+        }
+        if !dmabuf {
+            display.scanout(scanout_id, rect.width, rect.height);
+        }
         self.scanouts[idx] = ScanoutState {
             resource_id,
             rect,
             blob: Some(layout),
-            dmabuf: false,
+            dmabuf,
         };
         Ok(Response::OkNoData)
     }
@@ -1653,7 +1689,7 @@ mod tests {
     use crate::protocol::tests::{hdr, le32s, test_mem, WRITE};
     use crate::protocol::*;
     use crate::renderer::software::SoftwareRenderer;
-    use crate::renderer::{BlobHandleKind, CapsetInfo, ExportedBlob, ResourceInfo};
+    use crate::renderer::{CapsetInfo, ExportedBlob, ResourceInfo};
     use drm_fourcc::DrmFourcc;
 
     // ---- test doubles ---------------------------------------------------------------------
@@ -3390,6 +3426,8 @@ mod tests {
     const DOUBLE_MAP_INFO: u32 = VIRTIO_GPU_MAP_CACHE_CACHED | 0x100;
     /// A host blob the double cannot export.
     const NO_EXPORT: u32 = 66;
+    /// A host blob the double exports as a dmabuf (the others as shared memory).
+    const DMABUF_BLOB: u32 = 88;
 
     /// Host blobs that export as an fd (a memfd), except [`NO_EXPORT`].
     struct HostBlobRenderer {
@@ -3463,7 +3501,11 @@ mod tests {
                 .map_err(|e| RendererError::Library(e.to_string()))?;
             Ok(ExportedBlob {
                 fd: file.into(),
-                kind: BlobHandleKind::Shm,
+                kind: if id == DMABUF_BLOB {
+                    BlobHandleKind::Dmabuf
+                } else {
+                    BlobHandleKind::Shm
+                },
             })
         }
         fn map_info(&mut self, _id: u32) -> crate::renderer::Result<u32> {
@@ -3750,5 +3792,39 @@ mod tests {
         );
         assert_eq!(h.cmd(&map_cmd(10, 0)), VIRTIO_GPU_RESP_ERR_UNSPEC);
         assert!(log.borrow().calls.is_empty());
+    }
+
+    #[test]
+    fn host_blob_scanout_uses_the_dmabuf_when_it_is_one() {
+        let (mut h, _log) = host_blob_harness(REGION);
+        h.display.dmabuf = true;
+        let ok = VIRTIO_GPU_RESP_OK_NODATA;
+        for id in [DMABUF_BLOB, 10] {
+            assert_eq!(
+                h.cmd(&create_blob_cmd(
+                    id,
+                    VIRTIO_GPU_BLOB_MEM_HOST3D,
+                    0,
+                    512,
+                    &[]
+                )),
+                ok
+            );
+        }
+        let sb = |id: u32, r: Rect| {
+            let mut b = le32s(&[r.x, r.y, r.width, r.height, 0, id, 16, 8]);
+            b.extend_from_slice(&le32s(&[VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM, 0]));
+            b.extend_from_slice(&le32s(&[64, 0, 0, 0, 0, 0, 0, 0]));
+            req(VIRTIO_GPU_CMD_SET_SCANOUT_BLOB, &b)
+        };
+        assert_eq!(h.cmd(&sb(DMABUF_BLOB, Rect::new(2, 1, 8, 4))), ok);
+        assert_eq!(h.display.calls, vec![Call::DmabufScanout(0, 2, 1, 8, 4)]);
+        h.display.calls.clear();
+        assert_eq!(h.flush(DMABUF_BLOB, Rect::new(0, 0, 16, 8)), ok);
+        assert_eq!(h.display.calls, vec![Call::DmabufUpdate(0, 0, 0, 8, 4)]);
+        // A blob exported as shared memory is read back instead.
+        h.display.calls.clear();
+        assert_eq!(h.cmd(&sb(10, Rect::new(0, 0, 16, 8))), ok);
+        assert_eq!(h.display.calls, vec![Call::Scanout(0, 16, 8)]);
     }
 }

@@ -27,7 +27,10 @@ use std::time::Duration;
 use common::*;
 use vhost::vhost_user::VhostUserProtocolFeatures;
 use vhost_user_gpu_tests::backend_req::ShmemEvent;
-use vhost_user_gpu_tests::protocol::{blob, capset, features, resp, Command, MemEntry};
+use vhost_user_gpu_tests::display::DisplayEvent;
+use vhost_user_gpu_tests::protocol::{
+    blob, capset, features, format, resp, Command, MemEntry, Rect,
+};
 use vhost_user_gpu_tests::{BackendCommand, BackendProcess, FrontendOptions, GpuFrontend};
 
 /// The region size the daemon is started with.
@@ -373,6 +376,68 @@ fn venus_shared_memory_blob_is_mapped_written_executed_and_unmapped() {
     assert!(
         version >> 22 == 1 && (version >> 12) & 0x3ff >= 1,
         "API version {version:#x}: expected Vulkan 1.1 or later"
+    );
+
+    // A scanout of the host blob: the guest draws into it through the region, the display
+    // peer gets exactly those pixels (read back from the renderer's own mapping of the blob,
+    // since shared memory is no dmabuf).
+    const W: u32 = 32;
+    const H: u32 = 16;
+    const IMAGE: u64 = 0x4000;
+    let px = |x: u32, y: u32| 0x0040_0000 | (y << 8) | x;
+    let image: Vec<u8> = (0..W * H)
+        .flat_map(|i| px(i % W, i / W).to_le_bytes())
+        .collect();
+    fe.backend_req()
+        .unwrap()
+        .write(SHMID, AT + IMAGE, &image)
+        .check(&p, "draw through the mapping");
+    let d = fe.display().unwrap();
+    let mark = d.mark();
+    expect(
+        &mut fe,
+        &p,
+        &Command::set_scanout_blob(
+            0,
+            10,
+            Rect::new(0, 0, W, H),
+            W,
+            H,
+            format::B8G8R8X8_UNORM,
+            [W * 4, 0, 0, 0],
+            [IMAGE as u32, 0, 0, 0],
+        ),
+        resp::OK_NODATA,
+        "SET_SCANOUT_BLOB of the host blob",
+    );
+    expect(
+        &mut fe,
+        &p,
+        &Command::resource_flush(10, Rect::new(0, 0, W, H)),
+        resp::OK_NODATA,
+        "RESOURCE_FLUSH of the host blob",
+    );
+    d.wait_event(mark, WAIT, "UPDATE", |e| {
+        matches!(e, DisplayEvent::Update { .. })
+    })
+    .check(&p, "update of the host blob scanout");
+    let fb = d.framebuffer(0).expect("framebuffer");
+    assert_eq!((fb.width, fb.height), (W, H));
+    for y in 0..H {
+        for x in 0..W {
+            assert_eq!(
+                fb.pixel(x, y).unwrap() & 0xff_ffff,
+                px(x, y),
+                "pixel ({x}, {y})"
+            );
+        }
+    }
+    expect(
+        &mut fe,
+        &p,
+        &Command::set_scanout_blob(0, 0, Rect::new(0, 0, 0, 0), 0, 0, 0, [0; 4], [0; 4]),
+        resp::OK_NODATA,
+        "disable the scanout",
     );
 
     // Unmap: SHMEM_UNMAP of exactly the mapping; the range is gone from the region.

@@ -562,9 +562,6 @@ impl Renderer for VirglGpuRenderer {
         out: &mut [u8],
     ) -> Result<()> {
         let r = self.resource(id)?;
-        let pages = r.blob_pages.as_ref().ok_or(RendererError::Unsupported(
-            "scanout of host blobs without dmabuf",
-        ))?;
         let size = r.res.blob_args().map_or(0, |a| a.size);
         let format = PixelFormat::from_virtio(layout.format).ok_or_else(|| {
             RendererError::InvalidParameter(format!("scanout format {}", layout.format))
@@ -598,13 +595,37 @@ impl Renderer for VirglGpuRenderer {
             )));
         }
         let mut tmp = vec![0u8; row];
-        for (i, dst) in out.chunks_exact_mut(row).enumerate() {
+        let src_at = |i: usize| {
             // Inside the image, which was checked to lie inside the blob.
-            let src = base + (u64::from(rect.y) + i as u64) * stride + u64::from(rect.x) * bpp;
-            pages.read_at(src, &mut tmp)?;
-            format.row_to_argb8888(&tmp, dst);
+            base + (u64::from(rect.y) + i as u64) * stride + u64::from(rect.x) * bpp
+        };
+        if let Some(pages) = &r.blob_pages {
+            for (i, dst) in out.chunks_exact_mut(row).enumerate() {
+                pages.read_at(src_at(i), &mut tmp)?;
+                format.row_to_argb8888(&tmp, dst);
+            }
+            return Ok(());
         }
-        Ok(())
+        // A host blob: map it into this process for the read-back (a persistent GL buffer or
+        // a shared-memory/dmabuf fd; the library refuses what it cannot map) and unmap again.
+        // The guest's own mapping through the host-visible region is a separate one.
+        let mapped = r.res.map().map_err(map_err)?;
+        let read = (|| {
+            if mapped < size {
+                return Err(RendererError::Library(format!(
+                    "blob {id} maps {mapped} of its {size} bytes"
+                )));
+            }
+            for (i, dst) in out.chunks_exact_mut(row).enumerate() {
+                r.res.read_mapped(src_at(i), &mut tmp).map_err(map_err)?;
+                format.row_to_argb8888(&tmp, dst);
+            }
+            Ok(())
+        })();
+        if let Err(e) = r.res.unmap() {
+            warn!("blob {id}: unmap after read-back: {e}");
+        }
+        read
     }
 
     fn export_dmabuf(&mut self, id: u32) -> Result<Dmabuf> {
