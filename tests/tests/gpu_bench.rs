@@ -1,7 +1,8 @@
 //! Smoke test of `gpu-bench`: tiny settings against our daemon (software renderer), then the
 //! JSON report must list every workload with, for the backend, either a value for every metric
 //! or an explicit n/a / failed reason; the 2D workloads must have values (our daemon runs them)
-//! and the 3D ones must say why not (the software renderer offers no VIRGL).
+//! and the 3D ones must say why not (the software renderer offers no VIRGL). A second test runs
+//! the 3D workloads (clear + draw, read-back checked by the guest) on `--renderer virglrenderer`.
 
 use std::process::Command;
 
@@ -111,5 +112,57 @@ fn gpu_bench_reports_every_workload() {
                 kind.name()
             );
         }
+    }
+}
+
+#[test]
+fn gpu_bench_3d_workloads_on_virglrenderer() {
+    let ours = BackendCommand::ours().unwrap_or_else(|e| panic!("{e}"));
+    let dir = std::env::temp_dir().join(format!("gpu-bench-smoke3d-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json_path = dir.join("report.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_gpu-bench"))
+        .arg(format!(
+            "--backend=virgl={} --renderer virglrenderer --socket-path {{sock}}",
+            ours.program.display()
+        ))
+        .args([
+            "--workloads",
+            "3d-submit,3d-readback",
+            "--warmup",
+            "0",
+            "--reps",
+            "1",
+        ])
+        .args(["--duration", "0.05", "--json"])
+        .arg(&json_path)
+        .output()
+        .expect("run gpu-bench");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "gpu-bench failed: {}\n{stderr}",
+        out.status
+    );
+    let text = std::fs::read_to_string(&json_path).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let rep = Json::parse(&text).unwrap_or_else(|e| panic!("report is not JSON ({e}):\n{text}"));
+    let wls = rep.get("workloads").and_then(Json::as_arr).unwrap();
+    assert_eq!(wls.len(), 2);
+    for w in wls {
+        let name = w.get("name").and_then(Json::as_str).unwrap_or("?");
+        let r = w.get("results").and_then(|r| r.get("virgl")).unwrap();
+        assert_eq!(
+            r.get("status").and_then(Json::as_str),
+            Some("ok"),
+            "{name} on virglrenderer: {r:?}\n{stderr}"
+        );
+        let ops = r
+            .get("metrics")
+            .and_then(|m| m.get("ops_per_s"))
+            .and_then(|m| m.get("median"))
+            .and_then(Json::as_f64)
+            .unwrap_or(0.0);
+        assert!(ops > 0.0, "{name}: {ops} ops/s");
     }
 }
