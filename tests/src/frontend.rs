@@ -64,6 +64,10 @@ pub struct FrontendOptions {
     pub display: Option<DisplayConfig>,
     /// How long to wait for a used buffer.
     pub timeout: Duration,
+    /// Initial avail/used index of both vrings (SET_VRING_BASE); near 65535 to test wrapping.
+    pub vring_base: u16,
+    /// Negotiate VIRTIO_RING_F_EVENT_IDX when offered.
+    pub event_idx: bool,
 }
 
 impl Default for FrontendOptions {
@@ -82,6 +86,8 @@ impl Default for FrontendOptions {
             backend_req: true,
             display: Some(DisplayConfig::default()),
             timeout: Duration::from_secs(5),
+            vring_base: 0,
+            event_idx: false,
         }
     }
 }
@@ -183,8 +189,13 @@ impl GpuFrontend {
                 "backend features {offered_features:#x} lack VHOST_USER_F_PROTOCOL_FEATURES"
             )));
         }
+        let event_idx = if opts.event_idx {
+            features::RING_EVENT_IDX
+        } else {
+            0
+        };
         let virtio_features = offered_features
-            & (features::VERSION_1 | features::PROTOCOL_FEATURES | opts.gpu_features);
+            & (features::VERSION_1 | features::PROTOCOL_FEATURES | event_idx | opts.gpu_features);
         vhost
             .set_features(virtio_features)
             .map_err(Error::vhost("SET_FEATURES"))?;
@@ -256,8 +267,13 @@ impl GpuFrontend {
             .set_mem_table(&[region])
             .map_err(Error::vhost("SET_MEM_TABLE"))?;
         for i in 0..NUM_QUEUES {
-            let q = SplitQueue::new(mem.clone(), opts.queue_size)?;
-            fe.setup_vring(i, &q, 0)?;
+            let q = SplitQueue::with_base(
+                mem.clone(),
+                opts.queue_size,
+                opts.vring_base,
+                virtio_features & features::RING_EVENT_IDX != 0,
+            )?;
+            fe.setup_vring(i, &q, opts.vring_base)?;
             fe.queues.push(q);
         }
         if let Some(cfg) = opts.display {
@@ -526,6 +542,14 @@ impl GpuFrontend {
     /// leaked (the device may still write them).
     pub fn wait_timeout(&mut self, p: Pending, timeout: Duration) -> Result<Response> {
         let len = self.queues[p.queue.index()].wait_for(p.head, timeout)?;
+        self.finish(p, len)
+    }
+
+    /// Wait, looking at the used ring only when the call eventfd fires: a backend that publishes
+    /// a used entry without signalling makes this time out.
+    pub fn wait_signalled(&mut self, p: Pending) -> Result<Response> {
+        let timeout = self.timeout;
+        let len = self.queues[p.queue.index()].wait_signalled(p.head, timeout)?;
         self.finish(p, len)
     }
 

@@ -134,6 +134,8 @@ pub mod features {
     pub const VERSION_1: u64 = 1 << 32;
     /// `VHOST_USER_F_PROTOCOL_FEATURES`.
     pub const PROTOCOL_FEATURES: u64 = 1 << 30;
+    /// `VIRTIO_RING_F_EVENT_IDX`.
+    pub const RING_EVENT_IDX: u64 = 1 << 29;
 }
 
 /// Pixel formats (`enum virtio_gpu_formats`).

@@ -4,7 +4,9 @@
 //! (`flags, idx, ring[N], used_event`, 2-aligned) and used ring (`flags, idx, ring[N] of {id, len},
 //! avail_event`, 4-aligned). The driver publishes a chain by writing its descriptors, then the
 //! ring slot, then (release) the avail index; it reads the used index with acquire ordering.
-//! No EVENT_IDX, no indirect descriptors: every used buffer is signalled on the call eventfd.
+//! No indirect descriptors. With VIRTIO_RING_F_EVENT_IDX the driver keeps `used_event` (the
+//! avail ring's last field) equal to the next used index it has not seen, so that every new used
+//! entry is signalled; kicks are sent unconditionally (an extra kick is harmless).
 
 use std::collections::HashMap;
 use std::sync::atomic::{fence, Ordering};
@@ -93,29 +95,59 @@ pub struct SplitQueue {
     done: HashMap<u16, u32>,
     kick: EventFd,
     call: EventFd,
+    event_idx: bool,
+    signals: u64,
 }
 
 impl SplitQueue {
     /// Allocate and zero a queue of `size` entries (a power of two) in `mem`.
     pub fn new(mem: Arc<GuestMemory>, size: u16) -> Result<Self> {
+        Self::with_base(mem, size, 0, false)
+    }
+
+    /// A queue whose avail and used indices start at `base` (what SET_VRING_BASE tells the
+    /// device; a base near 65535 makes the free-running u16 indices wrap early), maintaining
+    /// `used_event` when `event_idx` was negotiated.
+    pub fn with_base(mem: Arc<GuestMemory>, size: u16, base: u16, event_idx: bool) -> Result<Self> {
         if !size.is_power_of_two() || size > MAX_QUEUE_SIZE {
             return Err(Error::Memory(format!("bad queue size {size}")));
         }
-        let base = mem.alloc(QueueLayout::bytes(size), 4096)?;
-        let layout = QueueLayout::at(base, size);
+        let at = mem.alloc(QueueLayout::bytes(size), 4096)?;
+        let layout = QueueLayout::at(at, size);
         let kick = EventFd::new(EFD_NONBLOCK).map_err(|e| Error::io("eventfd", e))?;
         let call = EventFd::new(EFD_NONBLOCK).map_err(|e| Error::io("eventfd", e))?;
-        Ok(SplitQueue {
+        mem.store_u16(layout.avail + 2, base, Ordering::Release)?;
+        mem.store_u16(layout.used + 2, base, Ordering::Release)?;
+        let q = SplitQueue {
             mem,
             layout,
             free: (0..size).rev().collect(),
             chains: HashMap::new(),
-            next_avail: 0,
-            last_used: 0,
+            next_avail: base,
+            last_used: base,
             done: HashMap::new(),
             kick,
             call,
-        })
+            event_idx,
+            signals: 0,
+        };
+        q.publish_used_event()?;
+        Ok(q)
+    }
+
+    /// With EVENT_IDX: ask to be signalled for the next used entry (`used_event = last_used`).
+    fn publish_used_event(&self) -> Result<()> {
+        if self.event_idx {
+            let at = self.layout.avail + 4 + 2 * u64::from(self.layout.size);
+            self.mem.store_u16(at, self.last_used, Ordering::Release)?;
+            fence(Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    /// How many times the call eventfd fired while the driver waited.
+    pub fn signals(&self) -> u64 {
+        self.signals
     }
 
     /// The layout.
@@ -212,6 +244,9 @@ impl SplitQueue {
             self.done.insert(head, len);
             out.push(Used { head, len });
         }
+        if !out.is_empty() {
+            self.publish_used_event()?;
+        }
         Ok(out)
     }
 
@@ -221,24 +256,55 @@ impl SplitQueue {
         Ok(self.done.remove(&head))
     }
 
-    /// Wait until the chain at `head` is used, at most `timeout`.
+    /// Wait until the chain at `head` is used, at most `timeout`. The used ring is also polled
+    /// every 50 ms, so a device that forgets to signal is slow here, not stuck (see
+    /// [`SplitQueue::wait_signalled`]).
     pub fn wait_for(&mut self, head: u16, timeout: Duration) -> Result<u32> {
+        self.wait(head, timeout, true)
+    }
+
+    /// Like [`SplitQueue::wait_for`], but the used ring is only looked at after the call
+    /// eventfd fired: a device that publishes without signalling makes this time out.
+    pub fn wait_signalled(&mut self, head: u16, timeout: Duration) -> Result<u32> {
+        self.wait(head, timeout, false)
+    }
+
+    fn wait(&mut self, head: u16, timeout: Duration, poll: bool) -> Result<u32> {
         let deadline = Instant::now() + timeout;
+        // Signalled mode looks at the ring only after a signal (entries collected earlier are
+        // in `done`).
+        let mut look = poll;
         loop {
-            if let Some(len) = self.try_take(head)? {
+            if look {
+                if let Some(len) = self.try_take(head)? {
+                    return Ok(len);
+                }
+            } else if let Some(len) = self.done.remove(&head) {
                 return Ok(len);
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(Error::Timeout {
-                    what: format!("used entry for head {head}"),
+                    what: format!(
+                        "used entry for head {head}{}",
+                        if poll { "" } else { " (signalled)" }
+                    ),
                     timeout_ms: timeout.as_millis(),
                 });
             }
-            if wait_readable(&self.call, left.min(Duration::from_millis(50)))? {
+            let slice = if poll {
+                left.min(Duration::from_millis(50))
+            } else {
+                left
+            };
+            let fired = wait_readable(&self.call, slice)?;
+            if fired {
                 // Non-blocking: EAGAIN just means someone else consumed it.
-                let _ = self.call.read();
+                if self.call.read().is_ok() {
+                    self.signals += 1;
+                }
             }
+            look = poll || fired;
         }
     }
 

@@ -102,8 +102,112 @@ fn many_small_resources(rd: Renderer) {
     assert_resp(&r, resp::ERR_INVALID_RESOURCE_ID, "unref twice", &p);
 }
 
+fn ring_indices_wrap_past_65535(rd: Renderer) {
+    // Start both vrings at index 65500: the free-running u16 indices wrap after 36 chains.
+    let base = 65500u16;
+    let (p, mut fe) = start_on(
+        rd,
+        FrontendOptions {
+            queue_size: 64,
+            vring_base: base,
+            ..FrontendOptions::default()
+        },
+    );
+    let mut sent = 0u32;
+    for round in 0..4u32 {
+        let cmds: Vec<Command> = (0..32)
+            .map(|i| {
+                Command::resource_create_2d(1 + round * 32 + i, format::B8G8R8X8_UNORM, 4, 4)
+                    .fenced(u64::from(round * 32 + i))
+            })
+            .collect();
+        let rs = fe
+            .request_all(&cmds)
+            .check(&p, "batch across the index wrap");
+        for (i, r) in rs.iter().enumerate() {
+            assert_resp(
+                r,
+                resp::OK_NODATA,
+                &format!("round {round} command {i}"),
+                &p,
+            );
+            assert_eq!(r.hdr.fence_id, u64::from(round * 32) + i as u64);
+        }
+        sent += 32;
+    }
+    // Cursor queue too.
+    for i in 0..40u32 {
+        fe.request(&Command::move_cursor(0, i, i, 0))
+            .check(&p, "cursor across the wrap");
+    }
+    let bases = fe.stop().check(&p, "GET_VRING_BASE");
+    assert_eq!(
+        bases[0],
+        u32::from(base.wrapping_add(sent as u16)),
+        "control queue base after {sent} chains"
+    );
+    assert_eq!(
+        bases[1],
+        u32::from(base.wrapping_add(40)),
+        "cursor queue base after 40 chains"
+    );
+}
+
+fn event_idx_every_completion_is_signalled(rd: Renderer) {
+    let (p, mut fe) = start_on(
+        rd,
+        FrontendOptions {
+            event_idx: true,
+            queue_size: 64,
+            ..FrontendOptions::default()
+        },
+    );
+    assert_ne!(
+        fe.features() & vhost_user_gpu_tests::protocol::features::RING_EVENT_IDX,
+        0,
+        "VIRTIO_RING_F_EVENT_IDX not offered: {:#x}",
+        fe.offered_features()
+    );
+    // One at a time: each completion must be signalled (the driver asks with used_event).
+    for id in 1..=40u32 {
+        let pend = fe
+            .submit(&Command::resource_create_2d(
+                id,
+                format::B8G8R8X8_UNORM,
+                2,
+                2,
+            ))
+            .unwrap();
+        fe.kick(QueueId::Control).unwrap();
+        let r = fe.wait_signalled(pend).check(&p, "signalled completion");
+        assert_resp(&r, resp::OK_NODATA, "create", &p);
+    }
+    // Batches, across the ring end.
+    for round in 0..4u32 {
+        let pend: Vec<_> = (0..30u32)
+            .map(|i| {
+                fe.submit(&Command::resource_unref(1 + (round * 30 + i) % 40).fenced(u64::from(i)))
+                    .unwrap()
+            })
+            .collect();
+        fe.kick(QueueId::Control).unwrap();
+        for p2 in pend {
+            fe.wait_signalled(p2).check(&p, "signalled batch");
+        }
+    }
+    // Cursor queue with event idx.
+    for i in 0..70u32 {
+        let pend = fe.submit(&Command::move_cursor(0, i, 0, 0)).unwrap();
+        fe.kick(QueueId::Cursor).unwrap();
+        fe.wait_signalled(pend)
+            .check(&p, "signalled cursor completion");
+    }
+}
+
 per_renderer!(
     max_hostmem_is_enforced_and_freed_on_unref,
     full_queue_and_wrapping_slots,
-    many_small_resources
+    many_small_resources,
+    ring_indices_wrap_past_65535,
+    event_idx_every_completion_is_signalled,
 );
