@@ -7,6 +7,8 @@
 #   VHOST_USER_GPU_BIN=path scripts/e2e/run-all.sh   # use that daemon binary, build nothing
 #   scripts/e2e/run-all.sh --qemu-backend  # the 2D checks against QEMU's C backend (reference run)
 #   scripts/e2e/run-all.sh CHECK...        # only the named checks
+# E2E_TIMEOUT: seconds per check (150); E2E_BUDGET: seconds for everything (780): a check that
+# might overrun it is reported as failed without being started.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -15,7 +17,7 @@ only=()
 for a in "$@"; do
     case "$a" in
         --qemu-backend) qemu_backend=1 ;;
-        -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
         *) only+=("$a") ;;
     esac
 done
@@ -83,6 +85,12 @@ for c in "${checks[@]}"; do
         continue
     fi
     [ -n "$backend" ] || continue # --qemu-backend: no such check against QEMU's backend
+    # Stay inside CI's time limit: a check that could not finish within the budget is not started.
+    if [ $((SECONDS - start + ${E2E_TIMEOUT:-150})) -gt "${E2E_BUDGET:-780}" ]; then
+        echo "FAIL $name: not run, the e2e time budget (E2E_BUDGET=${E2E_BUDGET:-780} s) is spent"
+        failed=$((failed + 1))
+        continue
+    fi
     t0=$SECONDS
     # shellcheck disable=SC2086
     if scripts/e2e/run-guest.py --backend "$backend" --kernel "$kernel" --initrd "$initrd" \
