@@ -268,7 +268,43 @@ fn disconnect_with_commands_in_flight_and_a_large_backing(rd: Renderer) {
     }
 }
 
+fn many_display_sockets_on_one_connection_do_not_leak(rd: Renderer) {
+    // QEMU's order at every guest reboot: close the old display socket, send a new one.
+    let (mut p, mut fe) = start_on(rd, FrontendOptions::default());
+    let res = create_2d(&mut fe, &p, 1, 16, 16);
+    paint(&fe, &p, &res, pattern);
+    fe.ok(&Command::transfer_to_host_2d(1, full(&res), 0))
+        .check(&p, "transfer");
+    let mut base_fds = 0;
+    for i in 0..30 {
+        fe.close_display();
+        let d = fe
+            .set_socket(DisplayConfig::default())
+            .check(&p, "SET_SOCKET");
+        fe.ok(&Command::set_scanout(0, 1, full(&res)))
+            .check(&p, "set_scanout");
+        let mark = d.mark();
+        fe.ok(&Command::resource_flush(1, full(&res)))
+            .check(&p, "flush");
+        d.wait_event(mark, EVENT_TIMEOUT, "UPDATE on the new socket", |e| {
+            matches!(e, DisplayEvent::Update { .. })
+        })
+        .check(&p, &format!("update on display socket {i}"));
+        if i == 4 {
+            base_fds = p.fd_count().unwrap();
+        }
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let fds = p.fd_count().unwrap();
+    assert!(
+        fds <= base_fds + FD_SLACK,
+        "daemon fds grew from {base_fds} to {fds} over 25 display sockets"
+    );
+    assert!(p.is_running());
+}
+
 per_renderer!(
+    many_display_sockets_on_one_connection_do_not_leak,
     reconnect_many_times_without_growth,
     new_set_socket_replaces_the_display,
     stop_and_restart_rings_on_one_connection,
