@@ -6,7 +6,7 @@
 //! vhost-user plumbing alone; the real device and renderers are tested end to end by the
 //! `tests` crate. Run it alone (it counts this process's descriptors):
 //! `cargo nextest run -p vhost-user-gpu --test reconnect` (nextest runs each test in its own
-//! process; the file has a single test so `cargo test` is fine too).
+//! process; under `cargo test` the tests take a lock so they do not run at the same time).
 
 use std::fs::File;
 use std::os::fd::{BorrowedFd, FromRawFd, OwnedFd};
@@ -20,6 +20,7 @@ use vhost::vhost_user::message::{VhostUserConfigFlags, VhostUserProtocolFeatures
 use vhost::vhost_user::{Frontend, Listener, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
 use vhost_user_gpu::backend::gpu_thread::{GpuDevice, GuestChain};
+use vhost_user_gpu::backend::relay::serve_connected;
 use vhost_user_gpu::backend::serve::serve_one;
 use vhost_user_gpu::backend::{GpuThreadHandle, VhostUserGpuBackend, MAX_QUEUE_SIZE};
 use vhost_user_gpu::display::Display;
@@ -79,6 +80,10 @@ impl GpuDevice for StandIn {
     }
 }
 
+/// The tests count this process's descriptors: they must not run at the same time (under
+/// `cargo test` they would be threads of one process; nextest runs each in its own).
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
@@ -99,9 +104,13 @@ fn guest_memory() -> GuestMemoryMmap {
     .unwrap()
 }
 
-/// One frontend session: negotiate, read the config space, run one chain through queue 0.
+/// One frontend session on `path`.
 fn session(path: &PathBuf, seen: &Receiver<Seen>) {
-    let mut fe = Frontend::connect(path, 2).unwrap();
+    session_on(Frontend::connect(path, 2).unwrap(), seen);
+}
+
+/// One frontend session: negotiate, read the config space, run one chain through queue 0.
+fn session_on(mut fe: Frontend, seen: &Receiver<Seen>) {
     fe.set_owner().unwrap();
     let features = fe.get_features().unwrap();
     assert_ne!(features & (1 << 32), 0, "VERSION_1");
@@ -186,13 +195,8 @@ fn session(path: &PathBuf, seen: &Receiver<Seen>) {
     assert_eq!(seen.recv_timeout(WAIT).unwrap(), Seen::Reset);
 }
 
-#[test]
-fn frontends_come_and_go_without_leaks() {
-    let _ = env_logger::builder().is_test(true).try_init();
-    let dir = std::env::temp_dir().join(format!("vugpu-reconnect-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("gpu.sock");
-
+/// The GPU thread with the stand-in device.
+fn start_gpu() -> (GpuThreadHandle, Receiver<Seen>) {
     let (seen_tx, seen) = mpsc::channel();
     let created = Arc::new(AtomicBool::new(false));
     let factory_created = created.clone();
@@ -208,6 +212,32 @@ fn frontends_come_and_go_without_leaks() {
     )
     .unwrap();
     assert_eq!(seen.recv_timeout(WAIT).unwrap(), Seen::Created);
+    (gpu, seen)
+}
+
+#[test]
+fn a_connected_socket_is_served_through_the_relay() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = env_logger::builder().is_test(true).try_init();
+    let (gpu, seen) = start_gpu();
+    let backend = Arc::new(VhostUserGpuBackend::new(gpu.client()));
+    let before = open_fds();
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+    let server = std::thread::spawn(move || serve_connected(theirs, &backend));
+    // Memory regions and kick/call eventfds cross the relay with their messages.
+    session_on(Frontend::from_stream(ours, 2), &seen);
+    server.join().unwrap().unwrap();
+    assert_eq!(open_fds(), before, "descriptors leaked by the relay");
+}
+
+#[test]
+fn frontends_come_and_go_without_leaks() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = env_logger::builder().is_test(true).try_init();
+    let dir = std::env::temp_dir().join(format!("vugpu-reconnect-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gpu.sock");
+    let (gpu, seen) = start_gpu();
     let backend = Arc::new(VhostUserGpuBackend::new(gpu.client()));
     let mut listener = Listener::new(&path, true).unwrap();
     let server_backend = backend.clone();

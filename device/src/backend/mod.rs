@@ -20,6 +20,7 @@
 //! connection on them.
 
 pub mod gpu_thread;
+pub mod relay;
 pub mod serve;
 
 use std::io;

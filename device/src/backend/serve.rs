@@ -10,15 +10,17 @@
 //!
 //! `--fd`: an inherited *listening* socket is served like `--socket-path`, connection after
 //! connection. An inherited *connected* socket (what libvirt hands to QEMU's own backend) is
-//! refused with a clear error: vhost-user-backend 0.24 has no public way to serve an existing
-//! connection (its daemon only accepts on a listener or connects to a path).
+//! served until that frontend disconnects, then [`serve`] returns (the program exits, like
+//! QEMU's backend): vhost-user-backend 0.24 cannot take over an existing connection, so
+//! [`super::relay`] relays it through a private listener.
 
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, RawFd};
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::Arc;
 
+use vhost::vhost_user::Error as VhostUserError;
 use vhost::vhost_user::Listener;
-use vhost_user_backend::VhostUserDaemon;
+use vhost_user_backend::{Error as DaemonError, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use super::{BackendError, VhostUserGpuBackend};
@@ -27,7 +29,8 @@ use crate::cli::Endpoint;
 /// Name of the daemon's threads.
 const DAEMON_NAME: &str = "vhost-user-gpu";
 
-/// Serves frontends on `endpoint` until the listener fails. Returns only on error.
+/// Serves frontends on `endpoint`: on a listening socket until the listener fails (so only
+/// with an error), on an inherited connected socket until that frontend disconnects.
 pub fn serve(endpoint: &Endpoint, backend: Arc<VhostUserGpuBackend>) -> Result<(), BackendError> {
     let mut listener = match endpoint {
         Endpoint::SocketPath(path) => {
@@ -38,7 +41,15 @@ pub fn serve(endpoint: &Endpoint, backend: Arc<VhostUserGpuBackend>) -> Result<(
             log::info!("listening on {}", path.display());
             listener
         }
-        Endpoint::Fd(fd) => inherited_listener(*fd)?,
+        Endpoint::Fd(fd) => match inherited_socket(*fd)? {
+            Inherited::Listening(listener) => listener,
+            Inherited::Connected(stream) => {
+                log::info!("serving the frontend connected on fd {fd}");
+                super::relay::serve_connected(stream, &backend)?;
+                log::info!("the frontend on fd {fd} is gone; exiting");
+                return Ok(());
+            }
+        },
     };
     loop {
         serve_one(&mut listener, &backend)?;
@@ -58,7 +69,14 @@ pub fn serve_one(
     let outcome = match daemon.start(listener) {
         Ok(()) => {
             log::info!("frontend connected");
-            Ok(daemon.wait().map_err(|e| e.to_string()))
+            Ok(match daemon.wait() {
+                // The frontend closed the connection: the normal end.
+                Ok(())
+                | Err(DaemonError::HandleRequest(
+                    VhostUserError::Disconnected | VhostUserError::PartialMessage,
+                )) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            })
         }
         Err(e) => Err(e.to_string()),
     };
@@ -80,9 +98,25 @@ pub fn serve_one(
     }
 }
 
-/// Turns an inherited descriptor into a listener, refusing anything but a listening UNIX
-/// stream socket.
-fn inherited_listener(fd: RawFd) -> Result<Listener, BackendError> {
+/// An inherited vhost-user socket.
+enum Inherited {
+    /// A listening socket: connections are accepted on it one after the other.
+    Listening(Listener),
+    /// A connected socket: one frontend.
+    Connected(UnixStream),
+}
+
+impl std::fmt::Debug for Inherited {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Inherited::Listening(l) => write!(f, "Listening({})", l.as_raw_fd()),
+            Inherited::Connected(s) => write!(f, "Connected({})", s.as_raw_fd()),
+        }
+    }
+}
+
+/// Takes over an inherited descriptor, refusing anything but a UNIX stream socket.
+fn inherited_socket(fd: RawFd) -> Result<Inherited, BackendError> {
     let bad = |reason: &str| BackendError::BadFd {
         fd,
         reason: reason.to_string(),
@@ -102,22 +136,21 @@ fn inherited_listener(fd: RawFd) -> Result<Listener, BackendError> {
     {
         return Err(bad("not a UNIX stream socket"));
     }
-    if socket_option(borrowed, libc::SO_ACCEPTCONN) != Some(1) {
-        return Err(bad(
-            "a connected socket; this backend can serve an inherited listening socket only \
-             (vhost-user-backend 0.24 cannot take over an existing connection); use a \
-             listening socket or --socket-path",
-        ));
+    let listening = socket_option(borrowed, libc::SO_ACCEPTCONN) == Some(1);
+    if listening {
+        // SAFETY: the descriptor was handed to this process on the command line to be served;
+        // it is an open listening UNIX stream socket (checked above) and nothing else in the
+        // program owns it, so the listener becomes its only owner.
+        let listener = unsafe { UnixListener::from_raw_fd(fd) };
+        log::info!(
+            "serving the inherited listening socket {}",
+            listener.as_raw_fd()
+        );
+        Ok(Inherited::Listening(Listener::from(listener)))
+    } else {
+        // SAFETY: as above, for a connected UNIX stream socket.
+        Ok(Inherited::Connected(unsafe { UnixStream::from_raw_fd(fd) }))
     }
-    // SAFETY: the descriptor was handed to this process on the command line to be served; it
-    // is an open listening UNIX stream socket (checked above) and nothing else in the
-    // program owns it, so the listener becomes its only owner.
-    let listener = unsafe { UnixListener::from_raw_fd(fd) };
-    log::info!(
-        "serving the inherited listening socket {}",
-        listener.as_raw_fd()
-    );
-    Ok(Listener::from(listener))
 }
 
 /// An integer socket option, `None` when it cannot be read.
@@ -142,34 +175,34 @@ fn socket_option(fd: BorrowedFd<'_>, option: libc::c_int) -> Option<libc::c_int>
 mod tests {
     use super::*;
     use std::os::fd::IntoRawFd;
-    use std::os::unix::net::UnixStream;
 
     #[test]
-    fn inherited_fd_must_be_a_listening_unix_socket() {
-        let (a, _b) = UnixStream::pair().unwrap();
-        let e = inherited_listener(a.as_raw_fd()).err().unwrap().to_string();
-        assert!(e.contains("connected socket"), "{e}");
+    fn inherited_fd_must_be_a_unix_stream_socket() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let raw = a.into_raw_fd();
+        match inherited_socket(raw) {
+            Ok(Inherited::Connected(s)) => assert_eq!(s.as_raw_fd(), raw),
+            other => panic!("a connected socket is served once: {other:?}"),
+        }
+        drop(b);
 
         let file = std::fs::File::open("/proc/self/status").unwrap();
-        let e = inherited_listener(file.as_raw_fd())
-            .err()
-            .unwrap()
-            .to_string();
+        let e = inherited_socket(file.as_raw_fd()).unwrap_err().to_string();
         assert!(e.contains("not a UNIX stream socket"), "{e}");
 
-        let e = inherited_listener(1_000_000).err().unwrap().to_string();
+        let e = inherited_socket(1_000_000).unwrap_err().to_string();
         assert!(e.contains("not an open"), "{e}");
 
-        let dir = std::env::temp_dir().join(format!("vugpu-fd-{}", std::process::id()));
-        let _ = std::fs::remove_file(&dir);
-        let l = UnixListener::bind(&dir).unwrap();
+        let path = std::env::temp_dir().join(format!("vugpu-fd-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let l = UnixListener::bind(&path).unwrap();
         let raw = l.into_raw_fd();
-        let Ok(listener) = inherited_listener(raw) else {
+        let Ok(Inherited::Listening(listener)) = inherited_socket(raw) else {
             panic!("a listening socket must be accepted")
         };
         assert_eq!(listener.as_raw_fd(), raw);
-        let _c = UnixStream::connect(&dir).unwrap();
+        let _c = UnixStream::connect(&path).unwrap();
         assert!(listener.accept().unwrap().is_some());
-        let _ = std::fs::remove_file(&dir);
+        let _ = std::fs::remove_file(&path);
     }
 }
