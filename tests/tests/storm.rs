@@ -288,3 +288,153 @@ fn random_command_storm_keeps_the_daemon_serving(rd: Renderer) {
 }
 
 per_renderer!(random_command_storm_keeps_the_daemon_serving);
+
+/// 3D commands with random parameters on the virglrenderer renderer: contexts created, destroyed
+/// and reused, resources attached and detached, random boxes and offsets, well-formed virgl
+/// streams naming random (often wrong) handles and formats, and a few words of garbage.
+#[test]
+fn random_3d_storm_keeps_the_daemon_serving() {
+    use vhost_user_gpu_tests::protocol::{Box3d, Resource3d, Transfer3d};
+    use vhost_user_gpu_tests::virgl::{self, Stream};
+    if virgl_opted_out() {
+        return;
+    }
+    let seed = std::env::var("VUGPU_STORM_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x3d3d_0000_0000_0001u64);
+    let count: u32 = std::env::var("VUGPU_STORM_COUNT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
+    eprintln!("3D storm seed {seed}, {count} commands");
+    let mut p = spawn(
+        &backend_command_for(Renderer::Virgl)
+            .arg("--max-hostmem")
+            .arg("64M"),
+    );
+    let mut fe = connect(&p, FrontendOptions::default());
+    let scratch = fe.memory().alloc(SCRATCH, 4096).unwrap();
+    let mut r = Rng(seed);
+    let mut kinds: std::collections::BTreeMap<&'static str, u32> = Default::default();
+    for i in 0..count {
+        let ctx = 1 + r.below(3) as u32;
+        let res = 1 + r.below(6) as u32;
+        let c = match r.below(9) {
+            0 => Command::ctx_create(
+                ctx,
+                [0, 1, 2, r.next() as u32][r.below(4) as usize],
+                "storm",
+            ),
+            1 => Command::ctx_destroy(ctx),
+            2 => Command::ctx_attach_resource(ctx, res),
+            3 => Command::ctx_detach_resource(ctx, res),
+            4 => Command::resource_create_3d(
+                res,
+                &Resource3d {
+                    target: [2, 2, 2, 0, 1, 3, 4, r.next() as u32][r.below(8) as usize],
+                    format: [1, 2, 67, 2, r.below(300) as u32][r.below(5) as usize],
+                    bind: [
+                        virgl::BIND_RENDER_TARGET | virgl::BIND_SAMPLER_VIEW,
+                        r.next() as u32,
+                    ][r.below(2) as usize],
+                    width: r.dim() % 1024,
+                    height: r.dim() % 1024,
+                    depth: 1 + r.below(2) as u32,
+                    array_size: 1 + r.below(2) as u32,
+                    last_level: r.below(3) as u32,
+                    nr_samples: r.below(2) as u32,
+                    flags: r.below(2) as u32,
+                },
+            ),
+            5 => Command::attach_backing(
+                res,
+                &[MemEntry {
+                    addr: scratch + r.below(SCRATCH / 2),
+                    length: r.below(SCRATCH / 2) as u32,
+                }],
+            ),
+            6 | 7 => {
+                let t = Transfer3d {
+                    bx: Box3d {
+                        x: r.below(300) as u32,
+                        y: r.below(300) as u32,
+                        z: r.below(2) as u32,
+                        w: r.dim() % 2048,
+                        h: r.dim() % 2048,
+                        d: r.below(3) as u32,
+                    },
+                    offset: if r.chance(90) {
+                        r.below(1 << 20)
+                    } else {
+                        r.next()
+                    },
+                    level: r.below(3) as u32,
+                    stride: [0, 256, 4096, r.next() as u32][r.below(4) as usize],
+                    layer_stride: r.below(2) as u32 * 65536,
+                };
+                if r.chance(50) {
+                    Command::transfer_to_host_3d(ctx, res, &t)
+                } else {
+                    Command::transfer_from_host_3d(ctx, res, &t)
+                }
+            }
+            _ => {
+                let mut s = Stream::default();
+                s.create_sub_ctx(r.below(3) as u32)
+                    .set_sub_ctx(r.below(3) as u32)
+                    .create_surface(
+                        1 + r.below(3) as u32,
+                        r.below(8) as u32,
+                        [2, 1, r.below(300) as u32][r.below(3) as usize],
+                    )
+                    .set_framebuffer(&[1 + r.below(3) as u32])
+                    .clear_color([0.1, 0.2, 0.3, 1.0]);
+                let mut bytes = s.to_bytes();
+                if r.chance(20) {
+                    // A few words of noise after valid commands.
+                    bytes.extend((0..4 * r.below(8)).map(|_| r.next() as u8));
+                }
+                Command::submit_3d(ctx, &bytes)
+            }
+        };
+        let c = if r.chance(30) {
+            c.fenced(r.below(1 << 40))
+        } else {
+            c
+        };
+        let what = format!(
+            "#{i} {}",
+            vhost_user_gpu_tests::protocol::type_name(c.hdr.ty)
+        );
+        let resp = fe
+            .request(&c)
+            .unwrap_or_else(|e| panic!("3D storm seed {seed}: {what}: {e}\n{}", p.stderr_tail()));
+        assert!(
+            is_known_response(resp.ty()) && resp.used_len as usize == CTRL_HDR_SIZE,
+            "3D storm seed {seed}: {what}: {}",
+            resp.describe()
+        );
+        *kinds
+            .entry(vhost_user_gpu_tests::protocol::type_name(resp.ty()))
+            .or_default() += 1;
+    }
+    assert!(
+        p.is_running(),
+        "daemon died (seed {seed})\n{}",
+        p.stderr_tail()
+    );
+    let alive = fe
+        .request(&Command::get_display_info())
+        .check(&p, "after the 3D storm");
+    assert_eq!(alive.ty(), resp::OK_DISPLAY_INFO);
+    eprintln!(
+        "after the 3D storm: {:?}; responses {kinds:?}",
+        p.memory().unwrap()
+    );
+    let ok = kinds.get("OK_NODATA").copied().unwrap_or(0);
+    assert!(
+        ok >= count / 20,
+        "only {ok} of {count} 3D commands succeeded: {kinds:?}"
+    );
+}
