@@ -32,7 +32,6 @@ fn main() -> ExitCode {
     match run(options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("{e}");
             eprintln!("vhost-user-gpu: {e}");
             ExitCode::FAILURE
         }

@@ -87,11 +87,11 @@ pub fn serve_one(
     backend.gpu().disconnect()?;
     match outcome {
         Ok(Ok(())) => {
-            log::info!("frontend disconnected; device reset, waiting for the next one");
+            log::info!("frontend disconnected; device reset");
             Ok(())
         }
         Ok(Err(e)) => {
-            log::warn!("connection ended: {e}; device reset, waiting for the next one");
+            log::warn!("connection ended: {e}; device reset");
             Ok(())
         }
         Err(e) => Err(BackendError::Daemon(e)),
