@@ -303,7 +303,35 @@ fn many_display_sockets_on_one_connection_do_not_leak(rd: Renderer) {
     assert!(p.is_running());
 }
 
+fn set_socket_is_in_effect_once_acked(rd: Renderer) {
+    // With REPLY_ACK, SET_SOCKET is acknowledged; the next guest command must already see the new
+    // display (QEMU's guest goes on right after DRIVER_OK): GET_DISPLAY_INFO reports its modes.
+    let (p, mut fe) = start_on(rd, FrontendOptions::default());
+    assert!(fe.reply_ack(), "REPLY_ACK not negotiated");
+    for i in 0..20u32 {
+        fe.close_display();
+        let (w, h) = (640 + 8 * i, 480 + 4 * i);
+        fe.set_socket(DisplayConfig {
+            modes: vec![(w, h)],
+            ..DisplayConfig::default()
+        })
+        .check(&p, "SET_SOCKET");
+        let modes = fe
+            .request(&Command::get_display_info())
+            .check(&p, "GET_DISPLAY_INFO")
+            .display_info()
+            .unwrap();
+        assert_eq!(
+            (modes[0].rect.width, modes[0].rect.height),
+            (w, h),
+            "display socket {i}: GET_DISPLAY_INFO right after the acked SET_SOCKET did not come \
+             from the new display"
+        );
+    }
+}
+
 per_renderer!(
+    set_socket_is_in_effect_once_acked,
     many_display_sockets_on_one_connection_do_not_leak,
     reconnect_many_times_without_growth,
     new_set_socket_replaces_the_display,
