@@ -6,6 +6,7 @@ import importlib.util
 import os
 import sys
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 HERE = os.path.dirname(os.path.abspath(__file__))
 spec = importlib.util.spec_from_file_location("run_guest", os.path.join(HERE, "run-guest.py"))
 rg = importlib.util.module_from_spec(spec)
