@@ -320,6 +320,12 @@ impl Session {
     /// duplicate of the connection (the harness's own `set_socket` starts its recording peer).
     fn connect(p: &BackendProcess, mode: (u32, u32)) -> Result<Self> {
         let stream = connect_stream(p.socket_path())?;
+        // A backend that stops answering fails the sample instead of hanging it (the timeouts
+        // belong to the socket, so the vhost crate's reads and writes get them too).
+        stream
+            .set_read_timeout(Some(OP_TIMEOUT))
+            .and_then(|()| stream.set_write_timeout(Some(OP_TIMEOUT)))
+            .map_err(|e| Error::io("socket timeouts", e))?;
         let side = stream
             .try_clone()
             .map_err(|e| Error::io("dup vhost socket", e))?;
