@@ -446,7 +446,59 @@ fn several_scanouts_each_get_their_own_pixels(rd: Renderer) {
     assert!(d.events_since(mark).iter().any(|e| is_update(e, 1)));
 }
 
+fn scanout_with_an_offset_shows_that_part_of_the_resource(rd: Renderer) {
+    // SET_SCANOUT's rectangle picks a part of the resource: the display is that size, its
+    // pixel (0,0) is the resource's (r.x, r.y), and UPDATEs are in scanout coordinates.
+    let (p, mut fe) = start_on(rd, FrontendOptions::default());
+    let d = fe.display().unwrap();
+    let res = create_2d(&mut fe, &p, 1, 64, 64);
+    paint(&fe, &p, &res, |_, _| OLD);
+    fe.ok(&Command::transfer_to_host_2d(1, full(&res), 0))
+        .check(&p, "transfer");
+    let view = Rect::new(8, 4, 32, 16);
+    let mark = d.mark();
+    fe.ok(&Command::set_scanout(0, 1, view))
+        .check(&p, "set_scanout with offset");
+    d.wait_event(mark, EVENT_TIMEOUT, "SCANOUT 32x16", |e| {
+        matches!(
+            e,
+            DisplayEvent::Scanout {
+                scanout_id: 0,
+                width: 32,
+                height: 16
+            }
+        )
+    })
+    .check(&p, "SCANOUT of the rectangle's size");
+    let mark = d.mark();
+    fe.ok(&Command::resource_flush(1, full(&res)))
+        .check(&p, "flush");
+    wait_covered(&d, &p, mark, 0, Rect::new(0, 0, 32, 16));
+    // New content; flush a rectangle that overlaps the view's top-left corner only.
+    paint(&fe, &p, &res, pattern);
+    fe.ok(&Command::transfer_to_host_2d(1, full(&res), 0))
+        .check(&p, "transfer 2");
+    let mark = d.mark();
+    fe.ok(&Command::resource_flush(1, Rect::new(0, 0, 12, 8)))
+        .check(&p, "corner flush");
+    wait_covered(&d, &p, mark, 0, Rect::new(0, 0, 4, 4));
+    for u in updates_since(&d, mark, 0) {
+        assert!(
+            u.x + u.width <= 4 && u.y + u.height <= 4,
+            "UPDATE {u:?} beyond the flushed part of the view"
+        );
+    }
+    assert_fb(&d, 0, 32, 16, |x, y| {
+        if x < 4 && y < 4 {
+            pattern(x + 8, y + 4)
+        } else {
+            OLD
+        }
+    });
+}
+
 per_renderer!(
+    scanout_with_an_offset_shows_that_part_of_the_resource,
     cursor_with_an_unknown_resource_or_scanout_is_not_shown,
     headless_and_no_display_socket_still_serve,
     scanout_transfer_flush_shows_exact_pixels,
