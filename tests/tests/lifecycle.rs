@@ -330,7 +330,67 @@ fn set_socket_is_in_effect_once_acked(rd: Renderer) {
     }
 }
 
+fn a_second_frontend_is_served_after_the_first_leaves(rd: Renderer) {
+    // One frontend at a time: a second connection waits (it is not refused, and it does not
+    // disturb the first), and is served once the first disconnects.
+    let (p, mut first) = start_on(rd, FrontendOptions::default());
+    first
+        .ok(&Command::resource_create_2d(
+            1,
+            format::B8G8R8X8_UNORM,
+            8,
+            8,
+        ))
+        .check(&p, "first");
+    let path = p.socket_path().to_path_buf();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || {
+        let r = vhost_user_gpu_tests::GpuFrontend::connect(&path, FrontendOptions::default())
+            .and_then(|mut fe| {
+                fe.request(&Command::resource_create_2d(
+                    1,
+                    format::B8G8R8X8_UNORM,
+                    8,
+                    8,
+                ))
+            });
+        let _ = tx.send(r.map(|r| r.ty()));
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        rx.try_recv().is_err(),
+        "the second frontend was served while the first was connected"
+    );
+    // The first is undisturbed.
+    let r = first
+        .request(&Command::resource_create_2d(
+            2,
+            format::B8G8R8X8_UNORM,
+            8,
+            8,
+        ))
+        .check(&p, "first again");
+    assert_eq!(r.ty(), resp::OK_NODATA);
+    drop(first);
+    let second = rx
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap_or_else(|_| {
+            panic!(
+                "the second frontend was not served after the first left\n{}",
+                p.stderr_tail()
+            )
+        });
+    let ty = second.unwrap_or_else(|e| panic!("second frontend: {e}\n{}", p.stderr_tail()));
+    assert_eq!(
+        ty,
+        resp::OK_NODATA,
+        "resource 1 of the first frontend must be gone for the second"
+    );
+    waiter.join().unwrap();
+}
+
 per_renderer!(
+    a_second_frontend_is_served_after_the_first_leaves,
     set_socket_is_in_effect_once_acked,
     many_display_sockets_on_one_connection_do_not_leak,
     reconnect_many_times_without_growth,
