@@ -135,7 +135,8 @@ impl VhostUserGpuBackend {
     /// vhost-user-backend 0.24 registers the `EventConsumer` returned by `exit_event()` in the
     /// worker's epoll with `into_raw_fd()` and never closes it: one eventfd would leak per
     /// connection. Call this only after the connection's `VhostUserDaemon` was dropped (that
-    /// joins its worker threads), so nothing refers to these descriptors any more.
+    /// joins its worker threads) and before the next daemon on this backend is created, so
+    /// nothing refers to these descriptors any more (`serve_one` does so).
     pub fn close_exit_events(&self) {
         let fds = match self.exit_events.lock() {
             Ok(mut fds) => std::mem::take(&mut *fds),
