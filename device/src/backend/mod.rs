@@ -337,6 +337,88 @@ pub fn config_slice(config: &[u8], offset: u32, size: u32) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::gpu_thread::GuestChain;
+    use crate::display::Display;
+    use crate::gpu::{QueueKind, UsedEntry};
+    use std::os::fd::BorrowedFd;
+
+    /// A device with fixed features and config space, and optionally a host-visible region.
+    struct Fixed(u64);
+
+    impl GpuDevice for Fixed {
+        fn device_features(&self) -> u64 {
+            (1 << 0) | (1 << 1)
+        }
+        fn config_space(&self) -> Vec<u8> {
+            (0..16).collect()
+        }
+        fn process_chain(
+            &mut self,
+            _: QueueKind,
+            _: GuestChain,
+            _: &mut dyn Display,
+        ) -> Option<UsedEntry> {
+            None
+        }
+        fn fence_poll_fd(&self) -> Option<BorrowedFd<'_>> {
+            None
+        }
+        fn poll_fences(&mut self) -> Vec<UsedEntry> {
+            Vec::new()
+        }
+        fn reset(&mut self) {}
+        fn host_visible_size(&self) -> u64 {
+            self.0
+        }
+    }
+
+    fn backend(hostmem: u64) -> (GpuThreadHandle, VhostUserGpuBackend) {
+        let gpu = GpuThreadHandle::spawn(move || Ok(Fixed(hostmem)), 1, true).unwrap();
+        let b = VhostUserGpuBackend::new(gpu.client());
+        (gpu, b)
+    }
+
+    #[test]
+    fn negotiation_comes_from_the_device() {
+        let (_gpu, b) = backend(0);
+        assert_eq!(b.num_queues(), 2);
+        assert_eq!(b.max_queue_size(), MAX_QUEUE_SIZE);
+        let f = b.features();
+        assert_eq!(f & 0xff_ffff, 0b11, "exactly the device's own bits");
+        assert_eq!(f & TRANSPORT_FEATURES, TRANSPORT_FEATURES);
+        assert_ne!(f & VhostUserVirtioFeatures::PROTOCOL_FEATURES.bits(), 0);
+        let p = b.protocol_features();
+        assert!(p.contains(
+            VhostUserProtocolFeatures::CONFIG
+                | VhostUserProtocolFeatures::MQ
+                | VhostUserProtocolFeatures::REPLY_ACK
+                | VhostUserProtocolFeatures::RESET_DEVICE
+        ));
+        // Not handled by vhost 0.18's request handler, or not without a region.
+        assert!(!p.contains(VhostUserProtocolFeatures::STATUS));
+        assert!(!p.contains(VhostUserProtocolFeatures::SHMEM));
+        assert!(b.get_shmem_config().is_err());
+        assert_eq!(b.get_config(4, 8), (4..12).collect::<Vec<u8>>());
+        assert!(b.get_config(10, 8).is_empty());
+        // events_clear is writable; nothing outside the config space is.
+        assert!(b.set_config(4, &[1, 0, 0, 0]).is_ok());
+        assert!(b.set_config(14, &[0; 4]).is_err());
+        assert!(b.set_config(u32::MAX, &[0]).is_err());
+    }
+
+    #[test]
+    fn a_host_visible_region_adds_the_shmem_features() {
+        let (_gpu, b) = backend(1 << 20);
+        let p = b.protocol_features();
+        assert!(p.contains(
+            VhostUserProtocolFeatures::BACKEND_REQ
+                | VhostUserProtocolFeatures::BACKEND_SEND_FD
+                | VhostUserProtocolFeatures::SHMEM
+        ));
+        let c = b.get_shmem_config().unwrap();
+        let sizes = c.memory_sizes;
+        assert_eq!(sizes[1], 1 << 20);
+    }
 
     #[test]
     fn config_slice_honours_bounds() {
