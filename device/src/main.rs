@@ -1,13 +1,14 @@
 //! `vhost-user-gpu`: the daemon. See `--help`, and `device/README.md` for how a guest command
 //! travels through the code.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
 
 use vhost_user_gpu::backend::{serve, GpuThreadHandle, VhostUserGpuBackend};
-use vhost_user_gpu::cli::{capabilities_json, Action, Cli, RendererKind, ServeOptions};
+use vhost_user_gpu::cli::{capabilities_json, Action, Cli, Endpoint, RendererKind, ServeOptions};
 use vhost_user_gpu::gpu::{GpuConfig, VirtioGpu};
 use vhost_user_gpu::renderer::software::SoftwareRenderer;
 use vhost_user_gpu::renderer::Renderer;
@@ -29,6 +30,15 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    let socket_path = match &options.endpoint {
+        Endpoint::SocketPath(p) => Some(p.clone()),
+        Endpoint::Fd(_) => None,
+    };
+    // Before any other thread exists, so that every thread inherits the blocked signals.
+    if let Err(e) = exit_on_termination_signals(socket_path) {
+        eprintln!("vhost-user-gpu: cannot set up signal handling: {e}");
+        return ExitCode::FAILURE;
+    }
     match run(options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -36,6 +46,46 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// SIGTERM (how libvirt stops a backend), SIGINT and SIGHUP end the daemon cleanly: the
+/// signals are blocked in every thread and a dedicated thread waits for them, removes the
+/// listening socket's path and ends the process with status 0.
+///
+/// The process ends with `_exit`: the GPU thread may be inside the renderer (and its GL
+/// driver), so running C `atexit` handlers from another thread is not safe.
+fn exit_on_termination_signals(socket_path: Option<PathBuf>) -> std::io::Result<()> {
+    // SAFETY: an all-zero sigset_t is a valid value to pass to sigemptyset.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable sigset_t.
+    unsafe { libc::sigemptyset(&mut set) };
+    for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        // SAFETY: `set` was initialised by sigemptyset; the signal numbers are valid.
+        unsafe { libc::sigaddset(&mut set, signal) };
+    }
+    // SAFETY: `set` is initialised; a null old-set pointer is allowed.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(std::io::Error::from_raw_os_error(rc));
+    }
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut signal: libc::c_int = 0;
+            // SAFETY: `set` is initialised and holds only blocked signals; `signal` is writable.
+            let rc = unsafe { libc::sigwait(&set, &mut signal) };
+            if rc != 0 {
+                log::error!("sigwait failed ({rc}); signals will not stop the daemon cleanly");
+                return;
+            }
+            log::info!("signal {signal}: exiting");
+            if let Some(path) = &socket_path {
+                let _ = std::fs::remove_file(path);
+            }
+            // SAFETY: _exit ends the process at once; it takes no pointers.
+            unsafe { libc::_exit(0) };
+        })?;
+    Ok(())
 }
 
 /// Creates the renderer `options` asks for. Runs on the GPU thread.
