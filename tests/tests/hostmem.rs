@@ -440,6 +440,20 @@ fn venus_shared_memory_blob_is_mapped_written_executed_and_unmapped() {
         "disable the scanout",
     );
 
+    // A fence on the Venus context's ring 0 (the per-context timeline Venus uses) completes and
+    // comes back with the guest's full 64-bit id.
+    let mut again = Venus::default();
+    again
+        .set_reply_stream(10, REPLY, 0x1000)
+        .execute_streams(10, 0, cmd.len() as u64);
+    let fence = (7u64 << 40) | 3;
+    let r = fe
+        .request(&Command::submit_3d(1, &again.0).fenced(fence).ring(0))
+        .check(&p, "fenced SUBMIT_3D on ring 0");
+    assert_eq!(r.ty(), resp::OK_NODATA, "{}", r.describe());
+    assert_eq!(r.hdr.fence_id, fence);
+    assert_eq!((r.hdr.ctx_id, r.hdr.ring_idx), (1, 0));
+
     // Unmap: SHMEM_UNMAP of exactly the mapping; the range is gone from the region.
     let mark = fe.backend_req().unwrap().mark();
     expect(
