@@ -103,6 +103,30 @@ struct VirglResource {
     res: Resource,
     /// A second handle on the pages of a `BLOB_MEM_GUEST` blob (for SET_SCANOUT_BLOB).
     blob_pages: Option<GuestBacking>,
+    /// The guest's `VIRTIO_GPU_FORMAT_*` of a 2D resource the library holds under a substitute
+    /// format of the same byte layout (see [`substitute_2d_format`]); `None` otherwise.
+    guest_format: Option<u32>,
+}
+
+/// A format with the same byte layout for a 2D format the library may not know: the "X"
+/// (padding) formats as their alpha twins. Mesa's GL core profile (llvmpipe) has no
+/// X8B8G8R8_UNORM (virglrenderer logs "unknown format is 68"); transfers copy the bytes
+/// unchanged and the read-back converts with the guest's format, so the padding byte never
+/// becomes alpha.
+fn substitute_2d_format(format: u32) -> Option<u32> {
+    use crate::protocol::{
+        VIRTIO_GPU_FORMAT_A8B8G8R8_UNORM, VIRTIO_GPU_FORMAT_A8R8G8B8_UNORM,
+        VIRTIO_GPU_FORMAT_B8G8R8A8_UNORM, VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM,
+        VIRTIO_GPU_FORMAT_R8G8B8A8_UNORM, VIRTIO_GPU_FORMAT_R8G8B8X8_UNORM,
+        VIRTIO_GPU_FORMAT_X8B8G8R8_UNORM, VIRTIO_GPU_FORMAT_X8R8G8B8_UNORM,
+    };
+    match format {
+        VIRTIO_GPU_FORMAT_X8B8G8R8_UNORM => Some(VIRTIO_GPU_FORMAT_A8B8G8R8_UNORM),
+        VIRTIO_GPU_FORMAT_R8G8B8X8_UNORM => Some(VIRTIO_GPU_FORMAT_R8G8B8A8_UNORM),
+        VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM => Some(VIRTIO_GPU_FORMAT_B8G8R8A8_UNORM),
+        VIRTIO_GPU_FORMAT_X8R8G8B8_UNORM => Some(VIRTIO_GPU_FORMAT_A8R8G8B8_UNORM),
+        _ => None,
+    }
 }
 
 /// The virglrenderer [`Renderer`].
@@ -183,7 +207,19 @@ impl VirglGpuRenderer {
     }
 
     fn insert_resource(&mut self, id: u32, res: Resource, blob_pages: Option<GuestBacking>) {
-        self.resources.insert(id, VirglResource { res, blob_pages });
+        self.resources.insert(
+            id,
+            VirglResource {
+                res,
+                blob_pages,
+                guest_format: None,
+            },
+        );
+    }
+
+    /// The `VIRTIO_GPU_FORMAT_*` the guest gave a 2D/3D resource.
+    fn guest_format(r: &VirglResource, args: &virglrenderer::ResourceCreate3d) -> u32 {
+        r.guest_format.unwrap_or(args.format)
     }
 }
 
@@ -255,10 +291,24 @@ impl Renderer for VirglGpuRenderer {
                 "2D format {format}"
             )));
         }
-        let res = self
-            .renderer
-            .create_resource_2d(id, format, width, height)
-            .map_err(map_err)?;
+        let res = match self.renderer.create_resource_2d(id, format, width, height) {
+            Ok(res) => res,
+            Err(e) => {
+                let Some(twin) = substitute_2d_format(format) else {
+                    return Err(map_err(e));
+                };
+                debug!("2D format {format} refused ({e}); holding resource {id} as {twin}");
+                let res = self
+                    .renderer
+                    .create_resource_2d(id, twin, width, height)
+                    .map_err(map_err)?;
+                self.insert_resource(id, res, None);
+                if let Some(r) = self.resources.get_mut(&id) {
+                    r.guest_format = Some(format);
+                }
+                return Ok(());
+            }
+        };
         self.insert_resource(id, res, None);
         Ok(())
     }
@@ -511,7 +561,8 @@ impl Renderer for VirglGpuRenderer {
             .res
             .create_args()
             .ok_or_else(|| RendererError::InvalidParameter(format!("resource {id} is a blob")))?;
-        let fourcc = virglrenderer::format::drm_fourcc(args.format).map_or(0, |f| f as u32);
+        let fourcc =
+            virglrenderer::format::drm_fourcc(Self::guest_format(r, args)).map_or(0, |f| f as u32);
         Ok(ResourceInfo {
             width: args.width,
             height: args.height,
@@ -525,8 +576,9 @@ impl Renderer for VirglGpuRenderer {
             .res
             .create_args()
             .ok_or_else(|| RendererError::InvalidParameter(format!("resource {id} is a blob")))?;
-        let format = PixelFormat::from_virtio(args.format).ok_or_else(|| {
-            RendererError::InvalidParameter(format!("read-back of format {}", args.format))
+        let guest_format = Self::guest_format(r, args);
+        let format = PixelFormat::from_virtio(guest_format).ok_or_else(|| {
+            RendererError::InvalidParameter(format!("read-back of format {guest_format}"))
         })?;
         let row = check_out_len(rect, out)?;
         if row == 0 {
@@ -636,12 +688,16 @@ impl Renderer for VirglGpuRenderer {
         } else {
             r.res.info().map_err(map_err)?.flags
         };
+        let fourcc = match r.guest_format.and_then(PixelFormat::from_virtio) {
+            Some(guest) => guest.fourcc as u32,
+            None => d.fourcc.map_or(0, |f| f as u32),
+        };
         Ok(Dmabuf {
             fd: d.fd,
             width: d.width,
             height: d.height,
             stride: d.stride,
-            fourcc: d.fourcc.map_or(0, |f| f as u32),
+            fourcc,
             modifier: d.modifier,
             flags,
         })
