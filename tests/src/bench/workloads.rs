@@ -4,8 +4,9 @@
 //! memory, both virtqueues, a [`BenchPeer`] as the display socket), set the workload up, run
 //! [`INNER_WARMUP`] untimed iterations, then the timed loop (bounded by the duration and by
 //! [`MAX_ITERATIONS`]), then read the daemon's CPU time and peak RSS and check the result
-//! (the display peer's framebuffer must equal the guest's pixels; a read-back must carry the
-//! clear colour). Guest backings are one contiguous memory entry each.
+//! (the display peer's framebuffer must equal the guest's pixels; a 3D read-back must show the
+//! clear colour in the corners and the drawn triangle in the centre). Guest backings are one
+//! contiguous memory entry each.
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
