@@ -11,8 +11,12 @@
 //! The thread sleeps in `epoll_wait` on two file descriptors: the wake-up eventfd and the
 //! renderer's fence poll fd (when it has one). After every wake-up it drains the channel,
 //! processes the queues that were kicked, then lets the renderer retire fences and publishes
-//! the answers of the fenced commands. It never busy-waits.
+//! the answers of the fenced commands. It never busy-waits. While it runs a queue it also takes
+//! new requests from the channel before each batch of chains it pops, so that a request the
+//! frontend saw answered (a new display socket) is in effect for every chain made available
+//! after that answer.
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -185,6 +189,21 @@ impl std::fmt::Debug for Request {
             Request::Disconnect(_) => f.write_str("Disconnect"),
             Request::Shutdown => f.write_str("Shutdown"),
         }
+    }
+}
+
+impl Request {
+    /// Whether the GPU thread may handle this request between two batches of chains of one
+    /// queue run (see [`GpuThread::absorb_requests`]): it only installs something the next
+    /// commands must see, and neither drops device state nor ends the connection.
+    fn fits_between_batches(&self) -> bool {
+        matches!(
+            self,
+            Request::Kick { .. }
+                | Request::Memory(_)
+                | Request::GpuSocket(_)
+                | Request::BackendReq(_)
+        )
     }
 }
 
@@ -405,6 +424,10 @@ struct GpuThread<D: GpuDevice> {
     /// Answers that could not be published because their queue was stopped; published when
     /// it runs again, dropped on reset.
     deferred: Vec<UsedEntry>,
+    /// Requests taken from the channel during a queue run that must wait for the end of the
+    /// run (a reset, a disconnect, a shutdown, and everything after one, in order); handled
+    /// first at the next wake-up.
+    pending: VecDeque<Request>,
 }
 
 fn queue_index(kind: QueueKind) -> usize {
@@ -460,6 +483,7 @@ impl<D: GpuDevice> GpuThread<D> {
             mem: None,
             kicked: [false; NUM_QUEUES],
             deferred: Vec::new(),
+            pending: VecDeque::new(),
         })
     }
 
@@ -496,6 +520,12 @@ impl<D: GpuDevice> GpuThread<D> {
     fn run_once(&mut self) -> bool {
         // A failed read means there was nothing to consume (EAGAIN): a fence wake-up.
         let _ = self.wake.read();
+        while let Some(request) = self.pending.pop_front() {
+            if matches!(request, Request::Shutdown) {
+                return false;
+            }
+            self.handle_request(request);
+        }
         loop {
             match self.rx.try_recv() {
                 Ok(Request::Shutdown) | Err(TryRecvError::Disconnected) => return false,
@@ -510,6 +540,13 @@ impl<D: GpuDevice> GpuThread<D> {
         }
         let done = self.device.poll_fences();
         self.publish(done);
+        if !self.pending.is_empty() || self.kicked.iter().any(|&k| k) {
+            // Taken from the channel during the queue runs (their own wake-ups may already
+            // have been consumed): come back for them at once.
+            if let Err(e) = self.wake.write(1) {
+                log::warn!("GPU thread: cannot wake itself: {e}");
+            }
+        }
         true
     }
 
@@ -554,6 +591,31 @@ impl<D: GpuDevice> GpuThread<D> {
                 let _ = ack.send(());
             }
             Request::Shutdown => {}
+        }
+    }
+
+    /// Handles the requests that arrived while a queue was being run, before the chains just
+    /// popped from it are processed.
+    ///
+    /// A frontend that got its answer to a request (e.g. VHOST_USER_GPU_SET_SOCKET with
+    /// REPLY_ACK) expects every later guest command to see its effect. The request reached
+    /// this channel before the answer was sent, and so before the guest's next chain was made
+    /// available; but the GPU thread may still be in the run that pops that chain (the loop in
+    /// [`GpuThread::process_queue`] goes on while the ring has more). Handling the channel after
+    /// each pop and before the chains run closes that window. Requests that must not happen
+    /// in the middle of a run (reset, disconnect, shutdown) stop this, and they and everything
+    /// after them wait in `pending`, in order, for the end of the run.
+    fn absorb_requests(&mut self) {
+        if !self.pending.is_empty() {
+            return;
+        }
+        while let Ok(request) = self.rx.try_recv() {
+            if request.fits_between_batches() {
+                self.handle_request(request);
+            } else {
+                self.pending.push_back(request);
+                return;
+            }
         }
     }
 
@@ -620,6 +682,9 @@ impl<D: GpuDevice> GpuThread<D> {
                     }
                 }
             };
+            // What the frontend had set up before these chains were made available (a new
+            // display socket) must be in effect for them.
+            self.absorb_requests();
             // The vring lock is not held while commands run: a command may wait for the
             // display, and the frontend may need the lock meanwhile (e.g. to stop the queue).
             let mut used = Vec::with_capacity(chains.len());
@@ -716,6 +781,8 @@ mod tests {
     enum Seen {
         Chain(QueueKind, u16),
         Reset,
+        /// A shared-memory mapper was installed (removals are not reported).
+        Mapper,
     }
 
     /// A device that answers every chain with ANSWER_LEN bytes, or holds the answers until its
@@ -725,6 +792,8 @@ mod tests {
         hold: Arc<AtomicBool>,
         fence: EventFd,
         held: Vec<UsedEntry>,
+        /// When set, the next chain waits (after reporting itself) until the test sends on it.
+        gate: Arc<Mutex<Option<Receiver<()>>>>,
     }
 
     impl GpuDevice for MockDevice {
@@ -746,6 +815,10 @@ mod tests {
                 len: ANSWER_LEN,
             };
             let _ = self.seen.send(Seen::Chain(queue, chain.head_index()));
+            let gate = self.gate.lock().unwrap().take();
+            if let Some(gate) = gate {
+                let _ = gate.recv_timeout(WAIT);
+            }
             if self.hold.load(Ordering::SeqCst) {
                 self.held.push(entry);
                 None
@@ -767,6 +840,11 @@ mod tests {
             self.held.clear();
             let _ = self.seen.send(Seen::Reset);
         }
+        fn set_shared_memory(&mut self, mapper: Option<Box<dyn SharedMemoryMapper>>) {
+            if mapper.is_some() {
+                let _ = self.seen.send(Seen::Mapper);
+            }
+        }
     }
 
     struct Rig {
@@ -775,6 +853,7 @@ mod tests {
         seen: Receiver<Seen>,
         hold: Arc<AtomicBool>,
         fence: EventFd,
+        gate: Arc<Mutex<Option<Receiver<()>>>>,
         mem: GuestMemory,
         vrings: Vec<VringRwLock>,
         calls: Vec<EventFd>,
@@ -791,6 +870,8 @@ mod tests {
             let fence = EventFd::new(EFD_NONBLOCK).unwrap();
             let device_fence = fence.try_clone().unwrap();
             let device_hold = hold.clone();
+            let gate = Arc::new(Mutex::new(None));
+            let device_gate = gate.clone();
             let handle = GpuThreadHandle::spawn(
                 move || {
                     Ok(MockDevice {
@@ -798,6 +879,7 @@ mod tests {
                         hold: device_hold,
                         fence: device_fence,
                         held: Vec::new(),
+                        gate: device_gate,
                     })
                 },
                 1,
@@ -837,6 +919,7 @@ mod tests {
                 seen,
                 hold,
                 fence,
+                gate,
                 mem,
                 vrings,
                 calls,
@@ -951,6 +1034,55 @@ mod tests {
         wait_notified(&rig, CURSOR_QUEUE);
         assert_eq!(rig.used(CURSOR_QUEUE).0, 1);
         assert_eq!(rig.used(CONTROL_QUEUE).0, 3);
+    }
+
+    /// A vhost-user backend-request channel whose peer end is returned too.
+    fn backend_channel() -> (Backend, std::os::unix::net::UnixStream) {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        (Backend::from_stream(ours), theirs)
+    }
+
+    #[test]
+    fn requests_sent_before_a_chain_is_available_take_effect_before_it() {
+        // A frontend acks a request (SET_SOCKET, SET_BACKEND_REQ_FD) after it reached the
+        // channel, then makes the next chain available, while the GPU thread may still be in
+        // the run that pops that chain: the request must be in effect for the chain.
+        let rig = Rig::new();
+        let (release, gate) = mpsc::channel();
+        *rig.gate.lock().unwrap() = Some(gate);
+        let first = rig.add_chains(CONTROL_QUEUE, 1);
+        rig.kick(CONTROL_QUEUE);
+        rig.expect_seen(Seen::Chain(QueueKind::Control, first[0]));
+        // The thread is inside the first chain. The frontend's request, then its next chain.
+        let (backend, _peer) = backend_channel();
+        rig.client.send(Request::BackendReq(backend)).unwrap();
+        let second = rig.add_chains(CONTROL_QUEUE, 1);
+        rig.kick(CONTROL_QUEUE);
+        release.send(()).unwrap();
+        rig.expect_seen(Seen::Mapper);
+        rig.expect_seen(Seen::Chain(QueueKind::Control, second[0]));
+        wait_notified(&rig, CONTROL_QUEUE);
+        rig.settle();
+        assert_eq!(rig.used(CONTROL_QUEUE).0, 2);
+        assert!(rig.seen.try_recv().is_err());
+
+        // A reset is never done in the middle of a run; it and what came after it keep their
+        // order and follow the run.
+        let (release, gate) = mpsc::channel();
+        *rig.gate.lock().unwrap() = Some(gate);
+        let third = rig.add_chains(CONTROL_QUEUE, 1);
+        rig.kick(CONTROL_QUEUE);
+        rig.expect_seen(Seen::Chain(QueueKind::Control, third[0]));
+        rig.client.send(Request::ResetDevice).unwrap();
+        let (backend, _peer2) = backend_channel();
+        rig.client.send(Request::BackendReq(backend)).unwrap();
+        let fourth = rig.add_chains(CONTROL_QUEUE, 1);
+        release.send(()).unwrap();
+        rig.expect_seen(Seen::Chain(QueueKind::Control, fourth[0]));
+        rig.expect_seen(Seen::Reset);
+        rig.expect_seen(Seen::Mapper);
+        rig.settle();
+        assert!(rig.seen.try_recv().is_err());
     }
 
     #[test]
