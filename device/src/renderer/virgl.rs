@@ -4,7 +4,8 @@
 //! * 2D resources are `PIPE_TEXTURE_2D` render targets (row 0 on top), filled from the guest
 //!   backing with `transfer_write` (stride = resource width * 4, as the 2D protocol says).
 //! * 3D: contexts (VIRGL2 by default, or the CONTEXT_INIT capset), attach/detach, SUBMIT_3D,
-//!   3D transfers in both directions, capsets VIRGL and VIRGL2.
+//!   3D transfers in both directions, capsets VIRGL and VIRGL2, and VENUS (4) when the daemon
+//!   initialised the library with `RendererFlags::VENUS` (it tries; Debian's 0.10.4 has Venus).
 //! * Fences: the global timeline maps the guest's 64-bit fence ids onto the library's 32-bit
 //!   global fences (an internal sequence number, completed in order); per-context fences
 //!   (ring 0 of virgl contexts) keep the guest's 64-bit ids.
