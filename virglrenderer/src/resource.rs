@@ -2,7 +2,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::ffi::{c_int, c_uint};
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::rc::Rc;
 
@@ -337,6 +337,26 @@ impl MapCaching {
 struct Mapping {
     ptr: NonNull<u8>,
     len: u64,
+    /// Made by this crate with `mmap` on the exported fd (the library could not map the
+    /// resource itself), so it is removed with `munmap`, not `virgl_renderer_resource_unmap`.
+    own: bool,
+}
+
+impl Mapping {
+    /// Removes the mapping.
+    ///
+    /// # Safety
+    /// `self` must be the live mapping of resource `id`, and nothing may refer into it any more.
+    unsafe fn remove(self, id: u32) -> c_int {
+        if self.own {
+            // SAFETY: (caller) `ptr`/`len` are a live mmap of this crate with nothing referring
+            // into it; len fits usize because it was mapped with it.
+            unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len as usize) }
+        } else {
+            // SAFETY: (caller) the library mapped the resource and nothing refers to the mapping.
+            unsafe { sys::virgl_renderer_resource_unmap(id) }
+        }
+    }
 }
 
 /// A resource of the library. Dropping it detaches its backing, unmaps it, unreferences it in
@@ -794,24 +814,72 @@ impl Resource {
         // SAFETY: out pointers to locals.
         let ret = unsafe { sys::virgl_renderer_resource_map(self.id, &mut ptr, &mut len) };
         if ret != 0 {
-            return Err(lib_err("virgl_renderer_resource_map", ret));
+            let lib = lib_err("virgl_renderer_resource_map", ret);
+            return match self.map_exported_fd() {
+                Some(m) => {
+                    self.mapping.set(Some(m));
+                    Ok(m.len)
+                }
+                None => Err(lib),
+            };
         }
         let ptr = NonNull::new(ptr.cast::<u8>()).ok_or(Error::Library {
             op: "virgl_renderer_resource_map",
             errno: Errno(libc::EFAULT),
         })?;
-        self.mapping.set(Some(Mapping { ptr, len }));
+        self.mapping.set(Some(Mapping {
+            ptr,
+            len,
+            own: false,
+        }));
         Ok(len)
+    }
+
+    /// The fallback of [`map`](Self::map) for a blob the library cannot map itself (0.10.4
+    /// maps an opaque-fd Venus blob only through its Vulkan allocator, which is not set up
+    /// in-process): `mmap` of the fd the blob exports, when the kernel allows it (a memfd or a
+    /// dmabuf; lavapipe's opaque fds are memfds). `None` when that is not possible either.
+    fn map_exported_fd(&self) -> Option<Mapping> {
+        let size = self.blob_args()?.size;
+        let len = usize::try_from(size).ok().filter(|&l| l > 0)?;
+        let handle = self.export_blob().ok()?;
+        // SAFETY: a fresh shared mapping of `len` bytes of an fd we own for the call; the
+        // kernel picks the address; the result is checked before use. The fd may be closed
+        // afterwards (the mapping keeps the file).
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                handle.fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            log::debug!(
+                "resource {}: mmap of its exported {:?} fd: {}",
+                self.id,
+                handle.kind,
+                std::io::Error::last_os_error()
+            );
+            return None;
+        }
+        Some(Mapping {
+            ptr: NonNull::new(p.cast::<u8>())?,
+            len: size,
+            own: true,
+        })
     }
 
     /// Removes the mapping made by [`map`](Self::map).
     pub fn unmap(&self) -> Result<()> {
-        if self.mapping.take().is_none() {
+        let Some(m) = self.mapping.take() else {
             return Err(Error::NotMapped(self.id));
-        }
-        // SAFETY: the resource is mapped (checked above); nothing refers to the mapping any
+        };
+        // SAFETY: `m` is the resource's live mapping (taken above); nothing refers to it any
         // more (accesses copy in and out).
-        let ret = unsafe { sys::virgl_renderer_resource_unmap(self.id) };
+        let ret = unsafe { m.remove(self.id) };
         if ret != 0 {
             return Err(lib_err("virgl_renderer_resource_unmap", ret));
         }
@@ -855,9 +923,9 @@ impl Resource {
 
 impl Drop for Resource {
     fn drop(&mut self) {
-        if self.mapping.take().is_some() {
-            // SAFETY: the resource is mapped and nothing refers to the mapping.
-            unsafe { sys::virgl_renderer_resource_unmap(self.id) };
+        if let Some(m) = self.mapping.take() {
+            // SAFETY: `m` is the resource's live mapping and nothing refers to it.
+            unsafe { m.remove(self.id) };
         }
         let backing = self.backing.borrow_mut().take();
         if backing.is_some() {
