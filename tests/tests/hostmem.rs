@@ -13,6 +13,12 @@
 //!   command (vkEnumerateInstanceVersion) into the blob through the mapping, has the renderer
 //!   execute it from there (vkExecuteCommandStreamsMESA) and reads the renderer's reply, which it
 //!   wrote into the same blob, back through the mapping.
+//! * Venus `VkDeviceMemory`: the test creates an instance, a device and a host-visible
+//!   allocation over the Venus protocol (replies read through a mapped shared-memory blob),
+//!   makes the memory a HOST3D blob (blob_id = its object id) and maps it: lavapipe's memory
+//!   exports as an opaque fd (a memfd), which the frontend maps. The guest draws into it through
+//!   the region and SET_SCANOUT_BLOB + RESOURCE_FLUSH show exactly those pixels on the display
+//!   peer (read back through a fresh export of the renderer's memory).
 //! * virgl (GL) contexts: a HOST3D blob of a buffer made with VIRGL_CCMD_PIPE_RESOURCE_CREATE is
 //!   created and mappable inside the library, but 0.10.4 can export only GBM buffers of a
 //!   minigbm build as an fd (`vrend_pipe_resource_export_fd`); Debian's build is not one, so
