@@ -888,3 +888,95 @@ fn venus_device_memory_blob_is_mapped_and_scanned_out() {
     );
     alive(&mut fe, &p, "the Vulkan memory blob");
 }
+
+#[test]
+fn frontend_without_shmem_gets_no_mappings() {
+    if virgl_opted_out() {
+        return;
+    }
+    // BACKEND_REQ but not SHMEM (what QEMU 10.0 negotiates): the daemon has a channel but may
+    // not send SHMEM_MAP on it; MAP_BLOB fails cleanly.
+    let opts = FrontendOptions {
+        protocol_features: FrontendOptions::default().protocol_features
+            - VhostUserProtocolFeatures::SHMEM,
+        ..FrontendOptions::default()
+    };
+    let p = spawn(&ours("virglrenderer").arg("--hostmem").arg("64M"));
+    let mut fe = connect(&p, opts);
+    assert!(fe.shmem_regions().is_empty());
+    assert!(fe.backend_req().is_some());
+    expect(
+        &mut fe,
+        &p,
+        &Command::ctx_create(1, capset::VENUS, "venus"),
+        resp::OK_NODATA,
+        "CTX_CREATE Venus",
+    );
+    create_host_shm_blob(&mut fe, &p, 1, 10, 4096);
+    expect(
+        &mut fe,
+        &p,
+        &map(10, 0),
+        resp::ERR_UNSPEC,
+        "map without SHMEM",
+    );
+    assert!(fe.backend_req().unwrap().state().events.is_empty());
+    alive(&mut fe, &p, "map without SHMEM");
+}
+
+#[test]
+fn reset_unmaps_and_a_new_connection_starts_clean() {
+    use vhost::vhost_user::VhostUserFrontend;
+    if virgl_opted_out() {
+        return;
+    }
+    let p = spawn(&ours("virglrenderer").arg("--hostmem").arg("64M"));
+    let opts = FrontendOptions {
+        protocol_features: FrontendOptions::default().protocol_features
+            | VhostUserProtocolFeatures::RESET_DEVICE,
+        ..FrontendOptions::default()
+    };
+    let mut fe = connect(&p, opts);
+    expect(
+        &mut fe,
+        &p,
+        &Command::ctx_create(1, capset::VENUS, "venus"),
+        resp::OK_NODATA,
+        "CTX_CREATE Venus",
+    );
+    create_host_shm_blob(&mut fe, &p, 1, 10, 64 << 10);
+    map_ok(&mut fe, &p, 10, 0x20000, 64 << 10);
+    // RESET_DEVICE: the device drops the guest's state and unmaps what it had mapped.
+    let mark = fe.backend_req().unwrap().mark();
+    fe.vhost()
+        .reset_device()
+        .unwrap_or_else(|e| panic!("RESET_DEVICE: {e}\n{}", p.stderr_tail()));
+    let ev = fe
+        .backend_req()
+        .unwrap()
+        .wait_event(mark, WAIT, |e| matches!(e, ShmemEvent::Unmap { .. }))
+        .check(&p, "SHMEM_UNMAP on reset");
+    assert_eq!(
+        ev,
+        ShmemEvent::Unmap {
+            shmid: SHMID,
+            shm_offset: 0x20000,
+            len: 64 << 10,
+            unmapped: true
+        }
+    );
+    drop(fe);
+    // The next frontend gets a fresh region and device: the same ids and offset work again.
+    let mut fe = connect(&p, FrontendOptions::default());
+    assert_eq!(fe.shmem_regions(), &[(SHMID, REGION)]);
+    expect(
+        &mut fe,
+        &p,
+        &Command::ctx_create(1, capset::VENUS, "venus"),
+        resp::OK_NODATA,
+        "CTX_CREATE Venus again",
+    );
+    create_host_shm_blob(&mut fe, &p, 1, 10, 64 << 10);
+    map_ok(&mut fe, &p, 10, 0x20000, 64 << 10);
+    alive(&mut fe, &p, "reconnect");
+}
