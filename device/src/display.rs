@@ -70,7 +70,8 @@ pub trait Display {
     /// Set the scanout's size; `width == 0` disables it (VHOST_USER_GPU_SCANOUT).
     fn scanout(&mut self, scanout_id: u32, width: u32, height: u32);
     /// Damaged pixels, XRGB8888 (`PIXMAN_x8r8g8b8`), `width * height * 4` bytes, tightly packed
-    /// (VHOST_USER_GPU_UPDATE).
+    /// (VHOST_USER_GPU_UPDATE). The fourth byte of each pixel is undefined (rows of a B8G8R8A8
+    /// or B8G8R8X8 resource are sent as the guest wrote them, like QEMU's backend does).
     fn update(&mut self, scanout_id: u32, x: u32, y: u32, width: u32, height: u32, pixels: &[u8]);
     /// Whether the peer takes dmabufs at all (DMABUF_SCANOUT is always part of the protocol, but a
     /// headless display cannot use them).

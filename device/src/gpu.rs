@@ -74,6 +74,10 @@ pub const GUEST_ERROR_WARN_LIMIT: u64 = 1000;
 /// guest must not create them without bound.
 pub const MAX_BLOB_MAPPINGS: usize = 16384;
 
+/// The largest flush buffer kept between flushes: 64 MiB, two 3840x2160 frames of 4 bytes a
+/// pixel. A flush needing more (up to `MAX_SCANOUT_DIMENSION^2 * 4`) frees it afterwards.
+pub const FLUSH_BUFFER_KEEP_BYTES: usize = 64 << 20;
+
 /// Alignment of RESOURCE_MAP_BLOB offsets and of mapping lengths, in bytes, when the host's page
 /// size cannot be read. The device uses the host page size (`sysconf(_SC_PAGESIZE)`): the
 /// frontend maps the blob with `mmap(MAP_FIXED)`, which needs page-aligned addresses.
@@ -326,6 +330,32 @@ pub struct VirtioGpu {
     blob_maps: BTreeMap<u64, BlobMap>,
     /// Alignment of map offsets and lengths (the host page size).
     map_alignment: u64,
+    /// Pixels read back for the display, reused from flush to flush.
+    flush_buffer: FlushBuffer,
+}
+
+/// A flush's pixels that are kept (grown fallibly, never zeroed again) from one flush to the
+/// next, so that a flush neither allocates nor clears memory; one larger than
+/// [`FLUSH_BUFFER_KEEP_BYTES`] is freed after its flush.
+#[derive(Default)]
+struct FlushBuffer(Vec<u8>);
+
+impl FlushBuffer {
+    /// `len` bytes of the buffer (whatever an earlier flush left there).
+    fn get(&mut self, len: usize) -> Result<&mut [u8], std::collections::TryReserveError> {
+        if self.0.len() < len {
+            self.0.try_reserve_exact(len - self.0.len())?;
+            self.0.resize(len, 0);
+        }
+        Ok(&mut self.0[..len])
+    }
+
+    /// Frees the buffer if it grew beyond [`FLUSH_BUFFER_KEEP_BYTES`].
+    fn trim(&mut self) {
+        if self.0.len() > FLUSH_BUFFER_KEEP_BYTES {
+            self.0 = Vec::new();
+        }
+    }
 }
 
 impl VirtioGpu {
@@ -369,6 +399,7 @@ impl VirtioGpu {
             shm: None,
             blob_maps: BTreeMap::new(),
             map_alignment: host_page_size(),
+            flush_buffer: FlushBuffer::default(),
             config,
         }
     }
@@ -489,6 +520,7 @@ impl VirtioGpu {
         self.hostmem_used = 0;
         self.pending.clear();
         self.ready.clear();
+        self.flush_buffer = FlushBuffer::default();
     }
 
     /// Installs (or, with `None`, removes) the host-visible region's mapper: the backend calls
@@ -1234,7 +1266,13 @@ impl VirtioGpu {
             )));
         }
         let mut first_error = None;
-        for (i, s) in self.scanouts.iter().enumerate() {
+        let Self {
+            renderer,
+            scanouts,
+            flush_buffer,
+            ..
+        } = self;
+        for (i, s) in scanouts.iter().enumerate() {
             if s.resource_id != resource_id {
                 continue;
             }
@@ -1247,31 +1285,37 @@ impl VirtioGpu {
                 display.dmabuf_update(sid, dx, dy, damage.width, damage.height);
                 continue;
             }
+            if s.blob.is_none() {
+                // Rows the renderer holds as display pixels already go out without a copy.
+                if let Some(rows) = renderer.scanout_pixels(resource_id, damage) {
+                    display.update(sid, dx, dy, damage.width, damage.height, rows);
+                    continue;
+                }
+            }
             // Bounded by MAX_SCANOUT_DIMENSION^2 * 4 (and by the resource, itself bounded by
             // max_hostmem or guest memory); still allocated fallibly.
             let len = damage.width as usize * damage.height as usize * BYTES_PER_PIXEL as usize;
-            let mut pixels = Vec::new();
-            if let Err(e) = pixels.try_reserve_exact(len) {
-                warn!("flush of resource {resource_id}: {len} bytes: {e}");
-                first_error.get_or_insert(RendererError::OutOfMemory(format!("{len} bytes")));
-                continue;
-            }
-            pixels.resize(len, 0);
-            let read = match &s.blob {
-                Some(layout) => {
-                    self.renderer
-                        .read_blob_pixels(resource_id, layout, damage, &mut pixels)
+            let pixels = match flush_buffer.get(len) {
+                Ok(p) => p,
+                Err(e) => {
+                    warn!("flush of resource {resource_id}: {len} bytes: {e}");
+                    first_error.get_or_insert(RendererError::OutOfMemory(format!("{len} bytes")));
+                    continue;
                 }
-                None => self.renderer.read_pixels(resource_id, damage, &mut pixels),
+            };
+            let read = match &s.blob {
+                Some(layout) => renderer.read_blob_pixels(resource_id, layout, damage, pixels),
+                None => renderer.read_pixels(resource_id, damage, pixels),
             };
             match read {
-                Ok(()) => display.update(sid, dx, dy, damage.width, damage.height, &pixels),
+                Ok(()) => display.update(sid, dx, dy, damage.width, damage.height, pixels),
                 Err(e) => {
                     warn!("flush of resource {resource_id} on scanout {i}: {e}");
                     first_error.get_or_insert(e);
                 }
             }
         }
+        flush_buffer.trim();
         match first_error {
             Some(e) => Err(e.into()),
             None => Ok(Response::OkNoData),
@@ -1726,8 +1770,13 @@ mod tests {
             self.calls.push(Call::Scanout(scanout_id, width, height));
         }
         fn update(&mut self, s: u32, x: u32, y: u32, w: u32, h: u32, pixels: &[u8]) {
-            self.calls
-                .push(Call::Update(s, x, y, w, h, pixels.to_vec()));
+            // The display is x8r8g8b8: the fourth byte of a pixel means nothing to it (rows of a
+            // B8G8R8X8 resource go out with the guest's byte there), so it is recorded as 0xff.
+            let mut pixels = pixels.to_vec();
+            for p in pixels.chunks_exact_mut(4) {
+                p[3] = 0xff;
+            }
+            self.calls.push(Call::Update(s, x, y, w, h, pixels));
         }
         fn supports_dmabuf(&self) -> bool {
             self.dmabuf
@@ -2229,6 +2278,54 @@ mod tests {
             }
         }
         assert_eq!(h.display.calls, vec![Call::Update(0, 0, 0, w, ht, want)]);
+    }
+
+    #[test]
+    fn flushes_of_any_size_after_each_other_are_exact() {
+        // Whole rows (lent by the renderer) and partial rows (read into the reused flush
+        // buffer), large then small then large: no stale bytes of an earlier flush show.
+        let mut h = Harness::software();
+        let (w, ht) = (9u32, 7u32);
+        write_image(&h, w, ht);
+        h.create_2d(1, VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM, w, ht);
+        h.attach(1, &[(DATA_BASE, w * ht * 4)]);
+        assert_eq!(
+            h.transfer(1, Rect::new(0, 0, w, ht), 0),
+            VIRTIO_GPU_RESP_OK_NODATA
+        );
+        h.set_scanout(0, 1, Rect::new(0, 0, w, ht));
+        for r in [
+            Rect::new(0, 0, w, ht),
+            Rect::new(1, 1, 7, 5),
+            Rect::new(3, 2, 2, 1),
+            Rect::new(0, 4, w, 2),
+            Rect::new(0, 0, w - 1, ht),
+            Rect::new(8, 6, 1, 1),
+        ] {
+            h.display.calls.clear();
+            assert_eq!(h.flush(1, r), VIRTIO_GPU_RESP_OK_NODATA);
+            assert_eq!(
+                h.display.calls,
+                vec![Call::Update(0, r.x, r.y, r.width, r.height, expected(r))],
+                "{r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn flush_buffer_is_reused_and_freed_when_large() {
+        let mut b = FlushBuffer::default();
+        b.get(64).unwrap().fill(7);
+        let p = b.0.as_ptr();
+        assert_eq!(b.get(16).unwrap().len(), 16);
+        b.trim();
+        assert_eq!((b.0.as_ptr(), b.0.len()), (p, 64), "kept, not reallocated");
+        assert_eq!(
+            b.get(FLUSH_BUFFER_KEEP_BYTES + 4).unwrap().len(),
+            FLUSH_BUFFER_KEEP_BYTES + 4
+        );
+        b.trim();
+        assert_eq!(b.0.capacity(), 0, "a buffer over the limit is freed");
     }
 
     #[test]

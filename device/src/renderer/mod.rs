@@ -588,6 +588,17 @@ pub trait Renderer {
     /// and ARGB8888 for cursors. `out.len()` must be `rect.width * rect.height * 4`.
     fn read_pixels(&mut self, id: u32, rect: Rect, out: &mut [u8]) -> Result<()>;
 
+    /// Lends `rect` of a 2D resource as display pixels without a copy, when the resource already
+    /// holds them as the display wants them: `x8r8g8b8` bytes (B8G8R8A8 or B8G8R8X8; the X
+    /// byte is the guest's, which an `x8r8g8b8` display ignores) and `rect` spanning whole rows,
+    /// so that its rows are one tightly packed run of `rect.width * rect.height * 4` bytes.
+    /// `None` in every other case (also an unknown resource or a `rect` outside it); the device
+    /// then reads the pixels with [`Renderer::read_pixels`].
+    fn scanout_pixels(&self, id: u32, rect: Rect) -> Option<&[u8]> {
+        let _ = (id, rect);
+        None
+    }
+
     /// Like [`Renderer::read_pixels`], for a blob resource shown with SET_SCANOUT_BLOB:
     /// `layout` says where the image lies in the blob; `rect` is inside the image.
     fn read_blob_pixels(

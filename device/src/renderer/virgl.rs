@@ -594,16 +594,10 @@ impl Renderer for VirglGpuRenderer {
             width: rect.width,
             height: rect.height,
         };
-        if format.virtio == crate::protocol::VIRTIO_GPU_FORMAT_B8G8R8A8_UNORM {
-            return r.res.read_pixels(region, out, stride).map_err(map_err);
-        }
-        let mut raw = vec![0u8; out.len()];
-        r.res
-            .read_pixels(region, &mut raw, stride)
-            .map_err(map_err)?;
-        for (src, dst) in raw.chunks_exact(row).zip(out.chunks_exact_mut(row)) {
-            format.row_to_argb8888(src, dst);
-        }
+        // Read in the resource's byte order straight into `out`, then convert there (nothing
+        // to do for B8G8R8A8; alpha forced to 0xff for the X formats).
+        r.res.read_pixels(region, out, stride).map_err(map_err)?;
+        format.to_argb8888_in_place(out);
         Ok(())
     }
 
