@@ -8,8 +8,9 @@
 //! reconnects. Everyone else talks to it through [`GpuThreadClient`]: a channel of
 //! [`Request`]s plus an eventfd that wakes the thread.
 //!
-//! The thread sleeps in `epoll_wait` on two file descriptors: the wake-up eventfd and the
-//! renderer's fence poll fd (when it has one). After every wake-up it drains the channel,
+//! The thread sleeps in `epoll_wait` on the wake-up eventfd, the renderer's fence poll fd (when
+//! it has one) and the queues' kick eventfds (handed over by the connection's vrings,
+//! [`super::vring`]), so a guest kick wakes this thread alone. After every wake-up it drains the channel,
 //! processes the queues that were kicked, then lets the renderer retire fences and publishes
 //! the answers of the fenced commands. It never busy-waits. While it runs a queue it also takes
 //! new requests from the channel before each batch of chains it pops, so that a request the
@@ -17,7 +18,8 @@
 //! after that answer.
 
 use std::collections::VecDeque;
-use std::io;
+use std::fs::File;
+use std::io::{self, Read};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
@@ -27,12 +29,13 @@ use std::time::{Duration, Instant};
 
 use vhost::vhost_user::message::VhostUserMMap;
 use vhost::vhost_user::{Backend, GpuBackend, VhostUserFrontendReqHandler};
-use vhost_user_backend::{VringRwLock, VringT};
+use vhost_user_backend::VringT;
 use virtio_queue::{DescriptorChain, QueueOwnedT, QueueT};
 use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard, GuestMemoryMmap};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use super::vring::GpuVring;
 use super::BackendError;
 use crate::display::{Display, GpuSocketDisplay, HeadlessDisplay};
 use crate::gpu::{QueueKind, SharedMemoryMapper, UsedEntry, VirtioGpu};
@@ -156,12 +159,20 @@ impl SharedMemoryMapper for BackendShmemMapper {
 
 /// What the vhost-user side asks of the GPU thread.
 pub enum Request {
-    /// A queue was kicked (or started): process it. Carries the connection's vrings.
+    /// A queue was started or enabled: process it.
     Kick {
         /// The queue index.
         queue: usize,
-        /// All vrings of the connection.
-        vrings: Vec<VringRwLock>,
+    },
+    /// A new connection's vrings, in queue order.
+    Vrings(Vec<GpuVring>),
+    /// `SET_VRING_KICK` (a new kick eventfd for the queue, replacing the old one) or a queue
+    /// stop (`None`): the GPU thread waits on the queue's kick fd itself.
+    KickFd {
+        /// The queue index.
+        queue: usize,
+        /// The kick eventfd, `None` to close the old one.
+        fd: Option<File>,
     },
     /// The frontend's (new) memory table.
     Memory(GuestMemory),
@@ -181,7 +192,9 @@ pub enum Request {
 impl std::fmt::Debug for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Request::Kick { queue, .. } => write!(f, "Kick({queue})"),
+            Request::Kick { queue } => write!(f, "Kick({queue})"),
+            Request::Vrings(v) => write!(f, "Vrings({})", v.len()),
+            Request::KickFd { queue, fd } => write!(f, "KickFd({queue}, {})", fd.is_some()),
             Request::Memory(_) => f.write_str("Memory"),
             Request::GpuSocket(_) => f.write_str("GpuSocket"),
             Request::BackendReq(_) => f.write_str("BackendReq"),
@@ -200,6 +213,8 @@ impl Request {
         matches!(
             self,
             Request::Kick { .. }
+                | Request::Vrings(_)
+                | Request::KickFd { .. }
                 | Request::Memory(_)
                 | Request::GpuSocket(_)
                 | Request::BackendReq(_)
@@ -406,6 +421,8 @@ impl DisplayPeer {
 const TOKEN_WAKE: u64 = 0;
 /// epoll token of the renderer's fence poll fd.
 const TOKEN_FENCE: u64 = 1;
+/// epoll token of queue 0's kick eventfd; queue `q` has `TOKEN_KICK + q`.
+const TOKEN_KICK: u64 = 2;
 
 /// The state owned by the GPU thread.
 struct GpuThread<D: GpuDevice> {
@@ -415,8 +432,10 @@ struct GpuThread<D: GpuDevice> {
     wake: EventFd,
     epoll: Epoll,
     shared: Arc<Shared>,
-    /// The current connection's vrings (known from its first kick).
-    vrings: Option<Vec<VringRwLock>>,
+    /// The current connection's vrings.
+    vrings: Option<Vec<GpuVring>>,
+    /// The current connection's kick eventfds, in this thread's epoll (token `TOKEN_KICK + q`).
+    kick_fds: [Option<File>; NUM_QUEUES],
     /// The current connection's guest memory.
     mem: Option<GuestMemory>,
     /// Queues kicked since the last batch.
@@ -480,6 +499,7 @@ impl<D: GpuDevice> GpuThread<D> {
             epoll,
             shared,
             vrings: None,
+            kick_fds: [None, None],
             mem: None,
             kicked: [false; NUM_QUEUES],
             deferred: Vec::new(),
@@ -497,10 +517,14 @@ impl<D: GpuDevice> GpuThread<D> {
     }
 
     fn run(&mut self) {
-        let mut events = [EpollEvent::default(); 4];
+        let mut events = [EpollEvent::default(); 8];
         loop {
             match self.epoll.wait(-1, &mut events) {
-                Ok(_) => {}
+                Ok(n) => {
+                    for event in events.iter().take(n) {
+                        self.take_kick(event.data());
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     log::error!("GPU thread: epoll_wait failed: {e}; stopping");
@@ -513,6 +537,67 @@ impl<D: GpuDevice> GpuThread<D> {
             if !keep_going {
                 return;
             }
+        }
+    }
+
+    /// Consumes a kick of the queue whose epoll token is `token` (other tokens: nothing).
+    fn take_kick(&mut self, token: u64) {
+        let Some(queue) = token
+            .checked_sub(TOKEN_KICK)
+            .and_then(|q| usize::try_from(q).ok())
+            .filter(|&q| q < NUM_QUEUES)
+        else {
+            return;
+        };
+        if let Some(fd) = &self.kick_fds[queue] {
+            // epoll said readable and only this thread reads the eventfd: the read does not
+            // block. It resets the counter, so the level-triggered fd goes quiet.
+            let mut count = [0u8; 8];
+            if let Err(e) = (&*fd).read(&mut count) {
+                log::debug!("queue {queue}: kick fd read: {e}");
+            }
+            self.kicked[queue] = true;
+        }
+    }
+
+    /// Installs the queue's new kick eventfd in the epoll (closing the old one), or only closes
+    /// the old one. A queue with a new kick fd is processed once: a kick may have come first.
+    fn set_kick_fd(&mut self, queue: usize, fd: Option<File>) {
+        let Some(slot) = self.kick_fds.get_mut(queue) else {
+            log::warn!("GPU thread: kick fd for queue {queue} ignored");
+            return;
+        };
+        if let Some(old) = slot.take() {
+            if let Err(e) = self.epoll.ctl(
+                ControlOperation::Delete,
+                old.as_raw_fd(),
+                EpollEvent::default(),
+            ) {
+                log::warn!("queue {queue}: cannot remove the old kick fd: {e}");
+            }
+        }
+        let Some(fd) = fd else {
+            return;
+        };
+        // queue < NUM_QUEUES.
+        let token = TOKEN_KICK + queue as u64;
+        match self.epoll.ctl(
+            ControlOperation::Add,
+            fd.as_raw_fd(),
+            EpollEvent::new(EventSet::IN, token),
+        ) {
+            Ok(()) => {
+                *slot = Some(fd);
+                self.kicked[queue] = true;
+            }
+            Err(e) => log::warn!("queue {queue}: cannot wait on the kick fd: {e}"),
+        }
+    }
+
+    /// Closes every kick fd of the connection.
+    fn drop_kick_fds(&mut self) {
+        for queue in 0..NUM_QUEUES {
+            self.set_kick_fd(queue, None);
         }
     }
 
@@ -553,14 +638,19 @@ impl<D: GpuDevice> GpuThread<D> {
     fn handle_request(&mut self, request: Request) {
         log::trace!("GPU thread: {request:?}");
         match request {
-            Request::Kick { queue, vrings } => {
-                if queue < NUM_QUEUES && vrings.len() == NUM_QUEUES {
-                    self.kicked[queue] = true;
+            Request::Kick { queue } => match self.kicked.get_mut(queue) {
+                Some(k) => *k = true,
+                None => log::warn!("GPU thread: kick for queue {queue} ignored"),
+            },
+            Request::Vrings(vrings) => {
+                if vrings.len() == NUM_QUEUES {
+                    self.drop_kick_fds();
                     self.vrings = Some(vrings);
                 } else {
-                    log::warn!("GPU thread: kick for queue {queue} ignored");
+                    log::warn!("GPU thread: {} vrings ignored", vrings.len());
                 }
             }
+            Request::KickFd { queue, fd } => self.set_kick_fd(queue, fd),
             Request::Memory(mem) => self.mem = Some(mem),
             Request::GpuSocket(socket) => match &mut self.display {
                 DisplayPeer::Headless(_) => {
@@ -582,6 +672,7 @@ impl<D: GpuDevice> GpuThread<D> {
                 self.device.set_shared_memory(None);
                 self.reset_device();
                 self.vrings = None;
+                self.drop_kick_fds();
                 self.mem = None;
                 self.kicked = [false; NUM_QUEUES];
                 if let DisplayPeer::Socket(d) = &mut self.display {
@@ -625,7 +716,7 @@ impl<D: GpuDevice> GpuThread<D> {
     }
 
     /// Whether the queue may be used now: started (ready) and enabled.
-    fn queue_running(vring: &VringRwLock) -> bool {
+    fn queue_running(vring: &GpuVring) -> bool {
         let state = vring.get_ref();
         state.get_queue().ready() && state.is_enabled()
     }
@@ -634,7 +725,7 @@ impl<D: GpuDevice> GpuThread<D> {
     /// driver set the ring up anew, i.e. the guest reset the device (QEMU stops the queues both
     /// for a guest reset and for a VM pause, and tells the backend nothing else; after a pause
     /// the ring continues where it stopped). Then the old guest state goes.
-    fn check_guest_reset(&mut self, vring: &VringRwLock) {
+    fn check_guest_reset(&mut self, vring: &GpuVring) {
         if !self.shared.control_stopped.swap(false, Ordering::SeqCst) {
             return;
         }
@@ -855,7 +946,7 @@ mod tests {
         fence: EventFd,
         gate: Arc<Mutex<Option<Receiver<()>>>>,
         mem: GuestMemory,
-        vrings: Vec<VringRwLock>,
+        vrings: Vec<GpuVring>,
         calls: Vec<EventFd>,
         /// Next free descriptor per queue.
         next_desc: [AtomicUsize; NUM_QUEUES],
@@ -896,7 +987,7 @@ mod tests {
             for (q, base) in RING_BASE.into_iter().enumerate() {
                 // Descriptor table, avail ring, used ring; guest memory starts zeroed.
                 rings[q] = (base, base + 0x100, base + 0x200);
-                let vring = VringRwLock::new(mem.clone(), QUEUE_SIZE).unwrap();
+                let vring = GpuVring::new(mem.clone(), QUEUE_SIZE).unwrap();
                 vring.set_queue_size(QUEUE_SIZE);
                 vring
                     .set_queue_info(rings[q].0, rings[q].1, rings[q].2)
@@ -913,6 +1004,10 @@ mod tests {
             assert_eq!(client.device_features(), 1 << 1);
             assert_eq!(client.config_space()[8], 1);
             client.send(Request::Memory(mem.clone())).unwrap();
+            for (q, v) in vrings.iter().enumerate() {
+                v.attach(q, client.clone());
+            }
+            client.send(Request::Vrings(vrings.clone())).unwrap();
             Rig {
                 handle,
                 client,
@@ -956,12 +1051,7 @@ mod tests {
         }
 
         fn kick(&self, queue: usize) {
-            self.client
-                .send(Request::Kick {
-                    queue,
-                    vrings: self.vrings.clone(),
-                })
-                .unwrap();
+            self.client.send(Request::Kick { queue }).unwrap();
         }
 
         /// The used ring of `queue`: (idx, [(id, len)]).
@@ -1191,6 +1281,80 @@ mod tests {
         wait_notified(&rig, CONTROL_QUEUE);
         rig.settle();
         assert_eq!(rig.used(CONTROL_QUEUE).0, 6);
+    }
+
+    /// A fresh eventfd and a `File` of the same eventfd (what SET_VRING_KICK hands over).
+    fn kick_eventfd() -> (EventFd, File) {
+        let ours = EventFd::new(EFD_NONBLOCK).unwrap();
+        let theirs = ours.try_clone().unwrap();
+        // SAFETY: `into_raw_fd` hands over the sole ownership of a fresh descriptor.
+        (ours, unsafe { File::from_raw_fd(theirs.into_raw_fd()) })
+    }
+
+    #[test]
+    fn the_gpu_thread_waits_on_the_kick_eventfds_itself() {
+        let rig = Rig::new();
+        let vring = &rig.vrings[CONTROL_QUEUE];
+        // A stopped queue starts when it gets a kick fd (as with the library's own vrings),
+        // and is looked at once: a chain made available before is processed without a kick.
+        vring.set_queue_ready(false);
+        let early = rig.add_chains(CONTROL_QUEUE, 1);
+        let (kick, file) = kick_eventfd();
+        vring.set_kick(Some(file));
+        assert!(vring.get_ref().get_queue().ready());
+        rig.expect_seen(Seen::Chain(QueueKind::Control, early[0]));
+        wait_notified(&rig, CONTROL_QUEUE);
+        // A write to the kick eventfd alone (no request) gets the next chains processed.
+        let heads = rig.add_chains(CONTROL_QUEUE, 2);
+        kick.write(1).unwrap();
+        for h in &heads {
+            rig.expect_seen(Seen::Chain(QueueKind::Control, *h));
+        }
+        wait_notified(&rig, CONTROL_QUEUE);
+        rig.settle();
+        assert_eq!(rig.used(CONTROL_QUEUE).0, 3);
+        // The kick was consumed: no busy loop, nothing more happens.
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(rig.seen.try_recv().is_err());
+
+        // SET_VRING_KICK with a new eventfd replaces the old one: writes to the old one are
+        // no longer seen, writes to the new one are.
+        let (new_kick, new_file) = kick_eventfd();
+        vring.set_kick(Some(new_file));
+        rig.settle();
+        std::thread::sleep(Duration::from_millis(20));
+        let h = rig.add_chains(CONTROL_QUEUE, 1);
+        kick.write(1).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(rig.seen.try_recv().is_err(), "old kick fd still watched");
+        new_kick.write(1).unwrap();
+        rig.expect_seen(Seen::Chain(QueueKind::Control, h[0]));
+        wait_notified(&rig, CONTROL_QUEUE);
+
+        // A stop (set_kick(None)) closes it: writes are no longer seen.
+        vring.set_kick(None);
+        rig.settle();
+        std::thread::sleep(Duration::from_millis(20));
+        rig.add_chains(CONTROL_QUEUE, 1);
+        new_kick.write(1).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            rig.seen.try_recv().is_err(),
+            "kick fd watched after the stop"
+        );
+        // The cursor queue's kick fd is its own.
+        let (cursor_kick, cursor_file) = kick_eventfd();
+        rig.vrings[CURSOR_QUEUE].set_kick(Some(cursor_file));
+        rig.settle();
+        let c = rig.add_chains(CURSOR_QUEUE, 1);
+        cursor_kick.write(1).unwrap();
+        rig.expect_seen(Seen::Chain(QueueKind::Cursor, c[0]));
+        // A disconnect closes the kick fds.
+        rig.client.disconnect().unwrap();
+        rig.expect_seen(Seen::Reset);
+        cursor_kick.write(1).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(rig.seen.try_recv().is_err());
     }
 
     #[test]

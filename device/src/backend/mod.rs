@@ -22,6 +22,7 @@
 pub mod gpu_thread;
 pub mod relay;
 pub mod serve;
+pub mod vring;
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -31,7 +32,7 @@ use vhost::vhost_user::message::{
     VhostUserProtocolFeatures, VhostUserShMemConfig, VhostUserVirtioFeatures,
 };
 use vhost::vhost_user::{Backend, GpuBackend};
-use vhost_user_backend::{VhostUserBackend, VringRwLock};
+use vhost_user_backend::VhostUserBackend;
 use virtio_bindings::virtio_config::{
     VIRTIO_F_NOTIFY_ON_EMPTY, VIRTIO_F_RING_RESET, VIRTIO_F_VERSION_1,
 };
@@ -45,6 +46,7 @@ pub use gpu_thread::{GpuDevice, GpuThreadClient, GpuThreadHandle, Request, NUM_Q
 pub use serve::serve;
 
 use gpu_thread::GuestMemory;
+use vring::GpuVring;
 
 /// Largest virtqueue the device accepts (SET_VRING_NUM above it is refused). QEMU uses 256 for
 /// virtio-gpu; 1024 leaves room without letting a frontend size rings at will.
@@ -124,6 +126,11 @@ impl VhostUserGpuBackend {
         &self.gpu
     }
 
+    /// A shared handle of the GPU thread's client (for the connection's vrings).
+    pub fn gpu_client(&self) -> Arc<GpuThreadClient> {
+        self.gpu.clone()
+    }
+
     fn forward(&self, request: Request) -> io::Result<()> {
         self.gpu
             .send(request)
@@ -164,7 +171,7 @@ fn is_eventfd(fd: RawFd) -> bool {
 
 impl VhostUserBackend for VhostUserGpuBackend {
     type Bitmap = ();
-    type Vring = VringRwLock;
+    type Vring = GpuVring;
 
     fn num_queues(&self) -> usize {
         NUM_QUEUES
@@ -287,18 +294,13 @@ impl VhostUserBackend for VhostUserGpuBackend {
         &self,
         device_event: u16,
         _evset: EventSet,
-        vrings: &[VringRwLock],
+        _vrings: &[GpuVring],
         _thread_id: usize,
     ) -> io::Result<()> {
-        let queue = usize::from(device_event);
-        if queue >= NUM_QUEUES {
-            log::warn!("unexpected event {device_event}");
-            return Ok(());
-        }
-        self.forward(Request::Kick {
-            queue,
-            vrings: vrings.to_vec(),
-        })
+        // The queues' kick fds go to the GPU thread (see `vring.rs`), never into the library's
+        // worker, and the backend registers no listeners of its own.
+        log::warn!("unexpected vring worker event {device_event}");
+        Ok(())
     }
 }
 

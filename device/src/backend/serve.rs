@@ -23,7 +23,8 @@ use vhost::vhost_user::Listener;
 use vhost_user_backend::{Error as DaemonError, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
-use super::{BackendError, VhostUserGpuBackend};
+use super::gpu_thread::{Request, NUM_QUEUES};
+use super::{vring, BackendError, VhostUserGpuBackend};
 use crate::cli::Endpoint;
 
 /// Name of the daemon's threads.
@@ -63,8 +64,22 @@ pub fn serve_one(
     backend: &Arc<VhostUserGpuBackend>,
 ) -> Result<(), BackendError> {
     let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
-    let mut daemon = VhostUserDaemon::new(DAEMON_NAME.into(), backend.clone(), mem)
-        .map_err(|e| BackendError::Daemon(e.to_string()))?;
+    let (daemon, vrings) =
+        vring::collect_new(|| VhostUserDaemon::new(DAEMON_NAME.into(), backend.clone(), mem));
+    let mut daemon = daemon.map_err(|e| BackendError::Daemon(e.to_string()))?;
+    // The connection's vrings send their kick fds to the GPU thread (see `vring.rs`).
+    if vrings.len() != NUM_QUEUES {
+        drop(daemon);
+        backend.close_exit_events();
+        return Err(BackendError::Daemon(format!(
+            "{} vrings created, {NUM_QUEUES} expected",
+            vrings.len()
+        )));
+    }
+    for (queue, v) in vrings.iter().enumerate() {
+        v.attach(queue, backend.gpu_client());
+    }
+    backend.gpu().send(Request::Vrings(vrings))?;
     // Ok(connection result), or Err when no connection could be accepted.
     let outcome = match daemon.start(listener) {
         Ok(()) => {
