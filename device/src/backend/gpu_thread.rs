@@ -10,9 +10,9 @@
 //!
 //! The thread sleeps in `epoll_wait` on the wake-up eventfd, the renderer's fence poll fd (when
 //! it has one) and the queues' kick eventfds (handed over by the connection's vrings,
-//! [`super::vring`]), so a guest kick wakes this thread alone. After every wake-up it drains the channel,
-//! processes the queues that were kicked, then lets the renderer retire fences and publishes
-//! the answers of the fenced commands. It never busy-waits. While it runs a queue it also takes
+//! [`super::vring`]), so a guest kick wakes this thread alone. After every wake-up it drains
+//! the channel, processes the queues that were kicked, then lets the renderer retire fences
+//! and publishes the answers of the fenced commands. It never busy-waits. While it runs a queue it also takes
 //! new requests from the channel before each batch of chains it pops, so that a request the
 //! frontend saw answered (a new display socket) is in effect for every chain made available
 //! after that answer.

@@ -2,9 +2,11 @@
 //! queue kicks reach the GPU thread.
 //!
 //! - [`VhostUserGpuBackend`] implements `vhost_user_backend::VhostUserBackend`. It owns no
-//!   device state: every request that touches the device (queue kicks, memory tables, the
-//!   display socket, resets) is forwarded to the GPU thread ([`gpu_thread`]), which owns
-//!   `VirtioGpu` and its (thread-affine, `!Send`) renderer.
+//!   device state: every request that touches the device (memory tables, the display socket,
+//!   resets) is forwarded to the GPU thread ([`gpu_thread`]), which owns `VirtioGpu` and its
+//!   (thread-affine, `!Send`) renderer. The queues' kick eventfds go to the GPU thread too,
+//!   through the vrings ([`vring::GpuVring`]), so that it waits on them itself.
+//! - [`vring`]: the backend's vring type, which hands each kick eventfd to the GPU thread.
 //! - [`serve`] accepts frontend connections one after the other, each with a fresh
 //!   `VhostUserDaemon`, and resets the device between them.
 //!
