@@ -83,6 +83,68 @@ pub const FLUSH_BUFFER_KEEP_BYTES: usize = 64 << 20;
 /// frontend maps the blob with `mmap(MAP_FIXED)`, which needs page-aligned addresses.
 pub const DEFAULT_MAP_ALIGNMENT: u64 = 4096;
 
+/// Host memory released by RESOURCE_UNREF (as accounted against `max_hostmem`) after which the
+/// C heap's free memory is handed back to the system (see [`HeapTrimmer`]).
+pub const TRIM_AFTER_RELEASED_BYTES: u64 = 64 << 20;
+
+/// Shortest time between two hand-backs of free heap memory ([`HeapTrimmer`]): a guest that
+/// destroys contexts in a loop costs at most one `malloc_trim` a second.
+pub const TRIM_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Hands the C heap's free memory back to the system after large releases.
+///
+/// glibc's `free` keeps freed memory in its arenas (the GL driver's textures, shader variants
+/// and per-context state are freed there when a guest destroys resources and contexts), so
+/// the process's RSS stays at its high-water mark: measured with llvmpipe, a 10,000-command
+/// 3D storm left 216 MiB of anonymous RSS after every resource and context was gone, of which
+/// `malloc_trim(0)` returned 170 MiB; the live heap (valgrind) was the same after 1,500 and
+/// 6,000 commands, i.e. nothing leaked. So after a guest reset, a context destroy, or once
+/// [`TRIM_AFTER_RELEASED_BYTES`] of resources were unreferenced, the device trims the heap, at
+/// most once per [`TRIM_MIN_INTERVAL`] (QEMU trims the same way after RCU frees).
+#[derive(Debug, Default)]
+struct HeapTrimmer {
+    /// Host memory of resources unreferenced since the last trim.
+    released: u64,
+    /// Whether a context was destroyed (or the device reset) since the last trim.
+    dirty: bool,
+    /// When the heap was last trimmed.
+    last: Option<std::time::Instant>,
+}
+
+impl HeapTrimmer {
+    /// Records `bytes` of resources released.
+    fn released(&mut self, bytes: u64) {
+        self.released = self.released.saturating_add(bytes);
+        if self.released >= TRIM_AFTER_RELEASED_BYTES {
+            self.dirty = true;
+        }
+    }
+
+    /// Trims the heap if something large was freed and the last trim is old enough; returns
+    /// whether it trimmed.
+    fn maybe_trim(&mut self) -> bool {
+        if !self.dirty || self.last.is_some_and(|t| t.elapsed() < TRIM_MIN_INTERVAL) {
+            return false;
+        }
+        self.dirty = false;
+        self.released = 0;
+        self.last = Some(std::time::Instant::now());
+        release_free_heap();
+        true
+    }
+}
+
+/// Returns the C heap's free memory to the system (glibc's `malloc_trim`; elsewhere nothing).
+fn release_free_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim only releases free memory of the allocator's arenas; it takes no
+        // pointers and is thread safe (it locks each arena).
+        let trimmed = unsafe { libc::malloc_trim(0) };
+        debug!("heap trimmed (memory returned: {})", trimmed != 0);
+    }
+}
+
 /// The host-visible shared memory region as the device reaches it: the backend implements it
 /// over vhost-user's backend-request channel (SHMEM_MAP / SHMEM_UNMAP to the frontend, which
 /// maps the fd into the region it exposes to the guest). `gpu.rs` never talks vhost-user itself;
@@ -332,6 +394,8 @@ pub struct VirtioGpu {
     map_alignment: u64,
     /// Pixels read back for the display, reused from flush to flush.
     flush_buffer: FlushBuffer,
+    /// Hands freed heap memory back after large releases.
+    trimmer: HeapTrimmer,
 }
 
 /// A flush's pixels that are kept (grown fallibly, never zeroed again) from one flush to the
@@ -400,6 +464,7 @@ impl VirtioGpu {
             blob_maps: BTreeMap::new(),
             map_alignment: host_page_size(),
             flush_buffer: FlushBuffer::default(),
+            trimmer: HeapTrimmer::default(),
             config,
         }
     }
@@ -521,6 +586,9 @@ impl VirtioGpu {
         self.pending.clear();
         self.ready.clear();
         self.flush_buffer = FlushBuffer::default();
+        self.trimmer.dirty = true;
+        self.trimmer.last = None;
+        self.trimmer.maybe_trim();
     }
 
     /// Installs (or, with `None`, removes) the host-visible region's mapper: the backend calls
@@ -862,6 +930,8 @@ impl VirtioGpu {
                     }
                 }
                 self.renderer.context_destroy(ctx)?;
+                self.trimmer.dirty = true;
+                self.trimmer.maybe_trim();
                 Ok(Response::OkNoData)
             }
             GpuCommand::CtxAttachResource { resource_id } => {
@@ -1112,6 +1182,10 @@ impl VirtioGpu {
             self.release_hostmem(r.hostmem);
         }
         self.renderer.resource_unref(id)?;
+        if let Some(r) = &res {
+            self.trimmer.released(r.hostmem);
+            self.trimmer.maybe_trim();
+        }
         Ok(Response::OkNoData)
     }
 
@@ -2326,6 +2400,28 @@ mod tests {
         );
         b.trim();
         assert_eq!(b.0.capacity(), 0, "a buffer over the limit is freed");
+    }
+
+    #[test]
+    fn heap_trims_after_large_releases_at_most_once_per_interval() {
+        let mut t = HeapTrimmer::default();
+        assert!(!t.maybe_trim(), "nothing freed yet");
+        t.released(TRIM_AFTER_RELEASED_BYTES - 1);
+        assert!(!t.maybe_trim(), "below the threshold");
+        t.released(1);
+        assert!(t.maybe_trim(), "threshold reached");
+        assert_eq!(t.released, 0);
+        // Right after a trim: a destroyed context waits for the interval.
+        t.dirty = true;
+        assert!(!t.maybe_trim(), "within TRIM_MIN_INTERVAL");
+        assert!(t.dirty, "still owed");
+        t.last = Some(std::time::Instant::now() - TRIM_MIN_INTERVAL);
+        assert!(t.maybe_trim(), "after the interval");
+        assert!(!t.maybe_trim(), "nothing new freed");
+        // Released bytes saturate instead of overflowing.
+        t.released(u64::MAX);
+        t.released(u64::MAX);
+        assert_eq!(t.released, u64::MAX);
     }
 
     #[test]
