@@ -432,14 +432,16 @@ struct GpuThread<D: GpuDevice> {
     wake: EventFd,
     epoll: Epoll,
     shared: Arc<Shared>,
-    /// The current connection's vrings.
-    vrings: Option<Vec<GpuVring>>,
+    /// The current connection's vrings (shared, so that a queue run holds them cheaply).
+    vrings: Option<Arc<[GpuVring]>>,
     /// The current connection's kick eventfds, in this thread's epoll (token `TOKEN_KICK + q`).
     kick_fds: [Option<File>; NUM_QUEUES],
     /// The current connection's guest memory.
     mem: Option<GuestMemory>,
     /// Queues kicked since the last batch.
     kicked: [bool; NUM_QUEUES],
+    /// Whether the wake-up eventfd was readable at the last `epoll_wait`.
+    woken: bool,
     /// Answers that could not be published because their queue was stopped; published when
     /// it runs again, dropped on reset.
     deferred: Vec<UsedEntry>,
@@ -502,6 +504,7 @@ impl<D: GpuDevice> GpuThread<D> {
             kick_fds: [None, None],
             mem: None,
             kicked: [false; NUM_QUEUES],
+            woken: false,
             deferred: Vec::new(),
             pending: VecDeque::new(),
         })
@@ -522,7 +525,10 @@ impl<D: GpuDevice> GpuThread<D> {
             match self.epoll.wait(-1, &mut events) {
                 Ok(n) => {
                     for event in events.iter().take(n) {
-                        self.take_kick(event.data());
+                        match event.data() {
+                            TOKEN_WAKE => self.woken = true,
+                            token => self.take_kick(token),
+                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -603,8 +609,11 @@ impl<D: GpuDevice> GpuThread<D> {
 
     /// One wake-up: requests, queues, fences. Returns false on shutdown.
     fn run_once(&mut self) -> bool {
-        // A failed read means there was nothing to consume (EAGAIN): a fence wake-up.
-        let _ = self.wake.read();
+        // Only when it was readable (a kick or fence wake-up costs no extra syscall); the
+        // channel is drained below in any case.
+        if std::mem::take(&mut self.woken) {
+            let _ = self.wake.read();
+        }
         while let Some(request) = self.pending.pop_front() {
             if matches!(request, Request::Shutdown) {
                 return false;
@@ -645,7 +654,7 @@ impl<D: GpuDevice> GpuThread<D> {
             Request::Vrings(vrings) => {
                 if vrings.len() == NUM_QUEUES {
                     self.drop_kick_fds();
-                    self.vrings = Some(vrings);
+                    self.vrings = Some(vrings.into());
                 } else {
                     log::warn!("GPU thread: {} vrings ignored", vrings.len());
                 }
