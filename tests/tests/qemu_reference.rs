@@ -102,8 +102,22 @@ fn qemu_partial_flush_is_pixel_exact() {
         .unwrap();
     fe.ok(&Command::set_scanout(0, 1, Rect::new(0, 0, 64, 32)))
         .unwrap();
+    let first = d.mark();
     fe.ok(&Command::resource_flush(1, Rect::new(0, 0, 64, 32)))
         .unwrap();
+    // The backend sends UPDATEs asynchronously: wait for the full-frame one, so that it cannot be
+    // taken for the partial flush's UPDATE below.
+    d.wait_event(first, Duration::from_secs(5), "full-frame UPDATE", |e| {
+        matches!(
+            e,
+            DisplayEvent::Update {
+                width: 64,
+                height: 32,
+                ..
+            }
+        )
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", p.stderr_tail()));
     write(&pattern);
     fe.ok(&Command::transfer_to_host_2d(1, Rect::new(0, 0, 64, 32), 0))
         .unwrap();
