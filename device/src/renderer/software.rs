@@ -74,44 +74,60 @@ impl PixelFormat {
             dst.copy_from_slice(src);
             return;
         }
-        let convert = self.word_to_argb8888();
-        for (s, d) in src.chunks_exact(4).zip(dst.chunks_exact_mut(4)) {
-            let w = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
-            d.copy_from_slice(&convert(w).to_le_bytes());
+        let (b, g, r, a) = self.word_shifts();
+        macro_rules! convert {
+            ($f:expr) => {{
+                let f = $f;
+                for (s, d) in src.chunks_exact(4).zip(dst.chunks_exact_mut(4)) {
+                    let w = u32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+                    d.copy_from_slice(&f(w).to_le_bytes());
+                }
+            }};
+        }
+        match self.virtio {
+            VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM => convert!(|w: u32| w | 0xff00_0000),
+            VIRTIO_GPU_FORMAT_A8R8G8B8_UNORM => convert!(u32::swap_bytes),
+            VIRTIO_GPU_FORMAT_X8R8G8B8_UNORM => convert!(|w: u32| w.swap_bytes() | 0xff00_0000),
+            VIRTIO_GPU_FORMAT_R8G8B8A8_UNORM => convert!(swap_red_blue),
+            VIRTIO_GPU_FORMAT_R8G8B8X8_UNORM => convert!(|w| swap_red_blue(w) | 0xff00_0000),
+            VIRTIO_GPU_FORMAT_A8B8G8R8_UNORM => convert!(|w: u32| w.rotate_right(8)),
+            VIRTIO_GPU_FORMAT_X8B8G8R8_UNORM => convert!(|w: u32| (w >> 8) | 0xff00_0000),
+            _ => convert!(|w| by_shifts(w, b, g, r, a)),
         }
     }
 
     /// Converts pixels in this format to little-endian ARGB8888 where they lie, like
     /// [`PixelFormat::row_to_argb8888`]; a trailing partial pixel is left as it is.
     pub fn to_argb8888_in_place(&self, pixels: &mut [u8]) {
-        if self.virtio == VIRTIO_GPU_FORMAT_B8G8R8A8_UNORM {
-            return;
+        let (b, g, r, a) = self.word_shifts();
+        macro_rules! convert {
+            ($f:expr) => {{
+                let f = $f;
+                for p in pixels.chunks_exact_mut(4) {
+                    let w = u32::from_le_bytes([p[0], p[1], p[2], p[3]]);
+                    p.copy_from_slice(&f(w).to_le_bytes());
+                }
+            }};
         }
-        let convert = self.word_to_argb8888();
-        for p in pixels.chunks_exact_mut(4) {
-            let w = u32::from_le_bytes([p[0], p[1], p[2], p[3]]);
-            p.copy_from_slice(&convert(w).to_le_bytes());
+        match self.virtio {
+            VIRTIO_GPU_FORMAT_B8G8R8A8_UNORM => {}
+            VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM => convert!(|w: u32| w | 0xff00_0000),
+            VIRTIO_GPU_FORMAT_A8R8G8B8_UNORM => convert!(u32::swap_bytes),
+            VIRTIO_GPU_FORMAT_X8R8G8B8_UNORM => convert!(|w: u32| w.swap_bytes() | 0xff00_0000),
+            VIRTIO_GPU_FORMAT_R8G8B8A8_UNORM => convert!(swap_red_blue),
+            VIRTIO_GPU_FORMAT_R8G8B8X8_UNORM => convert!(|w| swap_red_blue(w) | 0xff00_0000),
+            VIRTIO_GPU_FORMAT_A8B8G8R8_UNORM => convert!(|w: u32| w.rotate_right(8)),
+            VIRTIO_GPU_FORMAT_X8B8G8R8_UNORM => convert!(|w: u32| (w >> 8) | 0xff00_0000),
+            _ => convert!(|w| by_shifts(w, b, g, r, a)),
         }
     }
 
-    /// The conversion of one pixel read as a little-endian word: byte i of the pixel is bits
-    /// 8i..8i+8, so each channel is one shift and mask, the same for every pixel (which the
-    /// compiler turns into vector code).
-    fn word_to_argb8888(&self) -> impl Fn(u32) -> u32 {
+    /// Bit offsets of blue, green, red and alpha (`None`: no alpha) in a pixel read as a
+    /// little-endian word (byte i is bits 8i..8i+8).
+    fn word_shifts(&self) -> (u32, u32, u32, Option<u32>) {
         let [b, g, r] = self.bgr.map(|i| 8 * i as u32);
-        let (a, alpha_mask, alpha_fill) = match self.alpha {
-            Some(i) => (8 * i as u32, 0xff, 0),
-            None => (0, 0, 0xff00_0000),
-        };
-        move |w| {
-            ((w >> b) & 0xff)
-                | (((w >> g) & 0xff) << 8)
-                | (((w >> r) & 0xff) << 16)
-                | (((w >> a) & alpha_mask) << 24)
-                | alpha_fill
-        }
+        (b, g, r, self.alpha.map(|i| 8 * i as u32))
     }
-
     /// Whether pixels of this format are already the display's `x8r8g8b8` bytes (B, G, R and
     /// alpha or an ignored byte), so that rows can go to the display as they are.
     pub fn is_x8r8g8b8(&self) -> bool {
@@ -120,6 +136,18 @@ impl PixelFormat {
             VIRTIO_GPU_FORMAT_B8G8R8A8_UNORM | VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM
         )
     }
+}
+
+/// Bytes R, G, B, A (a little-endian word) to B, G, R, A: bytes 0 and 2 trade places.
+fn swap_red_blue(w: u32) -> u32 {
+    (w & 0xff00_ff00) | ((w >> 16) & 0xff) | ((w & 0xff) << 16)
+}
+
+/// A pixel read as a little-endian word to ARGB8888, picking each channel at its bit offset
+/// (alpha 0xff when `a` is `None`).
+fn by_shifts(w: u32, b: u32, g: u32, r: u32, a: Option<u32>) -> u32 {
+    let alpha = a.map_or(0xff, |a| (w >> a) & 0xff);
+    ((w >> b) & 0xff) | (((w >> g) & 0xff) << 8) | (((w >> r) & 0xff) << 16) | (alpha << 24)
 }
 
 enum ResourceKind {
@@ -628,6 +656,16 @@ mod tests {
             let mut in_place = src.clone();
             f.to_argb8888_in_place(&mut in_place);
             assert_eq!(in_place, want, "format {virtio} in place");
+            // The generic path (by bit offsets) agrees too.
+            let (b, g, r, a) = f.word_shifts();
+            let generic: Vec<u8> = src
+                .chunks_exact(4)
+                .flat_map(|s| {
+                    by_shifts(u32::from_le_bytes([s[0], s[1], s[2], s[3]]), b, g, r, a)
+                        .to_le_bytes()
+                })
+                .collect();
+            assert_eq!(generic, want, "format {virtio} by shifts");
         }
     }
 
