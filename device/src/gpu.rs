@@ -84,10 +84,10 @@ pub const FLUSH_BUFFER_KEEP_BYTES: usize = 64 << 20;
 pub const DEFAULT_MAP_ALIGNMENT: u64 = 4096;
 
 /// Host memory released by RESOURCE_UNREF (as accounted against `max_hostmem`) after which the
-/// C heap's free memory is handed back to the system (see [`HeapTrimmer`]).
+/// C heap's free memory is handed back to the system (see `HeapTrimmer`).
 pub const TRIM_AFTER_RELEASED_BYTES: u64 = 64 << 20;
 
-/// Shortest time between two hand-backs of free heap memory ([`HeapTrimmer`]): a guest that
+/// Shortest time between two hand-backs of free heap memory (`HeapTrimmer`): a guest that
 /// destroys contexts in a loop costs at most one `malloc_trim` a second.
 pub const TRIM_MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 

@@ -7,7 +7,7 @@
 //!   (thread-affine, `!Send`) renderer. The queues' kick eventfds go to the GPU thread too,
 //!   through the vrings ([`vring::GpuVring`]), so that it waits on them itself.
 //! - [`vring`]: the backend's vring type, which hands each kick eventfd to the GPU thread.
-//! - [`serve`] accepts frontend connections one after the other, each with a fresh
+//! - [`mod@serve`] accepts frontend connections one after the other, each with a fresh
 //!   `VhostUserDaemon`, and resets the device between them.
 //!
 //! Feature negotiation: the transport features a modern frontend expects (VERSION_1,
