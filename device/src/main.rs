@@ -161,8 +161,14 @@ fn create_gfxstream(options: &ServeOptions) -> Result<Box<dyn Renderer>, String>
     if std::env::var_os("EGL_PLATFORM").is_none() && no_display {
         std::env::set_var("EGL_PLATFORM", "surfaceless");
     }
-    let renderer = GfxstreamRenderer::new(&gfxstream::InitOptions::default())
-        .map_err(|e| format!("gfxstream: {e}"))?;
+    // With a host-visible region (--hostmem), host blobs must reach the frontend as an fd
+    // (RESOURCE_MAP_BLOB → SHMEM_MAP): external blobs make them shared memory that exports;
+    // gfxstream's default host-memory blobs cannot be exported at all.
+    let mut init = gfxstream::InitOptions::default();
+    if options.hostmem > 0 {
+        init.flags = init.flags | gfxstream::RendererFlags::USE_EXTERNAL_BLOB;
+    }
+    let renderer = GfxstreamRenderer::new(&init).map_err(|e| format!("gfxstream: {e}"))?;
     Ok(Box::new(renderer))
 }
 

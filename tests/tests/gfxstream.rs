@@ -1,6 +1,8 @@
 //! End to end through `--renderer gfxstream`: the gfxstream capsets, a context created with a
 //! gfxstream capset (CONTEXT_INIT), 2D and 3D resources, a scanout whose pixels reach the display
-//! peer, and fences answered only after completion.
+//! peer, and fences answered only after completion; host blobs mapped into the host-visible
+//! region (`--hostmem`, vhost-user SHMEM_MAP/UNMAP), written through the frontend's mapping and
+//! found again in a second mapping.
 //!
 //! These need libgfxstream_backend. Where pkg-config did not find it when this crate was built,
 //! every test here is compiled as an ignored test that says so (reported as skipped; forced to
@@ -31,9 +33,10 @@ macro_rules! gfxstream_test {
 #[cfg(gfxstream_found)]
 mod found {
     pub use super::common::*;
+    pub use vhost_user_gpu_tests::backend_req::ShmemEvent;
     pub use vhost_user_gpu_tests::display::DisplayEvent;
     pub use vhost_user_gpu_tests::protocol::{
-        features, format, resp, Command, MemEntry, Rect, CTRL_HDR_SIZE, FLAG_FENCE,
+        blob, features, format, resp, Command, MemEntry, Rect, CTRL_HDR_SIZE, FLAG_FENCE,
         FLAG_INFO_RING_IDX,
     };
     pub use vhost_user_gpu_tests::{BackendProcess, FrontendOptions, GpuFrontend};
@@ -45,7 +48,15 @@ mod found {
 
     /// Our daemon with `--renderer gfxstream`, connected; 3D and CONTEXT_INIT offered.
     pub fn start() -> (BackendProcess, GpuFrontend) {
-        let cmd = ours("gfxstream").env("EGL_PLATFORM", "surfaceless");
+        start_with(&[])
+    }
+
+    /// [`start`] with more daemon arguments.
+    pub fn start_with(args: &[&str]) -> (BackendProcess, GpuFrontend) {
+        let mut cmd = ours("gfxstream").env("EGL_PLATFORM", "surfaceless");
+        for a in args {
+            cmd = cmd.arg(a);
+        }
         let p = spawn(&cmd);
         let fe = connect(&p, FrontendOptions::default());
         let want = features::VIRGL | features::CONTEXT_INIT;
@@ -226,5 +237,158 @@ gfxstream_test! {
             .check(&p, "TRANSFER_FROM_HOST_3D");
         let back = fe.memory().read(backing, size as usize).unwrap();
         assert!(back == bytes, "3D round trip differs");
+    }
+}
+
+gfxstream_test! {
+    /// Host blobs through the host-visible region (`--hostmem 64M`, a frontend that acked
+    /// SHMEM and BACKEND_REQ): a mappable HOST3D ring blob (blob_id 0) of a GLES context is
+    /// mapped at a page-aligned offset (OK_MAP_INFO with gfxstream's CACHED type, a writable
+    /// SHMEM_MAP of exactly that range, the fd mapped by the frontend), written by the "guest"
+    /// through the frontend's mapping, unmapped (SHMEM_UNMAP of that range), and mapped again
+    /// at another offset, where the bytes are still there. gfxstream has no transfer for blobs
+    /// and no in-process mapping of external (shared-memory) blobs, so the second mapping of
+    /// the renderer's handle is the read-back. Bad offsets, overlaps and non-mappable blobs are
+    /// refused with ERR_INVALID_PARAMETER, nothing reaches the frontend, and the daemon serves on.
+    fn host_blob_is_mapped_written_unmapped_and_mapped_again() {
+        use std::time::Duration;
+        const REGION: u64 = 64 << 20;
+        const SHMID: u8 = 1;
+        const BLOB: u64 = 64 << 10;
+        const AT: u64 = 2 << 20;
+        const AGAIN: u64 = 8 << 20;
+        const WAIT: Duration = Duration::from_secs(5);
+
+        let (p, mut fe) = start_with(&["--hostmem", "64M"]);
+        assert_eq!(fe.shmem_regions(), &[(SHMID, REGION)], "region");
+        assert_ne!(fe.features() & features::RESOURCE_BLOB, 0, "RESOURCE_BLOB not offered");
+        fe.ok(&Command::ctx_create(1, GLES, "blob")).check(&p, "CTX_CREATE");
+        let host_blob = |id: u32, flags: u32, size: u64| {
+            Command::resource_create_blob(id, blob::MEM_HOST3D, flags, 0, size, &[]).ctx(1)
+        };
+        let mappable = blob::FLAG_USE_MAPPABLE;
+        fe.ok(&host_blob(10, mappable, BLOB)).check(&p, "RESOURCE_CREATE_BLOB (mappable)");
+        fe.ok(&Command::ctx_attach_resource(1, 10)).check(&p, "CTX_ATTACH_RESOURCE");
+        fe.ok(&host_blob(11, mappable, 4096)).check(&p, "RESOURCE_CREATE_BLOB (second)");
+        fe.ok(&host_blob(12, 0, 4096)).check(&p, "RESOURCE_CREATE_BLOB (not mappable)");
+
+        let refuse = |fe: &mut GpuFrontend, c: &Command, ty: u32, what: &str| {
+            let r = fe.request(c).check(&p, what);
+            assert_resp(&r, ty, what, &p);
+            let alive = fe.request(&Command::get_display_info()).check(&p, what);
+            assert_eq!(alive.ty(), resp::OK_DISPLAY_INFO, "serving after {what}");
+        };
+        let inval = resp::ERR_INVALID_PARAMETER;
+        let map = Command::resource_map_blob;
+        for (what, c) in [
+            ("unaligned offset", map(10, AT + 0x800)),
+            ("offset past the region", map(10, REGION)),
+            ("straddling the end of the region", map(10, REGION - 0x1000)),
+            ("overflowing offset", map(10, u64::MAX - 0xfff)),
+            ("a blob created without MAPPABLE", map(12, 0)),
+            ("unmap before map", Command::resource_unmap_blob(10)),
+        ] {
+            refuse(&mut fe, &c, inval, what);
+        }
+        refuse(&mut fe, &map(0xdead, 0), resp::ERR_INVALID_RESOURCE_ID, "unknown resource");
+        assert!(
+            fe.backend_req().unwrap().state().events.is_empty(),
+            "refused maps reached the frontend: {:?}",
+            fe.backend_req().unwrap().state().events
+        );
+
+        let map_ok = |fe: &mut GpuFrontend, id: u32, at: u64, len: u64| {
+            let mark = fe.backend_req().unwrap().mark();
+            let r = fe.request(&map(id, at)).check(&p, "RESOURCE_MAP_BLOB");
+            assert_resp(&r, resp::OK_MAP_INFO, "RESOURCE_MAP_BLOB", &p);
+            let info = u32::from_le_bytes(r.payload()[0..4].try_into().unwrap());
+            // STREAM_RENDERER_MAP_CACHE_CACHED = VIRTIO_GPU_MAP_CACHE_CACHED.
+            assert_eq!(info, 1, "map_info of blob {id}");
+            let ev = fe
+                .backend_req()
+                .unwrap()
+                .wait_event(mark, WAIT, |e| matches!(e, ShmemEvent::Map { .. }))
+                .check(&p, "SHMEM_MAP");
+            assert_eq!(
+                ev,
+                ShmemEvent::Map {
+                    shmid: SHMID,
+                    fd_offset: 0,
+                    shm_offset: at,
+                    len,
+                    writable: true,
+                    mapped: true,
+                },
+                "{:?}",
+                fe.backend_req().unwrap().state().errors
+            );
+        };
+        map_ok(&mut fe, 10, AT, BLOB);
+
+        // Overlapping the live mapping (either end) and mapping it twice are refused.
+        for (what, c) in [
+            ("overlapping the start", map(11, AT)),
+            ("overlapping the end", map(11, AT + BLOB - 0x1000)),
+            ("inside", map(11, AT + 0x4000)),
+            ("mapped twice", map(10, AT + BLOB)),
+        ] {
+            let mark = fe.backend_req().unwrap().mark();
+            refuse(&mut fe, &c, inval, what);
+            assert_eq!(fe.backend_req().unwrap().mark(), mark, "{what} reached the frontend");
+        }
+        // Right before and right after it are fine.
+        map_ok(&mut fe, 11, AT + BLOB, 4096);
+        fe.ok(&Command::resource_unmap_blob(11)).check(&p, "unmap 11");
+        map_ok(&mut fe, 11, AT - 4096, 4096);
+
+        // The guest writes through the region; it reads back what it wrote.
+        let data: Vec<u8> = (0..BLOB as u32).map(|i| (i.wrapping_mul(31) ^ (i >> 8)) as u8).collect();
+        let ch = fe.backend_req().unwrap();
+        ch.write(SHMID, AT, &data).check(&p, "write through the mapping");
+        assert!(ch.read(SHMID, AT, data.len()).check(&p, "read") == data);
+
+        // Unmapped: exactly that range goes, and the frontend's region no longer has it.
+        let mark = fe.backend_req().unwrap().mark();
+        fe.ok(&Command::resource_unmap_blob(10)).check(&p, "RESOURCE_UNMAP_BLOB");
+        let ev = fe
+            .backend_req()
+            .unwrap()
+            .wait_event(mark, WAIT, |e| matches!(e, ShmemEvent::Unmap { .. }))
+            .check(&p, "SHMEM_UNMAP");
+        assert_eq!(
+            ev,
+            ShmemEvent::Unmap { shmid: SHMID, shm_offset: AT, len: BLOB, unmapped: true }
+        );
+        assert!(fe.backend_req().unwrap().read(SHMID, AT, 4).is_err(), "still mapped");
+        refuse(&mut fe, &Command::resource_unmap_blob(10), inval, "unmap twice");
+
+        // Mapped again elsewhere: a fresh SHMEM_MAP of the renderer's memory with the guest's bytes.
+        map_ok(&mut fe, 10, AGAIN, BLOB);
+        let back = fe
+            .backend_req()
+            .unwrap()
+            .read(SHMID, AGAIN, data.len())
+            .check(&p, "read the second mapping");
+        assert!(back == data, "the blob did not keep the bytes written through the first mapping");
+
+        // Unref of a mapped blob unmaps it first.
+        let mark = fe.backend_req().unwrap().mark();
+        fe.ok(&Command::resource_unref(10)).check(&p, "unref a mapped blob");
+        let ev = fe
+            .backend_req()
+            .unwrap()
+            .wait_event(mark, WAIT, |e| matches!(e, ShmemEvent::Unmap { .. }))
+            .check(&p, "SHMEM_UNMAP on unref");
+        assert_eq!(
+            ev,
+            ShmemEvent::Unmap { shmid: SHMID, shm_offset: AGAIN, len: BLOB, unmapped: true }
+        );
+        assert!(
+            fe.backend_req().unwrap().state().errors.is_empty(),
+            "{:?}",
+            fe.backend_req().unwrap().state().errors
+        );
+        let alive = fe.request(&Command::get_display_info()).check(&p, "serving");
+        assert_eq!(alive.ty(), resp::OK_DISPLAY_INFO);
     }
 }

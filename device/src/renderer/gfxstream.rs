@@ -18,7 +18,10 @@
 //! - **Blobs**: `BLOB_MEM_HOST3D` blobs are the library's (ring blobs with blob id 0, or the
 //!   objects a context's commands prepared); `BLOB_MEM_GUEST` blobs are guest pages the library
 //!   never needs, kept (and scanned out) by an inner [`SoftwareRenderer`].
-//!   `BLOB_MEM_HOST3D_GUEST` is not supported by gfxstream.
+//!   `BLOB_MEM_HOST3D_GUEST` is not supported by gfxstream. With a host-visible region the
+//!   daemon initialises the library with external blobs, so host blobs are shared memory that
+//!   exports as an fd for RESOURCE_MAP_BLOB; the library hands that fd over once, so the
+//!   renderer keeps it and gives each later export a duplicate.
 //! - **2D formats gfxstream lacks** (A8R8G8B8, X8R8G8B8, A8B8G8R8, X8B8G8R8) are held by the
 //!   same inner software renderer: they display, but no gfxstream context can use them.
 //! - **Fences**: the library signals completions on its own threads; they are collected through
@@ -30,7 +33,7 @@
 //! crate's watchdog turns that into an error).
 
 use std::collections::{HashMap, HashSet};
-use std::os::fd::BorrowedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 
 use ::gfxstream::{
@@ -120,6 +123,9 @@ struct LibraryResource {
     format: Option<PixelFormat>,
     /// A clone of the attached backing (for 2D transfers at an arbitrary offset).
     backing: Option<GuestBacking>,
+    /// The blob's handle once exported: the library hands it over only once, so later exports
+    /// (a second RESOURCE_MAP_BLOB after an unmap) get a duplicate of this one.
+    exported: Option<(OwnedFd, BlobHandleKind)>,
 }
 
 /// The gfxstream renderer.
@@ -282,6 +288,7 @@ impl Renderer for GfxstreamRenderer {
                 height,
                 format: Some(pixel_format),
                 backing: None,
+                exported: None,
             },
         )
     }
@@ -321,6 +328,7 @@ impl Renderer for GfxstreamRenderer {
                 height: a.height,
                 format,
                 backing: None,
+                exported: None,
             },
         )
     }
@@ -589,6 +597,7 @@ impl Renderer for GfxstreamRenderer {
                         height: 0,
                         format: None,
                         backing: None,
+                        exported: None,
                     },
                 )
             }
@@ -604,21 +613,32 @@ impl Renderer for GfxstreamRenderer {
     }
 
     fn export_blob(&mut self, id: u32) -> Result<ExportedBlob> {
-        let exported = self.resource(id)?.res.export().map_err(map_err)?;
-        let kind = match exported.kind {
-            HandleKind::Dmabuf => BlobHandleKind::Dmabuf,
-            HandleKind::OpaqueFd => BlobHandleKind::OpaqueFd,
-            HandleKind::Shm => BlobHandleKind::Shm,
-            HandleKind::Other(t) => {
-                return Err(RendererError::Library(format!(
-                    "blob {id} exported as unknown handle type {t:#x}"
-                )))
-            }
-        };
-        Ok(ExportedBlob {
-            fd: exported.fd,
-            kind,
-        })
+        let entry = self
+            .resources
+            .get_mut(&id)
+            .ok_or(RendererError::InvalidResourceId(id))?;
+        if entry.exported.is_none() {
+            let exported = entry.res.export().map_err(map_err)?;
+            let kind = match exported.kind {
+                HandleKind::Dmabuf => BlobHandleKind::Dmabuf,
+                HandleKind::OpaqueFd => BlobHandleKind::OpaqueFd,
+                HandleKind::Shm => BlobHandleKind::Shm,
+                HandleKind::Other(t) => {
+                    return Err(RendererError::Library(format!(
+                        "blob {id} exported as unknown handle type {t:#x}"
+                    )))
+                }
+            };
+            entry.exported = Some((exported.fd, kind));
+        }
+        let (fd, kind) = entry
+            .exported
+            .as_ref()
+            .ok_or_else(|| RendererError::Library(format!("blob {id}: no exported handle")))?;
+        let fd = fd
+            .try_clone()
+            .map_err(|e| RendererError::Library(format!("blob {id}: dup of its handle: {e}")))?;
+        Ok(ExportedBlob { fd, kind: *kind })
     }
 
     fn map_info(&mut self, id: u32) -> Result<u32> {
