@@ -909,6 +909,48 @@ mod tests {
     }
 
     #[test]
+    fn external_host_blob_exports_again_as_the_same_memory() {
+        use std::fs::File;
+        use std::os::unix::fs::{FileExt, MetadataExt};
+        if std::env::var_os("EGL_PLATFORM").is_none() {
+            std::env::set_var("EGL_PLATFORM", "surfaceless");
+        }
+        let defaults = InitOptions::default();
+        let options = InitOptions {
+            flags: defaults.flags | ::gfxstream::RendererFlags::USE_EXTERNAL_BLOB,
+            ..defaults
+        };
+        let mut r = GfxstreamRenderer::new(&options).expect("gfxstream init");
+        r.context_create(1, 8, "blobs").expect("context");
+        let host = CreateBlob {
+            blob_mem: VIRTIO_GPU_BLOB_MEM_HOST3D,
+            blob_flags: 1,
+            blob_id: 0,
+            size: 8192,
+        };
+        r.create_blob(5, 1, &host, None).expect("host blob");
+        let first = r.export_blob(5).expect("first export");
+        // The library hands its handle over once; the renderer's second export is a duplicate.
+        let second = r.export_blob(5).expect("second export");
+        assert_eq!(
+            (first.kind, second.kind),
+            (BlobHandleKind::Shm, BlobHandleKind::Shm)
+        );
+        let (a, b) = (File::from(first.fd), File::from(second.fd));
+        let (ma, mb) = (a.metadata().unwrap(), b.metadata().unwrap());
+        assert_eq!((ma.dev(), ma.ino()), (mb.dev(), mb.ino()));
+        assert!(ma.len() >= 8192);
+        a.write_all_at(&[1, 2, 3, 4], 4000).unwrap();
+        let mut back = [0u8; 4];
+        b.read_exact_at(&mut back, 4000).unwrap();
+        assert_eq!(back, [1, 2, 3, 4]);
+        assert!(matches!(
+            r.export_blob(9),
+            Err(RendererError::InvalidResourceId(9))
+        ));
+    }
+
+    #[test]
     fn host_and_soft() {
         let mut r = renderer();
         r.context_create(1, 8, "blobs").expect("context");
