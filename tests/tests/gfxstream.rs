@@ -245,10 +245,10 @@ gfxstream_test! {
     /// SHMEM and BACKEND_REQ): a mappable HOST3D ring blob (blob_id 0) of a GLES context is
     /// mapped at a page-aligned offset (OK_MAP_INFO with gfxstream's CACHED type, a writable
     /// SHMEM_MAP of exactly that range, the fd mapped by the frontend), written by the "guest"
-    /// through the frontend's mapping, unmapped (SHMEM_UNMAP of that range), and mapped again
-    /// at another offset, where the bytes are still there. gfxstream has no transfer for blobs
-    /// and no in-process mapping of external (shared-memory) blobs, so the second mapping of
-    /// the renderer's handle is the read-back. Bad offsets, overlaps and non-mappable blobs are
+    /// through the frontend's mapping and read back by the renderer (SET_SCANOUT_BLOB +
+    /// RESOURCE_FLUSH: the display peer shows exactly those bytes, read through the renderer's
+    /// own handle of the blob; gfxstream has no transfers for blobs), unmapped (SHMEM_UNMAP of
+    /// that range), and mapped again at another offset, where the bytes are still there. Bad offsets, overlaps and non-mappable blobs are
     /// refused with ERR_INVALID_PARAMETER, nothing reaches the frontend, and the daemon serves on.
     fn host_blob_is_mapped_written_unmapped_and_mapped_again() {
         use std::time::Duration;
@@ -346,6 +346,44 @@ gfxstream_test! {
         let ch = fe.backend_req().unwrap();
         ch.write(SHMID, AT, &data).check(&p, "write through the mapping");
         assert!(ch.read(SHMID, AT, data.len()).check(&p, "read") == data);
+
+        // The renderer reads the same memory through its own handle: a scanout of an image in
+        // the blob shows exactly the bytes the guest wrote through the region.
+        const W: u32 = 32;
+        const H: u32 = 16;
+        const IMAGE: u32 = 0x4000;
+        let want = |x: u32, y: u32| {
+            let at = (IMAGE + (y * W + x) * 4) as usize;
+            u32::from_le_bytes(data[at..at + 4].try_into().unwrap()) & 0x00ff_ffff
+        };
+        let d = fe.display().unwrap();
+        let mark = d.mark();
+        fe.ok(&Command::set_scanout_blob(
+            0,
+            10,
+            Rect::new(0, 0, W, H),
+            W,
+            H,
+            format::B8G8R8X8_UNORM,
+            [W * 4, 0, 0, 0],
+            [IMAGE, 0, 0, 0],
+        ))
+        .check(&p, "SET_SCANOUT_BLOB of the host blob");
+        fe.ok(&Command::resource_flush(10, Rect::new(0, 0, W, H)))
+            .check(&p, "RESOURCE_FLUSH of the host blob");
+        d.wait_event(mark, WAIT, "UPDATE", |e| {
+            matches!(e, DisplayEvent::Update { .. })
+        })
+        .check(&p, "display update of the host blob scanout");
+        let fb = d.framebuffer(0).expect("framebuffer");
+        assert_eq!((fb.width, fb.height), (W, H));
+        for y in 0..H {
+            for x in 0..W {
+                assert_eq!(fb.pixel(x, y).unwrap() & 0x00ff_ffff, want(x, y), "pixel ({x},{y})");
+            }
+        }
+        fe.ok(&Command::set_scanout_blob(0, 0, Rect::new(0, 0, 0, 0), 0, 0, 0, [0; 4], [0; 4]))
+            .check(&p, "disable the scanout");
 
         // Unmapped: exactly that range goes, and the frontend's region no longer has it.
         let mark = fe.backend_req().unwrap().mark();

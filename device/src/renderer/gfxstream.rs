@@ -33,7 +33,7 @@
 //! crate's watchdog turns that into an error).
 
 use std::collections::{HashMap, HashSet};
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 
 use ::gfxstream::{
@@ -184,6 +184,34 @@ impl GfxstreamRenderer {
         self.resources.insert(id, res);
         Ok(())
     }
+}
+
+/// The handle of blob `entry` (resource `id`), exported from the library on first use and kept:
+/// the library hands it over only once.
+fn exported_handle(
+    entry: Option<&mut LibraryResource>,
+    id: u32,
+) -> Result<(BorrowedFd<'_>, BlobHandleKind)> {
+    let entry = entry.ok_or(RendererError::InvalidResourceId(id))?;
+    if entry.exported.is_none() {
+        let exported = entry.res.export().map_err(map_err)?;
+        let kind = match exported.kind {
+            HandleKind::Dmabuf => BlobHandleKind::Dmabuf,
+            HandleKind::OpaqueFd => BlobHandleKind::OpaqueFd,
+            HandleKind::Shm => BlobHandleKind::Shm,
+            HandleKind::Other(t) => {
+                return Err(RendererError::Library(format!(
+                    "blob {id} exported as unknown handle type {t:#x}"
+                )))
+            }
+        };
+        entry.exported = Some((exported.fd, kind));
+    }
+    let (fd, kind) = entry
+        .exported
+        .as_ref()
+        .ok_or_else(|| RendererError::Library(format!("blob {id}: no exported handle")))?;
+    Ok((fd.as_fd(), *kind))
 }
 
 /// `out.len()` must be `rect.width * rect.height * 4`; returns the row length.
@@ -613,32 +641,11 @@ impl Renderer for GfxstreamRenderer {
     }
 
     fn export_blob(&mut self, id: u32) -> Result<ExportedBlob> {
-        let entry = self
-            .resources
-            .get_mut(&id)
-            .ok_or(RendererError::InvalidResourceId(id))?;
-        if entry.exported.is_none() {
-            let exported = entry.res.export().map_err(map_err)?;
-            let kind = match exported.kind {
-                HandleKind::Dmabuf => BlobHandleKind::Dmabuf,
-                HandleKind::OpaqueFd => BlobHandleKind::OpaqueFd,
-                HandleKind::Shm => BlobHandleKind::Shm,
-                HandleKind::Other(t) => {
-                    return Err(RendererError::Library(format!(
-                        "blob {id} exported as unknown handle type {t:#x}"
-                    )))
-                }
-            };
-            entry.exported = Some((exported.fd, kind));
-        }
-        let (fd, kind) = entry
-            .exported
-            .as_ref()
-            .ok_or_else(|| RendererError::Library(format!("blob {id}: no exported handle")))?;
+        let (fd, kind) = exported_handle(self.resources.get_mut(&id), id)?;
         let fd = fd
-            .try_clone()
+            .try_clone_to_owned()
             .map_err(|e| RendererError::Library(format!("blob {id}: dup of its handle: {e}")))?;
-        Ok(ExportedBlob { fd, kind: *kind })
+        Ok(ExportedBlob { fd, kind })
     }
 
     fn map_info(&mut self, id: u32) -> Result<u32> {
@@ -720,10 +727,79 @@ impl Renderer for GfxstreamRenderer {
         if self.soft_ids.contains(&id) {
             return self.soft.read_blob_pixels(id, layout, rect, out);
         }
-        let _ = self.resource(id)?;
-        Err(RendererError::Unsupported(
-            "scanout of gfxstream host blobs",
-        ))
+        let size =
+            self.resource(id)?.res.blob_size().ok_or_else(|| {
+                RendererError::InvalidParameter(format!("resource {id} is no blob"))
+            })?;
+        let format = PixelFormat::from_virtio(layout.format).ok_or_else(|| {
+            RendererError::InvalidParameter(format!("scanout format {}", layout.format))
+        })?;
+        if !rect.is_inside(layout.width, layout.height) {
+            return Err(RendererError::InvalidParameter(format!(
+                "{rect:?} outside the {}x{} blob image",
+                layout.width, layout.height
+            )));
+        }
+        let row = check_out_len(rect, out)?;
+        if row == 0 {
+            return Ok(());
+        }
+        let bpp = u64::from(BYTES_PER_PIXEL);
+        let stride = u64::from(layout.strides[0]);
+        let base = u64::from(layout.offsets[0]);
+        if stride < u64::from(layout.width) * bpp {
+            return Err(RendererError::InvalidParameter(format!(
+                "stride {stride} below {} pixels",
+                layout.width
+            )));
+        }
+        let image_end = stride
+            .checked_mul(u64::from(layout.height.saturating_sub(1)))
+            .and_then(|v| v.checked_add(base))
+            .and_then(|v| v.checked_add(u64::from(layout.width) * bpp));
+        if !matches!(image_end, Some(end) if end <= size) {
+            return Err(RendererError::InvalidParameter(format!(
+                "blob image {layout:?} beyond the {size}-byte blob"
+            )));
+        }
+        // Inside the image, which was checked to lie inside the blob.
+        let src_at =
+            |i: usize| base + (u64::from(rect.y) + i as u64) * stride + u64::from(rect.x) * bpp;
+        let mut tmp = vec![0u8; row];
+        // External blobs are shared memory: read through the renderer's own handle (the guest's
+        // mapping in the host-visible region is another mapping of the same memory). Other
+        // host blobs map in-process; a blob that does neither cannot be scanned out.
+        let entry = self.resources.get_mut(&id);
+        let handle = exported_handle(entry, id).and_then(|(fd, kind)| {
+            let fd = fd.try_clone_to_owned().map_err(|e| {
+                RendererError::Library(format!("blob {id}: dup of its handle: {e}"))
+            })?;
+            Ok((fd, kind))
+        });
+        match handle {
+            Ok((fd, BlobHandleKind::Shm)) => {
+                let file = std::fs::File::from(fd);
+                for (i, dst) in out.chunks_exact_mut(row).enumerate() {
+                    std::os::unix::fs::FileExt::read_exact_at(&file, &mut tmp, src_at(i))
+                        .map_err(|e| RendererError::Library(format!("blob {id}: read: {e}")))?;
+                    format.row_to_argb8888(&tmp, dst);
+                }
+                Ok(())
+            }
+            exported => {
+                let map = self.resource(id)?.res.map().map_err(|e| {
+                    RendererError::Library(format!(
+                        "blob {id} can neither be read through its handle ({:?}) nor mapped: {e}",
+                        exported.map(|(_, k)| k)
+                    ))
+                })?;
+                for (i, dst) in out.chunks_exact_mut(row).enumerate() {
+                    map.read(src_at(i), &mut tmp).map_err(map_err)?;
+                    format.row_to_argb8888(&tmp, dst);
+                }
+                Ok(())
+            }
+        }
     }
 
     fn reset(&mut self) {
@@ -944,6 +1020,29 @@ mod tests {
         let mut back = [0u8; 4];
         b.read_exact_at(&mut back, 4000).unwrap();
         assert_eq!(back, [1, 2, 3, 4]);
+        // The scanout read-back goes through the same memory.
+        let layout = BlobScanoutLayout {
+            width: 2,
+            height: 2,
+            format: VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM,
+            strides: [16, 0, 0, 0],
+            offsets: [4000, 0, 0, 0],
+        };
+        a.write_all_at(&[9, 8, 7, 0, 6, 5, 4, 0], 4016).unwrap();
+        let mut out = [0u8; 16];
+        r.read_blob_pixels(5, &layout, Rect::new(0, 0, 2, 2), &mut out)
+            .expect("read-back");
+        assert_eq!(&out[..3], &[1, 2, 3]);
+        assert_eq!(&out[8..11], &[9, 8, 7]);
+        assert_eq!(&out[12..15], &[6, 5, 4]);
+        let beyond = BlobScanoutLayout {
+            offsets: [8192 - 16, 0, 0, 0],
+            ..layout
+        };
+        assert!(matches!(
+            r.read_blob_pixels(5, &beyond, Rect::new(0, 0, 2, 2), &mut out),
+            Err(RendererError::InvalidParameter(_))
+        ));
         assert!(matches!(
             r.export_blob(9),
             Err(RendererError::InvalidResourceId(9))
@@ -966,6 +1065,28 @@ mod tests {
             crate::protocol::VIRTIO_GPU_MAP_CACHE_CACHED
         );
         assert!(r.create_blob(6, 9, &host, None).is_err());
+        // Not exportable without external blobs: the scanout read-back maps it in-process.
+        assert!(r.export_blob(5).is_err());
+        r.resources[&5]
+            .res
+            .map()
+            .expect("map")
+            .write(64, &[1, 2, 3, 0, 4, 5, 6, 0])
+            .expect("write");
+        let layout = BlobScanoutLayout {
+            width: 2,
+            height: 1,
+            format: VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM,
+            strides: [8, 0, 0, 0],
+            offsets: [64, 0, 0, 0],
+        };
+        let mut out = [0u8; 8];
+        r.read_blob_pixels(5, &layout, Rect::new(0, 0, 2, 1), &mut out)
+            .expect("read-back");
+        assert_eq!(
+            (&out[..3], &out[4..7]),
+            (&[1u8, 2, 3][..], &[4u8, 5, 6][..])
+        );
         // A blob id no context prepared: the library "succeeds", the adapter notices.
         let missing = CreateBlob {
             blob_id: 77,
