@@ -21,7 +21,8 @@
 //!   `BLOB_MEM_HOST3D_GUEST` is not supported by gfxstream. With a host-visible region the
 //!   daemon initialises the library with external blobs, so host blobs are shared memory that
 //!   exports as an fd for RESOURCE_MAP_BLOB; the library hands that fd over once, so the
-//!   renderer keeps it and gives each later export a duplicate.
+//!   renderer keeps it and gives each later export a duplicate. SET_SCANOUT_BLOB of a host blob
+//!   is read back through that handle (external blobs) or an in-process map (the others).
 //! - **2D formats gfxstream lacks** (A8R8G8B8, X8R8G8B8, A8B8G8R8, X8B8G8R8) are held by the
 //!   same inner software renderer: they display, but no gfxstream context can use them.
 //! - **Fences**: the library signals completions on its own threads; they are collected through
