@@ -74,6 +74,13 @@ pub const GUEST_ERROR_WARN_LIMIT: u64 = 1000;
 /// guest must not create them without bound.
 pub const MAX_BLOB_MAPPINGS: usize = 16384;
 
+/// Most fenced entries held at once, waiting for their fences. A driver cannot have more
+/// chains outstanding than its queues hold (2 queues of at most 32768 descriptors), so more
+/// means the guest made descriptors available again that the device still holds; each would
+/// cost host memory until a fence that may never complete. A fenced command beyond this bound
+/// is answered at once (logged), like one whose fence the renderer refuses.
+pub const MAX_HELD_FENCES: usize = 2 * 32768;
+
 /// The largest flush buffer kept between flushes: 64 MiB, two 3840x2160 frames of 4 bytes a
 /// pixel. A flush needing more (up to `MAX_SCANOUT_DIMENSION^2 * 4`) frees it afterwards.
 pub const FLUSH_BUFFER_KEEP_BYTES: usize = 64 << 20;
@@ -658,6 +665,14 @@ impl VirtioGpu {
         };
         if fence.ring_idx.is_some_and(|r| r >= protocol::MAX_RINGS) {
             // Already answered ERR_INVALID_PARAMETER; there is no such timeline to wait on.
+            return Some(used);
+        }
+        let held: usize = self.pending.values().map(Vec::len).sum();
+        if held >= MAX_HELD_FENCES {
+            self.guest_error(format_args!(
+                "fence {fence:?}: {held} fenced commands already held (more than the queues \
+                 hold); answering at once"
+            ));
             return Some(used);
         }
         if let Err(e) = self.renderer.create_fence(fence) {
@@ -3393,6 +3408,31 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![r0.head]
         );
+    }
+
+    #[test]
+    fn held_fences_are_bounded() {
+        // A guest re-posting descriptors the device still holds, with fences that never
+        // complete: the held entries stop at MAX_HELD_FENCES, later ones are answered at once.
+        let (mut h, log) = Harness::manual(GpuConfig::default());
+        let dinfo = |fence| fenced(VIRTIO_GPU_CMD_GET_DISPLAY_INFO, &[], fence, 0, None);
+        for fence in 0..MAX_HELD_FENCES as u64 {
+            let r = h.send_on(QueueKind::Control, &dinfo(fence), 408);
+            assert!(r.used.is_none(), "fenced command {fence} held");
+        }
+        let extra = h.send_on(QueueKind::Control, &dinfo(u64::MAX), 408);
+        let used = extra.used.expect("answered at once beyond MAX_HELD_FENCES");
+        assert_eq!((used.head_index, used.len), (extra.head, 408));
+        assert_eq!(h.resp_type(&extra), VIRTIO_GPU_RESP_OK_DISPLAY_INFO);
+        assert_eq!(log.borrow().fences.len(), MAX_HELD_FENCES);
+        // Completing them releases every held entry; then fences are held again.
+        log.borrow_mut().complete.push(FenceId {
+            ctx_id: 0,
+            ring_idx: None,
+            id: u64::MAX,
+        });
+        assert_eq!(h.gpu.poll_fences().len(), MAX_HELD_FENCES);
+        assert!(h.send_on(QueueKind::Control, &dinfo(1), 408).used.is_none());
     }
 
     #[test]
