@@ -1546,6 +1546,11 @@ impl VirtioGpu {
             "blob {resource_id}: exported as {:?}, mapping {len:#x} bytes at {offset:#x}",
             exported.kind
         );
+        check_export_covers(exported.fd.as_fd(), len).map_err(|e| {
+            GpuError::Renderer(RendererError::Library(format!(
+                "blob {resource_id}: exported handle does not cover the mapping: {e}"
+            )))
+        })?;
         let shm = self
             .shm
             .as_mut()
@@ -1659,6 +1664,27 @@ impl VirtioGpu {
         display.cursor_update(c.scanout_id, c.x, c.y, c.hot_x, c.hot_y, &image);
         Ok(Response::OkNoData)
     }
+}
+
+/// Refuses to hand the frontend a shared-memory file smaller than the mapping it is asked to make:
+/// pages past the end of a memfd/shm file would fault (SIGBUS) in the frontend when the guest
+/// touches them. The guest's blob size is checked by the renderer library; this does not rely on
+/// it. Handles that are not regular files (dmabufs, devices) have no meaningful size and pass.
+fn check_export_covers(fd: BorrowedFd<'_>, len: u64) -> std::io::Result<()> {
+    let meta = std::fs::File::from(fd.try_clone_to_owned()?).metadata()?;
+    if meta.is_file() {
+        let covered = meta
+            .len()
+            .checked_next_multiple_of(4096)
+            .unwrap_or(u64::MAX);
+        if covered < len {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("file of {} bytes, mapping of {len} bytes", meta.len()),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The host's page size, [`DEFAULT_MAP_ALIGNMENT`] if it cannot be read.
@@ -3661,6 +3687,9 @@ mod tests {
     const NO_EXPORT: u32 = 66;
     /// A host blob the double exports as a dmabuf (the others as shared memory).
     const DMABUF_BLOB: u32 = 88;
+    /// Host blobs (this id and the next) the double exports as a 4 KiB regular file, whatever
+    /// the blob's size.
+    const SHORT_FILE_BLOB: u32 = 99;
 
     /// Host blobs that export as an fd (a memfd), except [`NO_EXPORT`].
     struct HostBlobRenderer {
@@ -3730,8 +3759,24 @@ mod tests {
             if id == NO_EXPORT || !self.blobs.contains(&id) {
                 return Err(RendererError::Library("no fd for this blob".into()));
             }
-            let file = std::fs::File::open("/dev/null")
-                .map_err(|e| RendererError::Library(e.to_string()))?;
+            let file = if id == SHORT_FILE_BLOB || id == SHORT_FILE_BLOB + 1 {
+                let path = std::env::temp_dir()
+                    .join(format!("vugpu-short-blob-{}-{id}", std::process::id()));
+                let f = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&path)
+                    .map_err(|e| RendererError::Library(e.to_string()))?;
+                let _ = std::fs::remove_file(&path);
+                f.set_len(4096)
+                    .map_err(|e| RendererError::Library(e.to_string()))?;
+                f
+            } else {
+                std::fs::File::open("/dev/null")
+                    .map_err(|e| RendererError::Library(e.to_string()))?
+            };
             Ok(ExportedBlob {
                 fd: file.into(),
                 kind: if id == DMABUF_BLOB {
@@ -3961,6 +4006,42 @@ mod tests {
                 }
             ]
         );
+    }
+
+    #[test]
+    fn an_exported_file_shorter_than_the_mapping_is_not_mapped() {
+        let (mut h, log) = host_blob_harness(REGION);
+        install(&mut h, &log);
+        // The blob claims 64 KiB; the renderer hands out a 4 KiB file: the frontend would fault
+        // on the pages past its end, so nothing is sent to it.
+        assert_eq!(
+            h.cmd(&create_blob_cmd(
+                SHORT_FILE_BLOB,
+                VIRTIO_GPU_BLOB_MEM_HOST3D,
+                MAPPABLE,
+                65536,
+                &[]
+            )),
+            VIRTIO_GPU_RESP_OK_NODATA
+        );
+        assert_eq!(
+            h.cmd(&map_cmd(SHORT_FILE_BLOB, 0)),
+            VIRTIO_GPU_RESP_ERR_UNSPEC
+        );
+        assert!(log.borrow().calls.is_empty());
+        // A blob the file covers maps.
+        assert_eq!(
+            h.cmd(&create_blob_cmd(
+                SHORT_FILE_BLOB + 1,
+                VIRTIO_GPU_BLOB_MEM_HOST3D,
+                MAPPABLE,
+                4096,
+                &[]
+            )),
+            VIRTIO_GPU_RESP_OK_NODATA
+        );
+        let r = h.send(&map_cmd(SHORT_FILE_BLOB + 1, 0));
+        assert_eq!(h.resp_type(&r), VIRTIO_GPU_RESP_OK_MAP_INFO);
     }
 
     #[test]
