@@ -519,9 +519,15 @@ impl Renderer for GfxstreamRenderer {
                 RendererError::InvalidParameter(format!("capset {id} is not a gfxstream capset"))
             })?),
         };
+        // The guest's debug name holds at most 64 bytes, but lossy UTF-8 decoding can make it
+        // longer; the library takes at most 64: cut it at a character boundary.
+        let mut end = name.len().min(gfxstream::MAX_CONTEXT_NAME);
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
         let ctx = self
             .gfx
-            .create_context(ctx_id, name, capset)
+            .create_context(ctx_id, &name[..end], capset)
             .map_err(map_err)?;
         self.contexts.insert(ctx_id, ctx);
         Ok(())
@@ -845,6 +851,16 @@ mod tests {
     /// Pixel (x, y) of the test image in B8G8R8X8 byte order.
     fn px(x: u32, y: u32) -> [u8; 4] {
         [x as u8, y as u8, (x * 3 + y) as u8, 0x55]
+    }
+
+    #[test]
+    fn a_long_lossy_context_name_is_cut_at_a_character_boundary() {
+        let mut r = renderer();
+        // 64 invalid bytes decode to 64 U+FFFD (192 bytes); 3-byte characters do not divide 64.
+        let name = String::from_utf8_lossy(&[0xff; 64]).into_owned();
+        assert!(name.len() > gfxstream::MAX_CONTEXT_NAME);
+        r.context_create(1, 0, &name).expect("context with a cut name");
+        r.context_destroy(1).unwrap();
     }
 
     #[test]
