@@ -243,8 +243,8 @@ fn transfer(t: &Transfer3d) -> virglrenderer::Transfer {
 
 fn check_out_len(rect: Rect, out: &[u8]) -> Result<usize> {
     let row = u64::from(rect.width) * u64::from(BYTES_PER_PIXEL);
-    let total = row * u64::from(rect.height);
-    if out.len() as u64 != total {
+    let total = row.checked_mul(u64::from(rect.height));
+    if total != Some(out.len() as u64) {
         return Err(RendererError::InvalidParameter(format!(
             "pixel buffer of {} bytes for a {}x{} rectangle",
             out.len(),
