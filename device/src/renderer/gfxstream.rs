@@ -859,7 +859,8 @@ mod tests {
         // 64 invalid bytes decode to 64 U+FFFD (192 bytes); 3-byte characters do not divide 64.
         let name = String::from_utf8_lossy(&[0xff; 64]).into_owned();
         assert!(name.len() > gfxstream::MAX_CONTEXT_NAME);
-        r.context_create(1, 0, &name).expect("context with a cut name");
+        r.context_create(1, 0, &name)
+            .expect("context with a cut name");
         r.context_destroy(1).unwrap();
     }
 
