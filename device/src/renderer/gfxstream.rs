@@ -43,7 +43,9 @@ use ::gfxstream::{
 };
 use log::{debug, warn};
 
-use super::software::{PixelFormat, SoftwareRenderer, BYTES_PER_PIXEL};
+use super::software::{
+    check_blob_image, check_out_len, BlobImage, PixelFormat, SoftwareRenderer, BYTES_PER_PIXEL,
+};
 use super::{
     BlobHandleKind, BlobMapping, BlobScanoutLayout, CapsetInfo, CreateBlob, ExportedBlob, FenceId,
     GuestBacking, Rect, Renderer, RendererCapabilities, RendererError, ResourceCreate3d,
@@ -213,22 +215,6 @@ fn exported_handle(
         .as_ref()
         .ok_or_else(|| RendererError::Library(format!("blob {id}: no exported handle")))?;
     Ok((fd.as_fd(), *kind))
-}
-
-/// `out.len()` must be `rect.width * rect.height * 4`; returns the row length.
-fn check_out_len(rect: Rect, out: &[u8]) -> Result<usize> {
-    let row = (rect.width as usize)
-        .checked_mul(BYTES_PER_PIXEL as usize)
-        .ok_or_else(|| RendererError::InvalidParameter("rectangle too wide".into()))?;
-    if (rect.height as usize).checked_mul(row) != Some(out.len()) {
-        return Err(RendererError::InvalidParameter(format!(
-            "output buffer of {} bytes for a {}x{} rectangle",
-            out.len(),
-            rect.width,
-            rect.height
-        )));
-    }
-    Ok(row)
 }
 
 fn transfer_box(rect: Rect) -> TransferBox {
@@ -738,40 +724,20 @@ impl Renderer for GfxstreamRenderer {
             self.resource(id)?.res.blob_size().ok_or_else(|| {
                 RendererError::InvalidParameter(format!("resource {id} is no blob"))
             })?;
-        let format = PixelFormat::from_virtio(layout.format).ok_or_else(|| {
-            RendererError::InvalidParameter(format!("scanout format {}", layout.format))
-        })?;
-        if !rect.is_inside(layout.width, layout.height) {
-            return Err(RendererError::InvalidParameter(format!(
-                "{rect:?} outside the {}x{} blob image",
-                layout.width, layout.height
-            )));
-        }
-        let row = check_out_len(rect, out)?;
-        if row == 0 {
+        let Some(BlobImage {
+            format,
+            row,
+            stride,
+            base,
+        }) = check_blob_image(layout, rect, out, size)?
+        else {
             return Ok(());
-        }
-        let bpp = u64::from(BYTES_PER_PIXEL);
-        let stride = u64::from(layout.strides[0]);
-        let base = u64::from(layout.offsets[0]);
-        if stride < u64::from(layout.width) * bpp {
-            return Err(RendererError::InvalidParameter(format!(
-                "stride {stride} below {} pixels",
-                layout.width
-            )));
-        }
-        let image_end = stride
-            .checked_mul(u64::from(layout.height.saturating_sub(1)))
-            .and_then(|v| v.checked_add(base))
-            .and_then(|v| v.checked_add(u64::from(layout.width) * bpp));
-        if !matches!(image_end, Some(end) if end <= size) {
-            return Err(RendererError::InvalidParameter(format!(
-                "blob image {layout:?} beyond the {size}-byte blob"
-            )));
-        }
+        };
         // Inside the image, which was checked to lie inside the blob.
-        let src_at =
-            |i: usize| base + (u64::from(rect.y) + i as u64) * stride + u64::from(rect.x) * bpp;
+        let src_at = |i: usize| {
+            base + (u64::from(rect.y) + i as u64) * stride
+                + u64::from(rect.x) * u64::from(BYTES_PER_PIXEL)
+        };
         let mut tmp = vec![0u8; row];
         // External blobs are shared memory: read through the renderer's own handle (the guest's
         // mapping in the host-visible region is another mapping of the same memory). Other

@@ -187,7 +187,9 @@ impl SoftwareRenderer {
     }
 }
 
-fn check_out_len(rect: Rect, out: &[u8]) -> Result<usize> {
+/// Checks that `out` holds exactly `rect` as tightly packed XRGB8888 pixels (the display's read-back
+/// buffer) and returns the length of one of its rows in bytes.
+pub(crate) fn check_out_len(rect: Rect, out: &[u8]) -> Result<usize> {
     let row = usize::try_from(rect.width)
         .ok()
         .and_then(|w| w.checked_mul(BYTES_PER_PIXEL as usize))
@@ -204,6 +206,68 @@ fn check_out_len(rect: Rect, out: &[u8]) -> Result<usize> {
         )));
     }
     Ok(row)
+}
+
+/// Where a SET_SCANOUT_BLOB image lies in its blob, once [`check_blob_image`] has checked it.
+pub(crate) struct BlobImage {
+    /// Pixel format of the image.
+    pub format: PixelFormat,
+    /// Bytes of one row of the read-back rectangle (`out`'s stride).
+    pub row: usize,
+    /// Bytes from one image row to the next in the blob.
+    pub stride: u64,
+    /// Offset of the image's first byte in the blob.
+    pub base: u64,
+}
+
+/// Checks a blob scanout read-back before any byte is read: the format is one the display takes,
+/// `rect` lies inside the image, `out` holds exactly `rect` (see [`check_out_len`]), the stride
+/// holds a row, and the image's last row ends inside the blob of `blob_size` bytes (checked
+/// arithmetic: strides smaller than a row or offsets past the end are refused rather than read
+/// out of place). `None` when the rectangle is empty and there is nothing to read.
+pub(crate) fn check_blob_image(
+    layout: &BlobScanoutLayout,
+    rect: Rect,
+    out: &[u8],
+    blob_size: u64,
+) -> Result<Option<BlobImage>> {
+    let format = PixelFormat::from_virtio(layout.format).ok_or_else(|| {
+        RendererError::InvalidParameter(format!("scanout format {}", layout.format))
+    })?;
+    if !rect.is_inside(layout.width, layout.height) {
+        return Err(RendererError::InvalidParameter(format!(
+            "{rect:?} outside the {}x{} blob image",
+            layout.width, layout.height
+        )));
+    }
+    let row = check_out_len(rect, out)?;
+    if row == 0 {
+        return Ok(None);
+    }
+    let bpp = u64::from(BYTES_PER_PIXEL);
+    let stride = u64::from(layout.strides[0]);
+    let base = u64::from(layout.offsets[0]);
+    if stride < u64::from(layout.width) * bpp {
+        return Err(RendererError::InvalidParameter(format!(
+            "stride {stride} below {} pixels",
+            layout.width
+        )));
+    }
+    let image_end = stride
+        .checked_mul(u64::from(layout.height.saturating_sub(1)))
+        .and_then(|v| v.checked_add(base))
+        .and_then(|v| v.checked_add(u64::from(layout.width) * bpp));
+    if !matches!(image_end, Some(end) if end <= blob_size) {
+        return Err(RendererError::InvalidParameter(format!(
+            "blob image {layout:?} beyond the {blob_size}-byte blob"
+        )));
+    }
+    Ok(Some(BlobImage {
+        format,
+        row,
+        stride,
+        base,
+    }))
 }
 
 impl Renderer for SoftwareRenderer {
@@ -493,43 +557,21 @@ impl Renderer for SoftwareRenderer {
                 )))
             }
         };
-        let format = PixelFormat::from_virtio(layout.format).ok_or_else(|| {
-            RendererError::InvalidParameter(format!("scanout format {}", layout.format))
-        })?;
-        if !rect.is_inside(layout.width, layout.height) {
-            return Err(RendererError::InvalidParameter(format!(
-                "{rect:?} outside the {}x{} blob image",
-                layout.width, layout.height
-            )));
-        }
-        let row = check_out_len(rect, out)?;
-        if row == 0 {
+        let Some(BlobImage {
+            format,
+            row,
+            stride,
+            base,
+        }) = check_blob_image(layout, rect, out, size)?
+        else {
             return Ok(());
-        }
-        let bpp = u64::from(BYTES_PER_PIXEL);
-        let stride = u64::from(layout.strides[0]);
-        let base = u64::from(layout.offsets[0]);
-        // The image's last row must fit in the blob: strides smaller than a row or offsets past
-        // the end are refused here rather than read out of place.
-        if stride < u64::from(layout.width) * bpp {
-            return Err(RendererError::InvalidParameter(format!(
-                "stride {stride} below {} pixels",
-                layout.width
-            )));
-        }
-        let image_end = stride
-            .checked_mul(u64::from(layout.height.saturating_sub(1)))
-            .and_then(|v| v.checked_add(base))
-            .and_then(|v| v.checked_add(u64::from(layout.width) * bpp));
-        if !matches!(image_end, Some(end) if end <= size) {
-            return Err(RendererError::InvalidParameter(format!(
-                "blob image {layout:?} beyond the {size}-byte blob"
-            )));
-        }
+        };
         let mut tmp = vec![0u8; row];
         for (i, dst) in out.chunks_exact_mut(row).enumerate() {
             // Inside the image, which was checked to lie inside the blob.
-            let src = base + (u64::from(rect.y) + i as u64) * stride + u64::from(rect.x) * bpp;
+            let src = base
+                + (u64::from(rect.y) + i as u64) * stride
+                + u64::from(rect.x) * u64::from(BYTES_PER_PIXEL);
             backing.read_at(src, &mut tmp)?;
             format.row_to_argb8888(&tmp, dst);
         }

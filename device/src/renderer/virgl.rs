@@ -36,7 +36,7 @@ use virglrenderer::{
     VirglRenderer,
 };
 
-use super::software::{PixelFormat, BYTES_PER_PIXEL};
+use super::software::{check_blob_image, check_out_len, BlobImage, PixelFormat, BYTES_PER_PIXEL};
 use super::{
     BlobHandleKind, BlobMapping, BlobScanoutLayout, CapsetInfo, CreateBlob, Dmabuf, ExportedBlob,
     FenceId, GuestBacking, Rect, Renderer, RendererCapabilities, RendererError, ResourceCreate3d,
@@ -239,21 +239,6 @@ fn transfer(t: &Transfer3d) -> virglrenderer::Transfer {
         layer_stride: t.layer_stride,
         offset: t.offset,
     }
-}
-
-fn check_out_len(rect: Rect, out: &[u8]) -> Result<usize> {
-    let row = u64::from(rect.width) * u64::from(BYTES_PER_PIXEL);
-    let total = row.checked_mul(u64::from(rect.height));
-    if total != Some(out.len() as u64) {
-        return Err(RendererError::InvalidParameter(format!(
-            "pixel buffer of {} bytes for a {}x{} rectangle",
-            out.len(),
-            rect.width,
-            rect.height
-        )));
-    }
-    // row <= total == out.len(), a usize.
-    Ok(row as usize)
 }
 
 impl Renderer for VirglGpuRenderer {
@@ -610,41 +595,20 @@ impl Renderer for VirglGpuRenderer {
     ) -> Result<()> {
         let r = self.resource(id)?;
         let size = r.res.blob_args().map_or(0, |a| a.size);
-        let format = PixelFormat::from_virtio(layout.format).ok_or_else(|| {
-            RendererError::InvalidParameter(format!("scanout format {}", layout.format))
-        })?;
-        if !rect.is_inside(layout.width, layout.height) {
-            return Err(RendererError::InvalidParameter(format!(
-                "{rect:?} outside the {}x{} blob image",
-                layout.width, layout.height
-            )));
-        }
-        let row = check_out_len(rect, out)?;
-        if row == 0 {
+        let Some(BlobImage {
+            format,
+            row,
+            stride,
+            base,
+        }) = check_blob_image(layout, rect, out, size)?
+        else {
             return Ok(());
-        }
-        let bpp = u64::from(BYTES_PER_PIXEL);
-        let stride = u64::from(layout.strides[0]);
-        let base = u64::from(layout.offsets[0]);
-        if stride < u64::from(layout.width) * bpp {
-            return Err(RendererError::InvalidParameter(format!(
-                "stride {stride} below {} pixels",
-                layout.width
-            )));
-        }
-        let image_end = stride
-            .checked_mul(u64::from(layout.height.saturating_sub(1)))
-            .and_then(|v| v.checked_add(base))
-            .and_then(|v| v.checked_add(u64::from(layout.width) * bpp));
-        if !matches!(image_end, Some(end) if end <= size) {
-            return Err(RendererError::InvalidParameter(format!(
-                "blob image {layout:?} beyond the {size}-byte blob"
-            )));
-        }
+        };
         let mut tmp = vec![0u8; row];
         let src_at = |i: usize| {
             // Inside the image, which was checked to lie inside the blob.
-            base + (u64::from(rect.y) + i as u64) * stride + u64::from(rect.x) * bpp
+            base + (u64::from(rect.y) + i as u64) * stride
+                + u64::from(rect.x) * u64::from(BYTES_PER_PIXEL)
         };
         if let Some(pages) = &r.blob_pages {
             for (i, dst) in out.chunks_exact_mut(row).enumerate() {
