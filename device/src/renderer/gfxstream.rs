@@ -44,7 +44,8 @@ use ::gfxstream::{
 use log::{debug, warn};
 
 use super::software::{
-    check_blob_image, check_out_len, BlobImage, PixelFormat, SoftwareRenderer, BYTES_PER_PIXEL,
+    check_blob_image, check_out_len, copy_rect_to_xrgb, BlobImage, PixelFormat, SoftwareRenderer,
+    BYTES_PER_PIXEL,
 };
 use super::{
     BlobHandleKind, BlobMapping, BlobScanoutLayout, CapsetInfo, CreateBlob, ExportedBlob, FenceId,
@@ -225,6 +226,18 @@ fn transfer_box(rect: Rect) -> TransferBox {
         w: rect.width,
         h: rect.height,
         d: 1,
+    }
+}
+
+/// The library's box for a guest's 3D transfer.
+fn transfer_box_3d(t: &Transfer3d) -> TransferBox {
+    TransferBox {
+        x: t.box3d.x,
+        y: t.box3d.y,
+        z: t.box3d.z,
+        w: t.box3d.w,
+        h: t.box3d.h,
+        d: t.box3d.d,
     }
 }
 
@@ -467,14 +480,7 @@ impl Renderer for GfxstreamRenderer {
              ignored by gfxstream)",
             t.offset, t.stride, t.level
         );
-        let bx = TransferBox {
-            x: t.box3d.x,
-            y: t.box3d.y,
-            z: t.box3d.z,
-            w: t.box3d.w,
-            h: t.box3d.h,
-            d: t.box3d.d,
-        };
+        let bx = transfer_box_3d(t);
         entry
             .res
             .transfer_write(&bx, t.offset, None)
@@ -484,14 +490,7 @@ impl Renderer for GfxstreamRenderer {
     fn transfer_from_host_3d(&mut self, ctx_id: u32, id: u32, t: &Transfer3d) -> Result<()> {
         let entry = self.resource(id)?;
         debug!("ctx {ctx_id}: 3D transfer from resource {id}");
-        let bx = TransferBox {
-            x: t.box3d.x,
-            y: t.box3d.y,
-            z: t.box3d.z,
-            w: t.box3d.w,
-            h: t.box3d.h,
-            d: t.box3d.d,
-        };
+        let bx = transfer_box_3d(t);
         entry
             .res
             .transfer_read(&bx, t.offset, None)
@@ -698,16 +697,7 @@ impl Renderer for GfxstreamRenderer {
             entry.res.detach_backing();
             read.map_err(map_err)?;
         }
-        let stride = entry.width as usize * BYTES_PER_PIXEL as usize;
-        for (i, dst) in out.chunks_exact_mut(row).enumerate() {
-            // Inside the image: rect is inside the resource.
-            let start = (rect.y as usize + i) * stride + rect.x as usize * BYTES_PER_PIXEL as usize;
-            let src = image
-                .get(start..start + row)
-                .ok_or_else(|| RendererError::InvalidParameter("row outside image".into()))?;
-            format.row_to_argb8888(src, dst);
-        }
-        Ok(())
+        copy_rect_to_xrgb(&format, &image, entry.width, rect, row, out)
     }
 
     fn read_blob_pixels(

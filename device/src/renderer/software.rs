@@ -208,6 +208,28 @@ pub(crate) fn check_out_len(rect: Rect, out: &[u8]) -> Result<usize> {
     Ok(row)
 }
 
+/// Converts `rect` of a tightly packed image `width` pixels wide into `out`, rows of `row` bytes of
+/// XRGB8888 as [`check_out_len`] returned; `rect` was checked to lie inside the image, and a row
+/// the image does not hold is refused rather than read.
+pub(crate) fn copy_rect_to_xrgb(
+    format: &PixelFormat,
+    image: &[u8],
+    width: u32,
+    rect: Rect,
+    row: usize,
+    out: &mut [u8],
+) -> Result<()> {
+    let stride = width as usize * BYTES_PER_PIXEL as usize;
+    for (i, dst) in out.chunks_exact_mut(row).enumerate() {
+        let start = (rect.y as usize + i) * stride + rect.x as usize * BYTES_PER_PIXEL as usize;
+        let src = image
+            .get(start..start + row)
+            .ok_or_else(|| RendererError::InvalidParameter("row outside the image".into()))?;
+        format.row_to_argb8888(src, dst);
+    }
+    Ok(())
+}
+
 /// Where a SET_SCANOUT_BLOB image lies in its blob, once [`check_blob_image`] has checked it.
 pub(crate) struct BlobImage {
     /// Pixel format of the image.
@@ -508,16 +530,7 @@ impl Renderer for SoftwareRenderer {
         if row == 0 {
             return Ok(());
         }
-        // Bounded by the resource's allocation.
-        let stride = res.width as usize * BYTES_PER_PIXEL as usize;
-        for (i, dst) in out.chunks_exact_mut(row).enumerate() {
-            let start = (rect.y as usize + i) * stride + rect.x as usize * BYTES_PER_PIXEL as usize;
-            let src = pixels
-                .get(start..start + row)
-                .ok_or_else(|| RendererError::InvalidParameter("row outside resource".into()))?;
-            format.row_to_argb8888(src, dst);
-        }
-        Ok(())
+        copy_rect_to_xrgb(format, pixels, res.width, rect, row, out)
     }
 
     fn scanout_pixels(&self, id: u32, rect: Rect) -> Option<&[u8]> {
