@@ -16,6 +16,19 @@ pub const DEFAULT_MAX_HOSTMEM: u64 = 256 << 20;
 /// Most scanouts a virtio-gpu device can have (the spec's `VIRTIO_GPU_MAX_SCANOUTS`).
 pub const MAX_SCANOUTS: u32 = 16;
 
+/// `--venus`: whether the virglrenderer renderer offers Venus (Vulkan, capset 4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum VenusMode {
+    /// On where the library is 1.0 or newer and its Venus capset passes the start-up check;
+    /// off on older libraries (upstream marks Venus experimental there).
+    #[default]
+    Auto,
+    /// Required: start-up fails, saying why, when Venus cannot be offered.
+    On,
+    /// Never offered.
+    Off,
+}
+
 /// The renderers this program knows, compiled in or not.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RendererKind {
@@ -238,6 +251,19 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_SCANOUTS)))]
     pub num_scanouts: u32,
+
+    /// Venus (Vulkan for the guest, virglrenderer renderer only): "auto" offers it where
+    /// libvirglrenderer is 1.0 or newer and its Venus capset is usable (checked at start-up),
+    /// "on" fails at start-up when it cannot be offered, "off" never offers it. Guests need a
+    /// host-visible region (--hostmem) as well.
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = VenusMode::Auto)]
+    pub venus: VenusMode,
+
+    /// libvirglrenderer's Venus render server (1.0 and newer run Venus in it). Default:
+    /// $RENDER_SERVER_EXEC_PATH, else /usr/libexec/virgl_render_server (Debian package
+    /// virgl-server).
+    #[arg(long, value_name = "PATH")]
+    pub render_server: Option<PathBuf>,
 }
 
 /// Where the vhost-user connection comes from.
@@ -275,6 +301,10 @@ pub struct ServeOptions {
     pub hostmem: u64,
     /// `--num-scanouts`.
     pub num_scanouts: u32,
+    /// `--venus`.
+    pub venus: VenusMode,
+    /// `--render-server`.
+    pub render_server: Option<PathBuf>,
 }
 
 impl Cli {
@@ -305,6 +335,8 @@ impl Cli {
             max_hostmem: self.max_hostmem,
             hostmem: self.hostmem,
             num_scanouts: self.num_scanouts,
+            venus: self.venus,
+            render_server: self.render_server.clone(),
         }))
     }
 }
@@ -353,6 +385,17 @@ mod tests {
         assert_eq!(o.num_scanouts, 1);
         assert!(!o.headless);
         assert_eq!(o.render_node, None);
+        assert_eq!(o.venus, VenusMode::Auto);
+        assert_eq!(o.render_server, None);
+    }
+
+    #[test]
+    fn venus_modes_and_render_server() {
+        let o = serve(&["-s", "/x", "--venus", "on", "--render-server", "/opt/rs"]);
+        assert_eq!(o.venus, VenusMode::On);
+        assert_eq!(o.render_server, Some(PathBuf::from("/opt/rs")));
+        assert_eq!(serve(&["-s", "/x", "--venus", "off"]).venus, VenusMode::Off);
+        assert!(parse(&["-s", "/x", "--venus", "maybe"]).is_err());
     }
 
     #[test]

@@ -34,6 +34,11 @@ fn main() -> ExitCode {
         Endpoint::SocketPath(p) => Some(p.clone()),
         Endpoint::Fd(_) => None,
     };
+    // libvirglrenderer 1.x starts its Venus render server from $RENDER_SERVER_EXEC_PATH: point
+    // it at the binary --render-server names. Set here, before any other thread exists.
+    if options.renderer == RendererKind::Virglrenderer {
+        std::env::set_var(RENDER_SERVER_ENV, render_server_path(&options));
+    }
     // Before any other thread exists, so that every thread inherits the blocked signals.
     if let Err(e) = exit_on_termination_signals(socket_path) {
         eprintln!("vhost-user-gpu: cannot set up signal handling: {e}");
@@ -108,33 +113,114 @@ fn create_renderer(options: &ServeOptions) -> Result<Box<dyn Renderer>, String> 
 /// The virglrenderer renderer (`--features virglrenderer`, the default).
 #[cfg(feature = "virglrenderer")]
 fn create_virgl(options: &ServeOptions) -> Result<Box<dyn Renderer>, String> {
-    use vhost_user_gpu::renderer::virgl::VirglGpuRenderer;
-    use virglrenderer::RendererFlags;
+    use vhost_user_gpu::cli::VenusMode;
+    use vhost_user_gpu::renderer::virgl::{VirglGpuRenderer, VirglOptions};
+    use virglrenderer::{RendererFlags, CAPSET_VENUS};
     let init = |flags: RendererFlags| -> Result<VirglGpuRenderer, String> {
-        match &options.render_node {
-            Some(node) => {
-                let fd = std::fs::OpenOptions::new()
+        let render_node = match &options.render_node {
+            Some(node) => Some(
+                std::fs::OpenOptions::new()
                     .read(true)
                     .write(true)
                     .open(node)
-                    .map_err(|e| format!("--render-node {}: {e}", node.display()))?;
-                VirglGpuRenderer::with_render_node(flags, fd.into())
-            }
-            None => VirglGpuRenderer::new(flags),
-        }
+                    .map_err(|e| format!("--render-node {}: {e}", node.display()))?
+                    .into(),
+            ),
+            None => None,
+        };
+        VirglGpuRenderer::with_options(VirglOptions {
+            flags,
+            render_node,
+            // Asked for by name on a library that speaks only wire format 0.
+            venus_wire_format_0: options.venus == VenusMode::On,
+        })
         .map_err(|e| format!("virglrenderer: {e}"))
     };
-    // Venus (capset 4, Vulkan) when the library was built with it and a Vulkan driver is
-    // there; otherwise GL only.
     let base = VirglGpuRenderer::default_flags();
-    let renderer = match init(base | RendererFlags::VENUS) {
-        Ok(r) => r,
-        Err(e) => {
-            log::info!("virglrenderer without Venus ({e})");
-            init(base)?
+    let venus = match venus_flags(options) {
+        Ok(flags) => flags,
+        Err(why) if options.venus == VenusMode::On => return Err(why),
+        Err(why) => {
+            log::warn!("Venus (Vulkan) not offered: {why}");
+            None
         }
     };
+    let renderer = match venus {
+        Some(venus) => match init(base | venus) {
+            Ok(r) => r,
+            Err(e) if options.venus == VenusMode::On => {
+                return Err(format!("--venus on: {e}"));
+            }
+            Err(e) => {
+                log::warn!("Venus (Vulkan) not offered: init with Venus failed ({e})");
+                init(base)?
+            }
+        },
+        None => init(base)?,
+    };
+    if options.venus == VenusMode::On && !renderer.offers_capset(CAPSET_VENUS) {
+        return Err(
+            "--venus on: the library's Venus capset failed the start-up check \
+                    (logged above)"
+                .into(),
+        );
+    }
     Ok(Box::new(renderer))
+}
+
+/// The init flags that enable Venus as `--venus` asks, `Ok(None)` when it is off, or why it
+/// cannot be enabled.
+#[cfg(feature = "virglrenderer")]
+fn venus_flags(options: &ServeOptions) -> Result<Option<virglrenderer::RendererFlags>, String> {
+    use vhost_user_gpu::cli::VenusMode;
+    use virglrenderer::RendererFlags;
+    match options.venus {
+        VenusMode::Off => return Ok(None),
+        VenusMode::Auto if !virglrenderer::LIBRARY_AT_LEAST_1_0 => {
+            return Err(format!(
+                "libvirglrenderer {} is older than 1.0, where Venus is experimental and speaks a \
+                 wire format Mesa's Venus driver refuses (--venus on tries anyway)",
+                virglrenderer::LIBRARY_VERSION
+            ))
+        }
+        VenusMode::Auto | VenusMode::On => {}
+    }
+    if !virglrenderer::LIBRARY_AT_LEAST_1_0 {
+        // 0.10 runs Venus inside the library.
+        return Ok(Some(RendererFlags::VENUS));
+    }
+    // 1.x runs Venus in its render server, which main() has located (RENDER_SERVER_EXEC_PATH).
+    let server = render_server_path(options);
+    if !is_executable(&server) {
+        return Err(format!(
+            "libvirglrenderer {} runs Venus in its render server, and {} is not an executable \
+             file: install the package virgl-server (Debian, Ubuntu) or pass --render-server PATH",
+            virglrenderer::LIBRARY_VERSION,
+            server.display()
+        ));
+    }
+    Ok(Some(RendererFlags::VENUS | RendererFlags::RENDER_SERVER))
+}
+
+/// The render server binary: `--render-server`, else `$RENDER_SERVER_EXEC_PATH` (the variable
+/// the library itself reads), else Debian's path.
+fn render_server_path(options: &ServeOptions) -> PathBuf {
+    options
+        .render_server
+        .clone()
+        .or_else(|| std::env::var_os(RENDER_SERVER_ENV).map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_RENDER_SERVER))
+}
+
+/// The environment variable through which libvirglrenderer 1.x finds its render server.
+const RENDER_SERVER_ENV: &str = "RENDER_SERVER_EXEC_PATH";
+/// Where Debian's package virgl-server installs the render server.
+const DEFAULT_RENDER_SERVER: &str = "/usr/libexec/virgl_render_server";
+
+#[cfg(feature = "virglrenderer")]
+fn is_executable(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 /// This build has no virglrenderer.

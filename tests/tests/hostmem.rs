@@ -55,6 +55,16 @@ fn daemon(renderer: &str, hostmem: Option<&str>) -> (BackendProcess, GpuFrontend
     (p, fe)
 }
 
+/// The daemon with a 64 MiB region and Venus asked for by name (`--venus on`: also on
+/// libvirglrenderer 0.10, whose wire format 0 the protocol these tests speak accepts).
+fn venus_daemon() -> BackendCommand {
+    ours("virglrenderer")
+        .arg("--hostmem")
+        .arg("64M")
+        .arg("--venus")
+        .arg("on")
+}
+
 fn alive(fe: &mut GpuFrontend, p: &BackendProcess, after: &str) {
     let r = fe
         .request(&Command::get_display_info())
@@ -365,7 +375,8 @@ fn venus_shared_memory_blob_is_mapped_written_executed_and_unmapped() {
     if virgl_opted_out() {
         return;
     }
-    let (p, mut fe) = daemon("virglrenderer", Some("64M"));
+    let p = spawn(&venus_daemon());
+    let mut fe = connect(&p, FrontendOptions::default());
     assert_eq!(fe.shmem_regions(), &[(SHMID, REGION)]);
     assert_ne!(fe.features() & features::CONTEXT_INIT, 0);
     let caps = capset_ids(&mut fe, &p);
@@ -729,10 +740,7 @@ fn venus_device_memory_blob_is_mapped_and_scanned_out() {
     if virgl_opted_out() {
         return;
     }
-    let cmd = ours("virglrenderer")
-        .arg("--hostmem")
-        .arg("64M")
-        .env("RUST_LOG", "info,vhost_user_gpu::gpu=debug");
+    let cmd = venus_daemon().env("RUST_LOG", "info,vhost_user_gpu::gpu=debug");
     let p = spawn(&cmd);
     let mut fe = connect(&p, FrontendOptions::default());
     expect(
@@ -901,7 +909,7 @@ fn frontend_without_shmem_gets_no_mappings() {
             - VhostUserProtocolFeatures::SHMEM,
         ..FrontendOptions::default()
     };
-    let p = spawn(&ours("virglrenderer").arg("--hostmem").arg("64M"));
+    let p = spawn(&venus_daemon());
     let mut fe = connect(&p, opts);
     assert!(fe.shmem_regions().is_empty());
     assert!(fe.backend_req().is_some());
@@ -930,7 +938,7 @@ fn reset_unmaps_and_a_new_connection_starts_clean() {
     if virgl_opted_out() {
         return;
     }
-    let p = spawn(&ours("virglrenderer").arg("--hostmem").arg("64M"));
+    let p = spawn(&venus_daemon());
     let opts = FrontendOptions {
         protocol_features: FrontendOptions::default().protocol_features
             | VhostUserProtocolFeatures::RESET_DEVICE,

@@ -159,6 +159,80 @@ fn capsets_are_listed_and_readable() {
     );
 }
 
+/// The library version the daemon logged ("virglrenderer X.Y.Z initialized"), as (major, minor).
+fn logged_library_version(p: &BackendProcess) -> (u32, u32) {
+    let err = p.stderr();
+    let v = err
+        .split("virglrenderer ")
+        .skip(1)
+        .find_map(|rest| rest.split_once(" initialized").map(|(v, _)| v.to_owned()))
+        .unwrap_or_else(|| panic!("no 'virglrenderer X initialized' line:\n{err}"));
+    let mut parts = v.split('.').map(|n| n.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// Venus (capset 4) is offered by default only where the guest can use it: libvirglrenderer
+/// 1.0 or newer with its render server, and a Venus capset of non-zero wire format version.
+/// Below 1.0 it stays off (0.10's wire format 0 is refused by Mesa's Venus driver) and the
+/// daemon says why; a CTX_CREATE for capset 4 is then refused.
+#[test]
+fn venus_is_offered_by_default_only_where_guests_can_use_it() {
+    let Some((p, mut fe)) = start3d() else { return };
+    let mut venus = None;
+    for i in 0..fe.config().unwrap().num_capsets {
+        let info = fe
+            .expect(&Command::get_capset_info(i), resp::OK_CAPSET_INFO)
+            .check(&p, "GET_CAPSET_INFO")
+            .capset_info()
+            .unwrap();
+        if info.capset_id == capset::VENUS {
+            venus = Some(info);
+        }
+    }
+    let version = logged_library_version(&p);
+    let server = std::path::Path::new("/usr/libexec/virgl_render_server").exists()
+        || std::env::var_os("RENDER_SERVER_EXEC_PATH").is_some();
+    if version >= (1, 0) && server {
+        let info = venus.unwrap_or_else(|| {
+            panic!(
+                "library {version:?} with a render server: no Venus capset\n{}",
+                p.stderr()
+            )
+        });
+        let c = fe
+            .expect(
+                &Command::get_capset(info.capset_id, info.max_version, info.max_size),
+                resp::OK_CAPSET,
+            )
+            .check(&p, "GET_CAPSET Venus");
+        let wire = u32::from_le_bytes(c.payload()[..4].try_into().unwrap());
+        assert_ne!(wire, 0, "Venus wire format version 0 offered");
+        fe.ok(&Command::ctx_create(1, capset::VENUS, "venus"))
+            .check(&p, "CTX_CREATE Venus");
+    } else {
+        assert!(venus.is_none(), "Venus offered on {version:?}: {venus:?}");
+        let why = if version < (1, 0) {
+            "older than 1.0"
+        } else {
+            "virgl-server"
+        };
+        assert!(
+            p.stderr().contains("Venus (Vulkan) not offered") && p.stderr().contains(why),
+            "no reason logged for leaving Venus out:\n{}",
+            p.stderr()
+        );
+        let r = fe
+            .request(&Command::ctx_create(1, capset::VENUS, "venus"))
+            .unwrap();
+        assert_resp(
+            &r,
+            resp::ERR_INVALID_PARAMETER,
+            "CTX_CREATE for a capset not offered",
+            &p,
+        );
+    }
+}
+
 #[test]
 fn submit_3d_clear_then_transfer_from_host_shows_the_colour() {
     let Some((p, mut fe)) = start3d() else { return };

@@ -92,3 +92,9 @@ pub use resource::{
 
 /// The version of the libvirglrenderer this crate was built against (from pkg-config).
 pub const LIBRARY_VERSION: &str = env!("VIRGLRENDERER_LIBRARY_VERSION");
+
+/// Whether that library is 1.0 or newer. Upstream calls Venus experimental before 1.0 (and
+/// 0.10's Venus speaks wire format 0, which current Mesa refuses); 1.x builds such as Debian's
+/// run Venus in the render server ([`RendererFlags::RENDER_SERVER`], whose binary the library
+/// finds through `RENDER_SERVER_EXEC_PATH` or its built-in path).
+pub const LIBRARY_AT_LEAST_1_0: bool = cfg!(virgl_1_0);

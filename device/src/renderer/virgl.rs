@@ -5,7 +5,10 @@
 //!   backing with `transfer_write` (stride = resource width * 4, as the 2D protocol says).
 //! * 3D: contexts (VIRGL2 by default, or the CONTEXT_INIT capset), attach/detach, SUBMIT_3D,
 //!   3D transfers in both directions, capsets VIRGL and VIRGL2, and VENUS (4) when the daemon
-//!   initialised the library with `RendererFlags::VENUS` (it tries; Debian's 0.10.4 has Venus).
+//!   initialised the library with `RendererFlags::VENUS` (see `--venus`). Only capsets whose data
+//!   passes [`capset_unusable`] at start-up are offered: Debian 12's 0.10.4 fills the Venus
+//!   capset with wire format version 0, which Mesa's Venus driver rejects, and 1.x without its
+//!   render server reports a Venus capset but leaves the data zero.
 //! * Fences: the global timeline maps the guest's 64-bit fence ids onto the library's 32-bit
 //!   global fences (an internal sequence number, completed in order); per-context fences
 //!   (ring 0 of virgl contexts) keep the guest's 64-bit ids.
@@ -140,6 +143,47 @@ pub struct VirglGpuRenderer {
     /// Global fences in creation order: (library sequence number, the guest's fence).
     global_pending: VecDeque<(u32, FenceId)>,
     next_global_seq: u32,
+    /// The capsets offered to the guest: the library's, less those that failed the start-up
+    /// check.
+    capsets: Vec<CapsetInfo>,
+}
+
+/// [`capset_unusable`]'s answer for a Venus capset of wire format version 0.
+pub const VENUS_WIRE_FORMAT_0: &str = "Venus wire format version 0, which current Mesa Venus \
+    drivers reject (libvirglrenderer 1.0 and newer speak version 1)";
+
+/// How [`VirglGpuRenderer::with_options`] sets the library up.
+#[derive(Debug, Default)]
+pub struct VirglOptions {
+    /// `virgl_renderer_init` flags.
+    pub flags: RendererFlags,
+    /// A DRM render node the library takes over (`--render-node`); without it the library
+    /// picks one itself, or renders on the CPU.
+    pub render_node: Option<std::os::fd::OwnedFd>,
+    /// Offer a Venus capset of wire format version 0 anyway (`--venus on` on libraries older
+    /// than 1.0, for guests whose Venus driver predates wire format 1).
+    pub venus_wire_format_0: bool,
+}
+
+/// Why the data of capset `id` must not be offered to a guest, or `None` when it is usable.
+///
+/// A capset the library lists but leaves unfilled (all zero) is refused, and Venus needs a
+/// non-zero wire format version (its first word): Mesa's Venus driver refuses version 0
+/// ("Unsupported wire format version 0"), which is what libvirglrenderer before 1.0 reports.
+pub fn capset_unusable(id: u32, data: &[u8]) -> Option<&'static str> {
+    if data.iter().all(|&b| b == 0) {
+        return Some("the library left the capset data unfilled (all zero)");
+    }
+    if id == virglrenderer::CAPSET_VENUS {
+        let wire = data
+            .get(..4)
+            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+            .unwrap_or(0);
+        if wire == 0 {
+            return Some(VENUS_WIRE_FORMAT_0);
+        }
+    }
+    None
 }
 
 impl VirglGpuRenderer {
@@ -152,30 +196,52 @@ impl VirglGpuRenderer {
     /// Initializes libvirglrenderer on the calling thread (which must be the device's GPU
     /// thread: the value is not `Send`).
     pub fn new(flags: RendererFlags) -> std::result::Result<Self, VirglError> {
-        Self::from_renderer(VirglRenderer::init(flags)?, flags)
-    }
-
-    /// Like [`new`](Self::new), rendering on the DRM render node `render_node` (an opened
-    /// `--render-node`), which the library takes over; init fails if it cannot use it.
-    pub fn with_render_node(
-        flags: RendererFlags,
-        render_node: std::os::fd::OwnedFd,
-    ) -> std::result::Result<Self, VirglError> {
-        Self::from_renderer(
-            VirglRenderer::init_with_render_node(flags, render_node)?,
+        Self::with_options(VirglOptions {
             flags,
-        )
+            ..VirglOptions::default()
+        })
     }
 
-    fn from_renderer(
-        renderer: VirglRenderer,
-        flags: RendererFlags,
-    ) -> std::result::Result<Self, VirglError> {
+    /// Like [`new`](Self::new), with the choices of [`VirglOptions`].
+    pub fn with_options(options: VirglOptions) -> std::result::Result<Self, VirglError> {
+        let flags = options.flags;
+        let renderer = match options.render_node {
+            Some(node) => VirglRenderer::init_with_render_node(flags, node)?,
+            None => VirglRenderer::init(flags)?,
+        };
         log::info!(
             "virglrenderer {} initialized (flags {:#x}, software GL: {})",
             virglrenderer::LIBRARY_VERSION,
             flags.bits(),
             renderer.is_software()
+        );
+        let mut capsets = Vec::new();
+        for c in renderer.capsets() {
+            let verdict = match renderer.capset(c.capset_id, c.max_version) {
+                Ok(data) => match capset_unusable(c.capset_id, &data) {
+                    Some(VENUS_WIRE_FORMAT_0) if options.venus_wire_format_0 => {
+                        warn!(
+                            "Venus offered with wire format version 0 as asked: only guests \
+                             whose Venus driver predates wire format 1 can use it"
+                        );
+                        None
+                    }
+                    verdict => verdict,
+                },
+                Err(_) => Some("the library could not fill it"),
+            };
+            match verdict {
+                None => capsets.push(CapsetInfo {
+                    id: c.capset_id,
+                    max_version: c.max_version,
+                    max_size: c.max_size,
+                }),
+                Some(why) => warn!("capset {} not offered to the guest: {why}", c.capset_id),
+            }
+        }
+        log::info!(
+            "capsets offered: {:?}",
+            capsets.iter().map(|c| c.id).collect::<Vec<_>>()
         );
         Ok(VirglGpuRenderer {
             renderer,
@@ -183,7 +249,13 @@ impl VirglGpuRenderer {
             resources: HashMap::new(),
             global_pending: VecDeque::new(),
             next_global_seq: 1,
+            capsets,
         })
+    }
+
+    /// Whether capset `id` passed the start-up check and is offered to the guest.
+    pub fn offers_capset(&self, id: u32) -> bool {
+        self.capsets.iter().any(|c| c.id == id)
     }
 
     fn resource(&self, id: u32) -> Result<&VirglResource> {
@@ -256,18 +328,15 @@ impl Renderer for VirglGpuRenderer {
     }
 
     fn capsets(&self) -> Vec<CapsetInfo> {
-        self.renderer
-            .capsets()
-            .into_iter()
-            .map(|c| CapsetInfo {
-                id: c.capset_id,
-                max_version: c.max_version,
-                max_size: c.max_size,
-            })
-            .collect()
+        self.capsets.clone()
     }
 
     fn capset(&mut self, id: u32, version: u32) -> Result<Vec<u8>> {
+        if !self.offers_capset(id) {
+            return Err(RendererError::InvalidParameter(format!(
+                "capset {id} is not offered"
+            )));
+        }
         self.renderer.capset(id, version).map_err(map_err)
     }
 
@@ -380,6 +449,11 @@ impl Renderer for VirglGpuRenderer {
     fn context_create(&mut self, ctx_id: u32, capset_id: u32, name: &str) -> Result<()> {
         if self.contexts.contains_key(&ctx_id) {
             return Err(RendererError::InvalidContextId(ctx_id));
+        }
+        if capset_id != 0 && !self.offers_capset(capset_id) {
+            return Err(RendererError::InvalidParameter(format!(
+                "context capset {capset_id} is not offered"
+            )));
         }
         let capset = (capset_id != 0).then_some(capset_id);
         let name = name.as_bytes();
@@ -700,6 +774,24 @@ mod tests {
         Box3d, VIRTIO_GPU_FORMAT_B8G8R8A8_UNORM, VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM,
         VIRTIO_GPU_FORMAT_R8G8B8A8_UNORM,
     };
+
+    #[test]
+    fn capset_check_refuses_unfilled_data_and_venus_wire_format_0() {
+        use virglrenderer::{CAPSET_VENUS, CAPSET_VIRGL2};
+        assert!(capset_unusable(CAPSET_VIRGL2, &[0; 16]).is_some());
+        assert!(capset_unusable(CAPSET_VIRGL2, &[0, 0, 1, 0]).is_none());
+        // Venus: the first little-endian word is the wire format version.
+        let mut venus = [0u8; 160];
+        venus[4] = 0xe4; // vk_xml_version filled, wire format 0 (what 0.10.4 reports)
+        assert_eq!(
+            capset_unusable(CAPSET_VENUS, &venus),
+            Some(VENUS_WIRE_FORMAT_0)
+        );
+        venus[0] = 1;
+        assert_eq!(capset_unusable(CAPSET_VENUS, &venus), None);
+        assert!(capset_unusable(CAPSET_VENUS, &[]).is_some());
+        assert!(capset_unusable(CAPSET_VENUS, &[0, 0, 0]).is_some());
+    }
 
     static LIBRARY: Mutex<()> = Mutex::new(());
 
