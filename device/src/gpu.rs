@@ -1646,9 +1646,16 @@ impl VirtioGpu {
                 c.resource_id
             )));
         }
-        // The spec fixes 64x64; a smaller resource is shown padded with transparent pixels.
+        // The spec fixes 64x64; a smaller resource is shown padded with transparent pixels. A
+        // 3D resource can have no pixels at all (a PIPE_BUFFER of width 0).
         let w = res.width.min(CURSOR_SIZE);
         let h = res.height.min(CURSOR_SIZE);
+        if w == 0 || h == 0 {
+            return Err(GpuError::InvalidParameter(format!(
+                "cursor resource {} has no pixels ({}x{})",
+                c.resource_id, res.width, res.height
+            )));
+        }
         let mut argb = vec![0u8; (w * h * BYTES_PER_PIXEL) as usize];
         self.renderer
             .read_pixels(c.resource_id, Rect::new(0, 0, w, h), &mut argb)?;

@@ -635,3 +635,32 @@ fn errors_3d_and_still_serving() {
         p.stderr_tail()
     );
 }
+
+/// A zero-width 3D resource (a PIPE_BUFFER of width 0, which libvirglrenderer 0.10.4 accepts)
+/// used as the cursor is refused; the device keeps serving (it used to panic the GPU thread on
+/// a zero-length pixel row).
+#[test]
+fn cursor_from_a_zero_width_3d_resource_is_refused_and_the_device_serves_on() {
+    let Some((p, mut fe)) = start3d() else { return };
+    let buffer = Resource3d {
+        target: 0, // PIPE_BUFFER
+        format: format::R8G8B8A8_UNORM,
+        bind: 0,
+        width: 0,
+        height: 1,
+        depth: 1,
+        array_size: 1,
+        ..Resource3d::default()
+    };
+    fe.request(&Command::resource_create_3d(5, &buffer))
+        .check(&p, "RESOURCE_CREATE_3D width 0");
+    fe.request(&Command::update_cursor(0, 1, 1, 5, (0, 0)))
+        .check(&p, "UPDATE_CURSOR on the zero-width resource");
+    fe.expect(&Command::get_display_info(), resp::OK_DISPLAY_INFO)
+        .check(&p, "GET_DISPLAY_INFO after the cursor update");
+    assert!(
+        !p.stderr().contains("panicked"),
+        "the daemon panicked:\n{}",
+        p.stderr_tail()
+    );
+}
