@@ -7,7 +7,10 @@ extra files (init, workloads, guest programs). Only what the guest needs is copi
   that are dlopen()ed (the Mesa DRI driver, the EGL vendor library);
 - a few data files (the glvnd EGL vendor file, drirc);
 - the kernel modules that virtio-gpu needs and their dependencies (from each module's .modinfo
-  `depends=`), in load order in /etc/e2e/modules.
+  `depends=`), in load order in /etc/e2e/modules; compressed modules (.ko.xz, .ko.zst, .ko.gz, as
+  newer Debian kernels ship them) are stored decompressed, so that busybox's insmod loads them;
+- with --vulkan: the Vulkan loader (through the programs that link it), vulkaninfo, and Mesa's
+  Venus (virtio), gfxstream and lavapipe ICDs: their json files and their libraries' ELF closure.
 The layout is /usr-merged (bin, sbin, lib, lib64 are links into usr). Python 3 standard library plus
 binutils' readelf. Written for scripts/guest/build.sh.
 """
@@ -32,7 +35,17 @@ DATA_PATHS = [
     "usr/share/glvnd/egl_vendor.d/50_mesa.json",
     "usr/share/drirc.d",
 ]
+# Mesa >= 24.2 (Debian 12 backports): GBM loads its DRI backend from gbm/; added when present.
+OPTIONAL_DLOPEN_ROOTS = [f"usr/lib/{MULTIARCH}/gbm/dri_gbm.so"]
+# --vulkan: Mesa's Vulkan ICDs (dlopen()ed by the loader) and what points the loader at them.
+VULKAN_BINARIES = ["usr/bin/vulkaninfo"]
+VULKAN_ICDS = {
+    "virtio_icd.json": f"usr/lib/{MULTIARCH}/libvulkan_virtio.so",  # Venus
+    "gfxstream_vk_icd.json": f"usr/lib/{MULTIARCH}/libvulkan_gfxstream.so",
+    "lvp_icd.json": f"usr/lib/{MULTIARCH}/libvulkan_lvp.so",  # lavapipe: a reference in the guest
+}
 MODULE_ROOTS = ["virtio_pci", "virtio_gpu"]
+MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 
 
 def merged(path):
@@ -134,9 +147,23 @@ def elf_closure(fs, roots):
                 raise SystemExit(f"mkrootfs: {path} needs {lib}, found in no downloaded package")
 
 
-def modinfo_depends(path):
+def module_bytes(path):
+    """A module file's contents, decompressed."""
+    if path.endswith(".ko.xz"):
+        import lzma
+        with lzma.open(path) as f:
+            return f.read()
+    if path.endswith(".ko.gz"):
+        import gzip
+        with gzip.open(path) as f:
+            return f.read()
+    if path.endswith(".ko.zst"):
+        return subprocess.run(["zstd", "-dc", path], check=True, capture_output=True).stdout
     with open(path, "rb") as f:
-        data = f.read()
+        return f.read()
+
+
+def modinfo_depends(data):
     i = data.find(b"\0depends=")
     if i < 0:
         return []
@@ -145,7 +172,7 @@ def modinfo_depends(path):
     return [d for d in val.split(",") if d]
 
 
-def add_modules(fs, kver):
+def add_modules(fs, kver, workdir):
     base = f"usr/lib/modules/{kver}"
     kdir = fs.src(base)
     if kdir is None:
@@ -153,18 +180,28 @@ def add_modules(fs, kver):
     index = {}
     for dirpath, _, files in os.walk(kdir):
         for name in files:
-            if name.endswith(".ko"):
-                index[name[:-3].replace("-", "_")] = os.path.join(dirpath, name)
+            for suffix in MODULE_SUFFIXES:
+                if name.endswith(suffix):
+                    index[name[:-len(suffix)].replace("-", "_")] = os.path.join(dirpath, name)
+    # Built into the kernel (virtio_pci is from 6.12 on in Debian): nothing to load.
+    builtin = set()
+    builtin_list = os.path.join(kdir, "modules.builtin")
+    if os.path.exists(builtin_list):
+        with open(builtin_list) as f:
+            for line in f:
+                builtin.add(os.path.basename(line.strip()).split(".ko")[0].replace("-", "_"))
     order = []
+    data = {}
 
     def visit(name, stack):
-        if name in order:
+        if name in order or (name in builtin and name not in index):
             return
         if name in stack:
             raise SystemExit(f"mkrootfs: module dependency loop at {name}")
         if name not in index:
             raise SystemExit(f"mkrootfs: module {name} not found (built in?)")
-        for dep in modinfo_depends(index[name]):
+        data[name] = module_bytes(index[name])
+        for dep in modinfo_depends(data[name]):
             visit(dep.replace("-", "_"), stack + [name])
         order.append(name)
 
@@ -173,7 +210,14 @@ def add_modules(fs, kver):
     rel = []
     for name in order:
         r = os.path.relpath(index[name], kdir)
-        fs.add_file(f"{base}/{r}", index[name])
+        src = index[name]
+        if not r.endswith(".ko"):
+            r = r[:r.rindex(".ko") + 3]
+            src = os.path.join(workdir, "modules", r)
+            os.makedirs(os.path.dirname(src), exist_ok=True)
+            with open(src, "wb") as f:
+                f.write(data[name])
+        fs.add_file(f"{base}/{r}", src)
         rel.append(r)
     return rel
 
@@ -222,6 +266,8 @@ def main():
                     help="extra file (DEST is a path in the guest)")
     ap.add_argument("--bin", action="append", default=[], metavar="SRC:DEST",
                     help="extra ELF program (its libraries are added too)")
+    ap.add_argument("--vulkan", action="store_true",
+                    help="add vulkaninfo and Mesa's Vulkan ICDs (Venus, gfxstream, lavapipe)")
     args = ap.parse_args()
 
     fs = Rootfs(args.staging)
@@ -233,7 +279,11 @@ def main():
     fs.entries["dev/console"] = ("chr", 5, 1)
     fs.entries["dev/null"] = ("chr", 1, 3)
 
-    roots = [p for p in ROOT_BINARIES + DLOPEN_ROOTS]
+    roots = ROOT_BINARIES + DLOPEN_ROOTS + [p for p in OPTIONAL_DLOPEN_ROOTS if fs.src(p) is not None]
+    data_paths = list(DATA_PATHS)
+    if args.vulkan:
+        roots += VULKAN_BINARIES + list(VULKAN_ICDS.values())
+        data_paths += [f"usr/share/vulkan/icd.d/{j}" for j in VULKAN_ICDS]
     for spec in args.bin:
         src, dest = spec.split(":", 1)
         fs.add_file(dest.lstrip("/"), os.path.abspath(src))
@@ -252,9 +302,9 @@ def main():
     dri = f"usr/lib/{MULTIARCH}/dri"
     for alias in DRI_ALIASES:
         fs.entries[f"{dri}/{alias}"] = ("link", "virtio_gpu_dri.so")
-    for p in DATA_PATHS:
+    for p in data_paths:
         fs.add_path(p)
-    modules = add_modules(fs, args.kver)
+    modules = add_modules(fs, args.kver, os.path.dirname(os.path.abspath(args.out)))
     for spec in args.add:
         src, dest = spec.split(":", 1)
         fs.add_file(dest.lstrip("/"), os.path.abspath(src))
