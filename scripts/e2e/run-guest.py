@@ -9,6 +9,13 @@ starts QEMU (q35, TCG, memfd guest memory, vhost-user-gpu-pci, -display none, se
 file, a QMP socket), follows the guest's "E2E-" lines on the serial console, takes QMP screendumps
 and checks them, then stops everything. The output directory keeps serial.log, qemu.log,
 backend.log, screen.ppm/screen.png and result.txt. Exit status 0 = PASS, 1 = FAIL, 2 = usage.
+
+--qemu-chroot SUITE / --backend-chroot SUITE run QEMU / the backend inside the Debian chroot of
+scripts/chroot/setup.sh SUITE (through scripts/chroot/run.sh: /tmp, this repository and the guest
+image cache are mounted at the same paths there), e.g. QEMU 11.1 from trixie-backports on a
+Debian 12 host. --gpu-device test-device plugs the backend into QEMU's generic
+vhost-user-test-device-pci (passes every feature the backend offers; no display, so no screen
+checks) instead of vhost-user-gpu-pci.
 Python 3.11 standard library only.
 """
 import argparse
@@ -25,6 +32,10 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
+CHROOT_RUN = os.path.join(REPO, "scripts/chroot/run.sh")
+# QEMU's generic vhost-user device set up as a virtio-gpu (device id 16, control + cursor queue,
+# the 16-byte virtio_gpu_config); its chardev is appended.
+TEST_DEVICE = "vhost-user-test-device-pci,virtio-id=16,num_vqs=2,config_size=16"
 
 # glclear.c's colours (0xRRGGBB): the whole frame A, the bottom-left quarter B.
 GLCLEAR_A = 0x2080E0
@@ -167,6 +178,21 @@ def guest_artefacts():
     return vals["KERNEL"], vals["INITRD"]
 
 
+def guest_cache_dir():
+    return os.environ.get("VHOST_USER_GPU_GUEST_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "vhost-user-gpu-guest")
+
+
+def chroot_path(path, what):
+    """PATH made absolute; an error unless scripts/chroot/run.sh mounts it into the chroot."""
+    path = os.path.realpath(path)
+    for top in ("/tmp", os.path.realpath(REPO), os.path.realpath(guest_cache_dir())):
+        if path == top or path.startswith(top + os.sep):
+            return path
+    raise ValueError(f"{what} {path} is not under /tmp, {REPO} or {guest_cache_dir()}: "
+                     "the chroot cannot see it")
+
+
 def stop(proc, name, grace=5.0):
     if proc is None or proc.poll() is not None:
         return
@@ -190,7 +216,9 @@ class Run:
         self.start = time.monotonic()
         self.deadline = self.start + args.timeout
         self.failures, self.notes = [], []
-        self.rundir = tempfile.mkdtemp(prefix="vug-e2e-")  # short path: unix socket names are limited
+        # Short path: unix socket names are limited. In /tmp itself when a chroot must see it.
+        in_chroot = args.qemu_chroot or args.backend_chroot
+        self.rundir = tempfile.mkdtemp(prefix="vug-e2e-", dir="/tmp" if in_chroot else None)
         self.sock = os.path.join(self.rundir, "gpu.sock")
         self.qmp_path = os.path.join(self.rundir, "qmp.sock")
         self.backend = self.qemu = None
@@ -208,6 +236,8 @@ class Run:
             self.log(f"no backend: QEMU's {args.qemu_gpu}")
             return
         cmd = args.backend.replace("{sock}", shlex.quote(self.sock))
+        if args.backend_chroot:
+            cmd = shlex.join([CHROOT_RUN, args.backend_chroot, "--", "sh", "-c", cmd])
         self.log(f"backend: {cmd}")
         with open(os.path.join(self.out, "backend.log"), "wb") as blog:
             self.backend = subprocess.Popen(cmd, shell=True, stdout=blog, stderr=subprocess.STDOUT,
@@ -232,8 +262,9 @@ class Run:
         if self.builtin:
             gpu_args = ["-device", args.qemu_gpu]
         else:
+            device = TEST_DEVICE if args.gpu_device == "test-device" else args.gpu_device
             gpu_args = ["-chardev", f"socket,id=vgpu,path={self.sock}",
-                        "-device", "vhost-user-gpu-pci,chardev=vgpu"]
+                        "-device", f"{device},chardev=vgpu"]
         append = (f"console=ttyS0 panic=-1 loglevel=4 e2e.workload={args.workload} "
                   f"e2e.hold={int(args.timeout) + 60}")
         qemu_cmd = [
@@ -245,6 +276,8 @@ class Run:
             "-display", args.display, "-serial", f"file:{serial}", "-monitor", "none",
             "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
         ]
+        if args.qemu_chroot:
+            qemu_cmd = [CHROOT_RUN, args.qemu_chroot, "--", *qemu_cmd]
         with open(os.path.join(self.out, f"qemu{suffix}.cmd"), "w") as f:
             f.write(shlex.join(qemu_cmd) + "\n")
         self.log(f"{tag}starting QEMU")
@@ -444,10 +477,29 @@ def main():
     ap.add_argument("--cpu", default="Nehalem",
                     help="QEMU -cpu model (with 'max', LLVM in the guest aborts: \"64-bit code "
                          "requested on a subtarget that doesn't support it\")")
-    ap.add_argument("--qemu", default=os.environ.get("QEMU", "qemu-system-x86_64"))
+    ap.add_argument("--qemu", default=os.environ.get("QEMU", "qemu-system-x86_64"),
+                    help="QEMU binary (with --qemu-chroot: found in the chroot)")
+    ap.add_argument("--qemu-chroot", metavar="SUITE",
+                    help="run QEMU inside the chroot of scripts/chroot/setup.sh SUITE (e.g. trixie: "
+                         "QEMU 11.1)")
+    ap.add_argument("--backend-chroot", metavar="SUITE",
+                    help="run the backend command inside that chroot (e.g. a daemon built there)")
+    ap.add_argument("--gpu-device", choices=["vhost-user-gpu-pci", "test-device"],
+                    default="vhost-user-gpu-pci",
+                    help="QEMU device for the backend: vhost-user-gpu-pci (default) or test-device "
+                         "(vhost-user-test-device-pci as virtio-gpu: every backend feature reaches "
+                         "the guest, no display, so no --check-screen)")
     args = ap.parse_args()
     if args.boots < 1:
         ap.error("--boots must be at least 1")
+    if args.gpu_device == "test-device":
+        if args.check_screen != "none":
+            ap.error(f"--check-screen {args.check_screen} needs a display: "
+                     "--gpu-device test-device (vhost-user-test-device-pci) has none")
+        if args.png:
+            ap.error("--png needs a display: --gpu-device test-device has none")
+        if args.backend == "none":
+            ap.error("--gpu-device test-device needs a vhost-user backend, not --backend none")
 
     out = args.out or tempfile.mkdtemp(prefix=f"e2e-{args.workload}-")
     os.makedirs(out, exist_ok=True)
@@ -459,6 +511,14 @@ def main():
         kernel, initrd = args.kernel, args.initrd
     else:
         kernel, initrd = guest_artefacts()
+    if args.qemu_chroot:
+        # QEMU opens these (and writes the serial log and screendumps) inside the chroot.
+        try:
+            out = chroot_path(out, "--out")
+            kernel = chroot_path(kernel, "--kernel")
+            initrd = chroot_path(initrd, "--initrd")
+        except ValueError as e:
+            ap.error(str(e))
 
     run = Run(args, out, kernel, initrd)
     try:
