@@ -2295,7 +2295,7 @@ mod tests {
                 | (1 << VIRTIO_GPU_F_RESOURCE_UUID)
                 | (1 << VIRTIO_GPU_F_RESOURCE_BLOB)
         );
-        assert_eq!(h.gpu.config_space(), le32s(&[0, 0, 1, 0]));
+        assert_eq!(h.gpu.config_space(), le32s(&[0, 0, 1, 0, 0]));
         let (m, _) = Harness::manual(GpuConfig {
             num_scanouts: 40,
             edid: false,
@@ -2310,7 +2310,7 @@ mod tests {
                 | (1 << VIRTIO_GPU_F_RESOURCE_BLOB)
         );
         // 16 scanouts at most; the oversized capset is not offered.
-        assert_eq!(m.gpu.config_space(), le32s(&[0, 0, 16, 1]));
+        assert_eq!(m.gpu.config_space(), le32s(&[0, 0, 16, 1, 0]));
     }
 
     #[test]

@@ -536,7 +536,10 @@ pub struct CapsetInfoWire {
 // SAFETY: repr(C), 4-byte integers only: no padding, every bit pattern valid.
 unsafe impl ByteValued for CapsetInfoWire {}
 
-/// `struct virtio_gpu_config` (16 bytes; `blob_alignment` is not offered).
+/// `struct virtio_gpu_config` as of virtio 1.4 (20 bytes). `blob_alignment` is valid only with
+/// `VIRTIO_GPU_F_BLOB_ALIGNMENT`, which the device does not offer: it reads as 0. Frontends
+/// built on the 1.4 layout (QEMU 11.1's vhost-user-gpu-pci) read all 20 bytes and leave the
+/// whole config zeroed when GET_CONFIG refuses that size.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ConfigWire {
@@ -548,6 +551,8 @@ pub struct ConfigWire {
     pub num_scanouts: Le32,
     /// Number of capsets.
     pub num_capsets: Le32,
+    /// Blob alignment (BLOB_ALIGNMENT only; 0 here).
+    pub blob_alignment: Le32,
 }
 // SAFETY: repr(C), 4-byte integers only: no padding, every bit pattern valid.
 unsafe impl ByteValued for ConfigWire {}
@@ -1506,6 +1511,7 @@ pub fn encode_config(num_scanouts: u32, num_capsets: u32, events_read: u32) -> V
         events_clear: 0.into(),
         num_scanouts: num_scanouts.into(),
         num_capsets: num_capsets.into(),
+        blob_alignment: 0.into(),
     };
     c.as_slice().to_vec()
 }

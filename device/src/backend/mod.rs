@@ -437,6 +437,25 @@ mod tests {
         assert_eq!(config_slice(&cfg, 16, 0), Vec::<u8>::new());
     }
 
+    /// QEMU 11.1's vhost-user-gpu-pci reads the virtio 1.4 config (20 bytes, with
+    /// `blob_alignment`); a refused read left its guest with zero scanouts. Older frontends read
+    /// the first 16.
+    #[test]
+    fn config_space_answers_the_20_byte_virtio_1_4_read() {
+        let cfg = crate::protocol::encode_config(1, 2, 0);
+        let all = config_slice(&cfg, 0, 20);
+        assert_eq!(all.len(), 20);
+        assert_eq!(&all[8..12], &1u32.to_le_bytes());
+        assert_eq!(&all[12..16], &2u32.to_le_bytes());
+        assert_eq!(
+            &all[16..20],
+            &[0; 4],
+            "blob_alignment: BLOB_ALIGNMENT is not offered"
+        );
+        assert_eq!(config_slice(&cfg, 0, 16), &all[..16]);
+        assert!(config_slice(&cfg, 0, 24).is_empty());
+    }
+
     #[test]
     fn shmem_config_puts_the_region_at_shmid_1() {
         let c = shmem_config(64 << 20);
