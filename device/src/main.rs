@@ -199,7 +199,12 @@ fn venus_flags(options: &ServeOptions) -> Result<Option<virglrenderer::RendererF
             server.display()
         ));
     }
-    Ok(Some(RendererFlags::VENUS | RendererFlags::RENDER_SERVER))
+    // The render server's contexts report their fences on threads of the library
+    // (ASYNC_FENCE_CB), which the crate turns into one poll fd for the GPU thread; without it
+    // they would only show on a per-context fd.
+    Ok(Some(
+        RendererFlags::VENUS | RendererFlags::RENDER_SERVER | RendererFlags::ASYNC_FENCE_CB,
+    ))
 }
 
 /// The render server binary: `--render-server`, else `$RENDER_SERVER_EXEC_PATH` (the variable

@@ -460,11 +460,7 @@ fn venus_shared_memory_blob_is_mapped_written_executed_and_unmapped() {
     );
     // The renderer's reply, read through the mapping: {command type, VK_SUCCESS, pointer 1,
     // version}.
-    let reply = fe
-        .backend_req()
-        .unwrap()
-        .read(SHMID, AT + REPLY, 20)
-        .check(&p, "read the reply");
+    let reply = read_reply(&mut fe, &p, AT + REPLY, 20);
     let word = |i: usize| u32::from_le_bytes(reply[i..i + 4].try_into().unwrap());
     assert_eq!(word(0), VK_ENUMERATE_INSTANCE_VERSION, "reply {reply:02x?}");
     assert_eq!(word(4), 0, "VkResult of vkEnumerateInstanceVersion");
@@ -699,6 +695,25 @@ fn virgl_gl_host_blob_is_created_but_has_no_fd_to_map() {
     );
 }
 
+/// Reads `len` bytes of a Venus reply at `at` in the region once the renderer wrote it (its
+/// first word is no longer the 0xa5 poison). Where Venus runs in libvirglrenderer's render
+/// server (1.x) the command executes in another process after SUBMIT_3D is answered, so the
+/// reply lands a few milliseconds later.
+fn read_reply(fe: &mut GpuFrontend, p: &BackendProcess, at: u64, len: usize) -> Vec<u8> {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let r = fe
+            .backend_req()
+            .unwrap()
+            .read(SHMID, at, len)
+            .check(p, "read the reply");
+        if r[..4] != [0xa5; 4] || std::time::Instant::now() > deadline {
+            return r;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// Runs one Venus command with a reply into blob `stream` (mapped at `at`) and returns the
 /// reply's command type and VkResult.
 fn venus_call(
@@ -724,11 +739,7 @@ fn venus_call(
         resp::OK_NODATA,
         "SUBMIT_3D (Venus)",
     );
-    let r = fe
-        .backend_req()
-        .unwrap()
-        .read(SHMID, at + reply, 8)
-        .check(p, "read the reply");
+    let r = read_reply(fe, p, at + reply, 8);
     (
         u32::from_le_bytes(r[0..4].try_into().unwrap()),
         i32::from_le_bytes(r[4..8].try_into().unwrap()),

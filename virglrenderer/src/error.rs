@@ -43,6 +43,9 @@ pub enum Error {
         /// The library's return code as an errno.
         errno: Errno,
     },
+    /// The eventfd that `ASYNC_FENCE_CB` fence callbacks signal could not be made.
+    #[error("cannot create the fence eventfd: {0}")]
+    EventFd(#[source] std::io::Error),
     /// Flag bits unknown to the installed library version were passed to `init`.
     #[error("unknown renderer flag bits {0:#x}")]
     UnknownFlags(u32),

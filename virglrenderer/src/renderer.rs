@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::ffi::{c_int, c_void};
 use std::marker::PhantomData;
 use std::ops::BitOr;
-use std::os::fd::{BorrowedFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -60,8 +60,10 @@ impl RendererFlags {
     pub const VENUS: Self = Self(1 << 6);
     /// Disable the virgl (GL) renderer.
     pub const NO_VIRGL: Self = Self(1 << 7);
-    /// With THREAD_SYNC: fence callbacks run on the library's thread (fences are still queued
-    /// for [`VirglRenderer::poll`]; the poll fd must not be used then).
+    /// With THREAD_SYNC: fence callbacks run on the library's threads (fences are still queued
+    /// for [`VirglRenderer::poll`], and [`VirglRenderer::poll_fd`] is then this crate's own
+    /// eventfd, which the callbacks signal). Needed to hear of the fences of Venus contexts in
+    /// the render server without polling each context.
     pub const ASYNC_FENCE_CB: Self = Self(1 << 8);
     /// Run Venus in a separate render server process.
     pub const RENDER_SERVER: Self = Self(1 << 9);
@@ -150,12 +152,31 @@ struct FenceQueue {
     completed: Mutex<VecDeque<Fence>>,
     /// The DRM render node to give the library when it asks (`get_drm_fd`); it takes ownership.
     drm_fd: Mutex<Option<OwnedFd>>,
+    /// With `ASYNC_FENCE_CB`: an eventfd the callbacks signal after queueing a fence (the
+    /// renderer's [`poll_fd`](VirglRenderer::poll_fd) then).
+    wake: Option<OwnedFd>,
 }
 
 impl FenceQueue {
     fn push(&self, fence: Fence) {
         let mut q = self.completed.lock().unwrap_or_else(|e| e.into_inner());
         q.push_back(fence);
+        drop(q);
+        if let Some(wake) = &self.wake {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: writes 8 bytes from a live buffer to an eventfd this queue owns. A full
+            // counter (EAGAIN) still leaves the fd readable, which is all the reader needs.
+            let _ = unsafe { libc::write(wake.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+        }
+    }
+
+    /// Resets the wake-up eventfd's counter (nonblocking; nothing to read is fine).
+    fn clear_wake(&self) {
+        if let Some(wake) = &self.wake {
+            let mut buf = [0u8; 8];
+            // SAFETY: reads at most 8 bytes into a live buffer from an eventfd this queue owns.
+            let _ = unsafe { libc::read(wake.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        }
     }
 
     fn drain(&self) -> Vec<Fence> {
@@ -412,9 +433,22 @@ impl VirglRenderer {
             return Err(Error::AlreadyInitialized);
         }
         let has_render_node = render_node.is_some();
+        let wake = if flags.contains(RendererFlags::ASYNC_FENCE_CB) {
+            // SAFETY: plain integer arguments; the result is checked below.
+            let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+            if fd < 0 {
+                INITIALIZED.store(false, Ordering::SeqCst);
+                return Err(Error::EventFd(std::io::Error::last_os_error()));
+            }
+            // SAFETY: `fd` was just created and is owned by nothing else.
+            Some(unsafe { OwnedFd::from_raw_fd(fd) })
+        } else {
+            None
+        };
         let fences = Box::new(FenceQueue {
             completed: Mutex::default(),
             drm_fd: Mutex::new(render_node),
+            wake,
         });
         let mut callbacks = Box::new(sys::virgl_renderer_callbacks {
             // Version 3: write_context_fence is used; no external EGL display (version 4).
@@ -693,6 +727,7 @@ impl VirglRenderer {
     /// Lets the library check its fences (`virgl_renderer_poll`) and returns every fence that
     /// completed since the last call, in the order the library reported them.
     pub fn poll(&self) -> Vec<Fence> {
+        self.inner.fences.clear_wake();
         // SAFETY: no arguments; runs on the renderer's thread (the type is !Send).
         unsafe { sys::virgl_renderer_poll() };
         self.inner.fences.drain()
@@ -703,10 +738,16 @@ impl VirglRenderer {
         self.inner.fences.drain()
     }
 
-    /// The library's fence eventfd (only with [`RendererFlags::THREAD_SYNC`]): readable when a
-    /// fence may have completed; then call [`poll`](Self::poll). `None` without THREAD_SYNC
+    /// An eventfd that is readable when a fence may have completed; then call
+    /// [`poll`](Self::poll). With [`RendererFlags::ASYNC_FENCE_CB`] it is this crate's own,
+    /// signalled by the fence callbacks (which then run on the library's threads: the only way
+    /// to hear of fences of Venus contexts in the render server without polling each context);
+    /// otherwise the library's (only with [`RendererFlags::THREAD_SYNC`]). `None` without either
     /// (then `poll` must be called periodically).
     pub fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
+        if let Some(wake) = &self.inner.fences.wake {
+            return Some(wake.as_fd());
+        }
         // SAFETY: no arguments.
         let fd = unsafe { sys::virgl_renderer_get_poll_fd() };
         if fd < 0 {

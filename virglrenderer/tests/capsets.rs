@@ -50,7 +50,18 @@ fn unknown_and_disabled_capsets() {
 #[test]
 fn venus_capset_when_enabled() {
     let _lock = common::lock();
-    let r = common::renderer_with(virglrenderer::RendererFlags::VENUS);
+    // From 1.0 on, Debian's builds run Venus in the render server (package virgl-server; a
+    // library built elsewhere finds it through RENDER_SERVER_EXEC_PATH): without it the Venus
+    // capset is listed but left unfilled. 0.10 runs Venus in-process.
+    let flags = if virglrenderer::LIBRARY_AT_LEAST_1_0 {
+        virglrenderer::RendererFlags::VENUS
+            | virglrenderer::RendererFlags::RENDER_SERVER
+            | virglrenderer::RendererFlags::THREAD_SYNC
+            | virglrenderer::RendererFlags::ASYNC_FENCE_CB
+    } else {
+        virglrenderer::RendererFlags::VENUS
+    };
+    let r = common::renderer_with(flags);
     // Debian's libvirglrenderer is built with Venus. For a library built without it (e.g. a
     // local `meson -Dvenus=false` build) set VIRGLRENDERER_TEST_NO_VENUS=1: the test then
     // checks that the capset is absent instead.
@@ -65,6 +76,7 @@ fn venus_capset_when_enabled() {
     assert!(info.max_size > 0);
     let data = r.capset(CAPSET_VENUS, info.max_version).unwrap();
     assert_eq!(data.len(), info.max_size as usize);
+    assert!(data.iter().any(|&b| b != 0), "Venus capset left unfilled");
     let ids: Vec<u32> = r.capsets().iter().map(|c| c.capset_id).collect();
     assert_eq!(ids, vec![CAPSET_VIRGL, CAPSET_VIRGL2, CAPSET_VENUS]);
     // A Venus context (CONTEXT_INIT with capset 4) next to a virgl one.

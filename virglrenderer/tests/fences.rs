@@ -123,6 +123,52 @@ fn no_poll_fd_without_thread_sync() {
     assert!(r.poll_fd().is_none());
 }
 
+/// With ASYNC_FENCE_CB the callbacks run on the library's threads and signal this crate's own
+/// eventfd, for global and per-context fences alike.
+#[test]
+fn async_fence_callbacks_signal_the_crates_poll_fd() {
+    let _lock = common::lock();
+    let r = common::renderer_with(RendererFlags::THREAD_SYNC | RendererFlags::ASYNC_FENCE_CB);
+    let fd = r
+        .poll_fd()
+        .expect("ASYNC_FENCE_CB gives a poll fd")
+        .as_raw_fd();
+    let ctx = r.create_context(1, b"async", None).unwrap();
+    let _res = busy_work(&r, &ctx, 1);
+    r.create_fence(5).unwrap();
+    ctx.create_fence(0, 9, false).unwrap();
+    let want = [
+        Fence::Global { fence_id: 5 },
+        Fence::Context {
+            ctx_id: 1,
+            ring_idx: 0,
+            fence_id: 9,
+        },
+    ];
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !want.iter().all(|w| got.contains(w)) {
+        assert!(Instant::now() < deadline, "fences not signalled: {got:?}");
+        // SAFETY: one valid pollfd on the stack.
+        let n = unsafe { libc::poll(&mut pfd, 1, 1000) };
+        assert!(n >= 0);
+        if n > 0 {
+            got.extend(r.poll());
+        }
+    }
+    // poll() consumed the wake-up: the fd is quiet until the next fence.
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(r.poll().is_empty());
+    // SAFETY: as above.
+    let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+    assert_eq!(n, 0, "poll fd still readable after poll()");
+}
+
 #[test]
 fn thread_sync_poll_fd_becomes_readable() {
     let _lock = common::lock();
