@@ -1611,7 +1611,7 @@ pub(crate) mod tests {
         assert_eq!(RESP_EDID_SIZE, 1056);
         assert_eq!(RESP_RESOURCE_UUID_SIZE, 40);
         assert_eq!(RESP_MAP_INFO_SIZE, 32);
-        assert_eq!(size_of::<ConfigWire>(), 16);
+        assert_eq!(size_of::<ConfigWire>(), 20);
         // Cross-check against the virtio-bindings layouts.
         use virtio_bindings::virtio_gpu as vb;
         assert_eq!(CTRL_HDR_SIZE, size_of::<vb::virtio_gpu_ctrl_hdr>());
@@ -2188,7 +2188,7 @@ pub(crate) mod tests {
         }
         assert_eq!(
             encode_config(2, 1, 1),
-            le32s(&[VIRTIO_GPU_EVENT_DISPLAY, 0, 2, 1])
+            le32s(&[VIRTIO_GPU_EVENT_DISPLAY, 0, 2, 1, 0])
         );
     }
 
