@@ -72,10 +72,11 @@ pub struct InitOptions {
 }
 
 impl Default for InitOptions {
-    /// EGL + GLES, no display size, no feature overrides, [`DEFAULT_INIT_TIMEOUT`].
+    /// EGL, GLES and Vulkan (the host needs a Vulkan driver; lavapipe will do), no display
+    /// size, no feature overrides, [`DEFAULT_INIT_TIMEOUT`].
     fn default() -> Self {
         InitOptions {
-            flags: RendererFlags::USE_EGL | RendererFlags::USE_GLES,
+            flags: RendererFlags::USE_EGL | RendererFlags::USE_GLES | RendererFlags::USE_VK,
             display_size: None,
             renderer_features: None,
             init_timeout: DEFAULT_INIT_TIMEOUT,
@@ -105,6 +106,8 @@ pub struct CapsetInfo {
 pub struct Gfxstream {
     shared: Arc<Shared>,
     event: &'static EventFd,
+    /// The flags of init: which guest APIs the library serves.
+    flags: RendererFlags,
 }
 
 /// A `stream_renderer_param` list that owns what its pointers point to.
@@ -153,6 +156,7 @@ impl Gfxstream {
                 ids: Mutex::new(Ids::default()),
             }),
             event,
+            flags: options.flags,
         })
     }
 
@@ -224,8 +228,24 @@ impl Gfxstream {
         &self.shared
     }
 
-    /// What the library reports for `capset`, or `None` if it does not answer it.
+    /// Whether the library serves `capset` as initialised: the Vulkan capset needs
+    /// [`RendererFlags::USE_VK`] and the GLES one [`RendererFlags::USE_GLES`]. The library
+    /// itself answers every capset whatever the flags, and a guest driver given the Vulkan capset
+    /// of a library without Vulkan waits forever for replies that never come.
+    pub fn serves(&self, capset: Capset) -> bool {
+        match capset {
+            Capset::Vulkan => self.flags.contains(RendererFlags::USE_VK),
+            Capset::Gles => self.flags.contains(RendererFlags::USE_GLES),
+            Capset::Composer => true,
+        }
+    }
+
+    /// What the library reports for `capset`, or `None` if it does not answer it or does not
+    /// serve it as initialised ([`serves`](Self::serves)).
     pub fn capset_info(&self, capset: Capset) -> Option<CapsetInfo> {
+        if !self.serves(capset) {
+            return None;
+        }
         let (mut max_version, mut max_size) = (0u32, 0u32);
         {
             let _lock = self.shared.lock();
@@ -273,6 +293,9 @@ impl Gfxstream {
         }
         if name.len() > MAX_CONTEXT_NAME {
             return Err(Error::NameTooLong(name.len()));
+        }
+        if let Some(c) = capset.filter(|&c| !self.serves(c)) {
+            return Err(Error::UnsupportedCapset(c.id()));
         }
         let mut ids = self.shared.lock();
         if ids.contexts.contains(&ctx_id) {

@@ -32,3 +32,26 @@ library_test! {
         assert_eq!(Capset::from_id(1), None);
     }
 }
+
+library_test! {
+    /// Without `USE_VK` the Vulkan capset is neither answered nor accepted for a context: the
+    /// library would list it, and a guest Vulkan driver would then wait forever for replies.
+    fn vulkan_capset_only_with_vulkan_enabled() {
+        common::prepare_env();
+        let options = gfxstream::InitOptions {
+            flags: gfxstream::RendererFlags::USE_EGL | gfxstream::RendererFlags::USE_GLES,
+            ..gfxstream::InitOptions::default()
+        };
+        let gfx = gfxstream::Gfxstream::init(&options).expect("init without Vulkan");
+        assert!(!gfx.serves(Capset::Vulkan));
+        assert!(gfx.capset_info(Capset::Vulkan).is_none());
+        assert!(gfx.capset(Capset::Vulkan, 0).is_err());
+        assert!(matches!(
+            gfx.create_context(1, "vk", Some(Capset::Vulkan)),
+            Err(gfxstream::Error::UnsupportedCapset(3))
+        ));
+        assert!(gfx.capset_info(Capset::Gles).is_some());
+        gfx.create_context(2, "gles", Some(Capset::Gles))
+            .expect("GLES context");
+    }
+}

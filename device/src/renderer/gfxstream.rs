@@ -146,10 +146,11 @@ pub struct GfxstreamRenderer {
 
 impl GfxstreamRenderer {
     /// Initialises libgfxstream_backend with `options` (for a headless host:
-    /// `InitOptions::default()`, EGL + GLES, with `EGL_PLATFORM=surfaceless` in the
+    /// `InitOptions::default()`, EGL + GLES + Vulkan, with `EGL_PLATFORM=surfaceless` in the
     /// environment).
     pub fn new(options: &InitOptions) -> std::result::Result<Self, ::gfxstream::Error> {
         let gfx = Gfxstream::init(options)?;
+        // Only what the library serves as initialised (no Vulkan capset without USE_VK).
         let capsets = Capset::ALL
             .iter()
             .filter_map(|&c| gfx.capset_info(c))
@@ -270,6 +271,7 @@ impl Renderer for GfxstreamRenderer {
 
     fn capset(&mut self, id: u32, version: u32) -> Result<Vec<u8>> {
         let capset = Capset::from_id(id)
+            .filter(|&c| self.gfx.serves(c))
             .ok_or_else(|| RendererError::InvalidParameter(format!("capset {id}")))?;
         self.gfx.capset(capset, version).map_err(map_err)
     }

@@ -43,7 +43,7 @@ mod found {
         }
     }
 
-    /// Initialises the library with EGL + GLES.
+    /// Initialises the library with the default flags (EGL, GLES and Vulkan).
     pub fn init() -> Gfxstream {
         prepare_env();
         Gfxstream::init(&InitOptions::default())
