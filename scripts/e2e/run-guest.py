@@ -267,6 +267,8 @@ class Run:
                         "-device", f"{device},chardev=vgpu"]
         append = (f"console=ttyS0 panic=-1 loglevel=4 e2e.workload={args.workload} "
                   f"e2e.hold={int(args.timeout) + 60}")
+        for extra in args.guest_arg:
+            append += f" e2e.{extra}"
         qemu_cmd = [
             args.qemu, "-nodefaults", "-no-user-config", "-no-reboot",
             "-machine", "q35,accel=tcg,memory-backend=mem", "-cpu", args.cpu, "-smp", str(args.smp),
@@ -367,8 +369,14 @@ class Run:
             failures.append(f"GL renderer {renderer!r} does not name {args.expect_gl_renderer!r}")
         if args.reject_gl_renderer and renderer and args.reject_gl_renderer.lower() in renderer.lower():
             failures.append(f"GL renderer {renderer!r} names {args.reject_gl_renderer!r}")
-        if self.result_line and not self.result_line.startswith("E2E-RESULT: PASS"):
+        vk_ok = True
+        if args.expect_vulkan:
+            vk_ok = self._check_vulkan(text, failures, notes)
+        if self.result_line and not self.result_line.startswith("E2E-RESULT: PASS") \
+                and args.expect_vulkan != "no-device":
             failures.append(f"guest: {self.result_line}")
+        if args.expect_vulkan == "no-device" and vk_ok and self.result_line is None:
+            failures.append("the guest reported no result")
 
         want_screen = args.check_screen != "none"
         if want_screen and self.screen_line and not self.result_line:
@@ -385,6 +393,37 @@ class Run:
                 qmp.close()
             except (ConnectionError, OSError, RuntimeError):
                 pass
+
+    def _check_vulkan(self, text, failures, notes):
+        """The vulkan workload's lines: vulkaninfo's device and vkcheck's exact checks (pass), or
+        no device at all (no-device). Returns whether the expectation held."""
+        args = self.args
+        gpu = [m.strip() for m in re.findall(
+            r"^E2E-VK: \s*(deviceName\s*=.*|driverName\s*=.*|driverInfo\s*=.*|apiVersion\s*=.*)$",
+            text, re.M)]
+        if gpu:
+            notes.append("vulkaninfo: " + "; ".join(" ".join(g.split()) for g in gpu))
+        vk = re.findall(r"^E2E-VKCHECK: (VKCHECK-(?:DEVICE|RENDER|COMPUTE|RESULT|ERROR|TIMEOUT):.*)$",
+                        text, re.M)
+        for line in vk:
+            notes.append(line)
+        before = len(failures)
+        if args.expect_vulkan == "pass":
+            for want in ("VKCHECK-RENDER: ok", "VKCHECK-COMPUTE: ok", "VKCHECK-RESULT: PASS"):
+                if not any(v.startswith(want) for v in vk):
+                    failures.append(f"vkcheck did not print {want!r}")
+            if not gpu:
+                failures.append("vulkaninfo --summary listed no device")
+        else:  # no-device: the driver finds nothing, cleanly (no hang, no wrong result)
+            if gpu:
+                failures.append("vulkaninfo found a device where none was expected: "
+                                + "; ".join(gpu))
+            if not re.search(r"^E2E-VKCHECK-EXIT: [1-9]\d*$", text, re.M):
+                failures.append("vkcheck did not end with a failure of its own (no device expected)")
+            if not any("vkEnumeratePhysicalDevices" in v or "no Vulkan physical device" in v
+                       for v in vk if v.startswith("VKCHECK-ERROR")):
+                failures.append("vkcheck did not report that no device was found")
+        return len(failures) == before
 
     def _check_screen(self, text, suffix, failures, notes):
         args = self.args
@@ -466,6 +505,15 @@ def main():
                     help="the GL renderer string the guest prints must contain TEXT (case-insensitive)")
     ap.add_argument("--reject-gl-renderer", metavar="TEXT",
                     help="the GL renderer string must not contain TEXT")
+    ap.add_argument("--guest-arg", action="append", default=[], metavar="KEY=VALUE",
+                    help="passed to the guest as e2e.KEY=VALUE on the kernel command line (e.g. "
+                         "vkicd=gfxstream for the vulkan workload)")
+    ap.add_argument("--expect-vulkan", choices=["pass", "no-device"],
+                    help="vulkan workload: vulkaninfo finds a device and vkcheck's render and "
+                         "compute checks pass (pass), or the driver finds no device and says so "
+                         "(no-device)")
+    ap.add_argument("--expect-backend-log", action="append", default=[], metavar="TEXT",
+                    help="the backend's log must contain TEXT")
     ap.add_argument("--check-screen", choices=["none", "fb-pattern", "glclear", "animated"],
                     default="none")
     ap.add_argument("--screen-timeout", type=float, default=30,
@@ -492,6 +540,9 @@ def main():
     args = ap.parse_args()
     if args.boots < 1:
         ap.error("--boots must be at least 1")
+    for extra in args.guest_arg:
+        if not re.fullmatch(r"[a-z_]+=[A-Za-z0-9_.,-]+", extra):
+            ap.error(f"--guest-arg {extra!r}: KEY=VALUE of letters, digits and _.,-")
     if args.gpu_device == "test-device":
         if args.check_screen != "none":
             ap.error(f"--check-screen {args.check_screen} needs a display: "
@@ -530,6 +581,15 @@ def main():
         run.failures.append(str(e))
     finally:
         run.close()
+    if args.expect_backend_log:
+        try:
+            with open(os.path.join(out, "backend.log"), "rb") as f:
+                blog = f.read().decode("utf-8", "replace")
+        except OSError:
+            blog = ""
+        for want in args.expect_backend_log:
+            if want not in blog:
+                run.failures.append(f"the backend's log does not say {want!r}")
 
     failures, notes = run.failures, run.notes
     verdict = "PASS" if not failures else "FAIL"
