@@ -1,10 +1,33 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, unit and integration tests (cargo-nextest: one process per
-# test, since libvirglrenderer holds process-global state), then the QEMU + Linux guest end-to-end tests.
+# The whole test suite, in three legs:
+#  1. this machine (Debian 12, libvirglrenderer 0.10.4): formatting, lints, rustdoc, unit and
+#     integration tests (cargo-nextest: one process per test, since libvirglrenderer holds
+#     process-global state), doc tests, then the QEMU + Linux guest end-to-end tests (QEMU 10 for
+#     the display checks, QEMU 11.1 from the Debian 13 chroot for the Vulkan ones);
+#  2. a Debian 13 chroot (libvirglrenderer 1.1.0, its Venus render server, QEMU 11.1): the
+#     workspace built there, the whole nextest suite, and the guest tests (Venus in a guest);
+#  3. a Debian sid chroot (libvirglrenderer 1.3.0): build and nextest.
+# Each leg prints how long its parts took. SKIP_GUEST_E2E=1 skips the guest tests and
+# SKIP_CHROOT_LEGS=1 legs 2 and 3 (CI skips neither).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+t_start=$SECONDS
+legs=()
+took() { legs+=("$1 $(( (SECONDS - $2) / 60 )) min $(( (SECONDS - $2) % 60 )) s"); }
+trap 'echo "== times: ${legs[*]/%/;} total $(( (SECONDS - t_start) / 60 )) min"' EXIT
+# Later legs still run when an earlier one fails; the exit status says whether any failed.
+failed=()
+run_leg() { # run_leg NAME CMD...
+    local name="$1" t=$SECONDS
+    shift
+    "$@" || failed+=("$name")
+    took "$name" "$t"
+}
 
+t=$SECONDS
 scripts/install-deps.sh
+took "install-deps" "$t"
+t=$SECONDS
 
 export EGL_PLATFORM="${EGL_PLATFORM:-surfaceless}"
 
@@ -19,7 +42,26 @@ cargo nextest run --workspace --locked --no-fail-fast
 echo "== doc tests"
 cargo test --workspace --doc --locked -q
 
-if [ -x scripts/e2e/run-all.sh ] && [ "${SKIP_GUEST_E2E:-0}" != 1 ]; then
-    echo "== QEMU + Linux guest end-to-end"
-    scripts/e2e/run-all.sh
+took "leg 1 build+tests" "$t"
+
+if [ "${SKIP_GUEST_E2E:-0}" != 1 ]; then
+    echo "== QEMU + Linux guest end-to-end (libvirglrenderer 0.10.4)"
+    run_leg "leg 1 guests" scripts/e2e/run-all.sh
 fi
+
+if [ "${SKIP_CHROOT_LEGS:-0}" != 1 ]; then
+    echo "== leg 2: Debian 13 chroot (libvirglrenderer 1.1.0, QEMU 11.1)"
+    run_leg "leg 2 build+nextest" scripts/chroot/test-leg.sh trixie
+    if [ "${SKIP_GUEST_E2E:-0}" != 1 ]; then
+        echo "== leg 2: QEMU 11.1 + Linux guest end-to-end (libvirglrenderer 1.1.0)"
+        run_leg "leg 2 guests" scripts/e2e/run-all.sh --suite trixie
+    fi
+    echo "== leg 3: Debian sid chroot (libvirglrenderer 1.3.0)"
+    run_leg "leg 3 build+nextest" scripts/chroot/test-leg.sh sid
+fi
+
+if [ "${#failed[@]}" -gt 0 ]; then
+    echo "== FAILED: ${failed[*]}"
+    exit 1
+fi
+echo "== all legs passed"

@@ -19,6 +19,7 @@ echo "E2E-VK-ICD: $icd $json"
 export VK_DRIVER_FILES="$json"  # loader >= 1.3.207
 export VK_ICD_FILENAMES="$json" # older loaders
 export VN_DEBUG="${E2E_VN_DEBUG:-init}" # Venus: report what it finds (renderer, capset, memory)
+[ -z "${E2E_VN_PERF:-}" ] || export VN_PERF="$E2E_VN_PERF" # Venus performance switches (e2e.vnperf=)
 export MESA_SHADER_CACHE_DISABLE=true
 export XDG_RUNTIME_DIR=/tmp # vulkaninfo complains otherwise
 ls -l /dev/dri 2>&1 | sed 's/^/E2E-VK: /'
