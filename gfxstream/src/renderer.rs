@@ -228,6 +228,11 @@ impl Gfxstream {
         &self.shared
     }
 
+    /// The flags the library was initialised with.
+    pub fn flags(&self) -> RendererFlags {
+        self.flags
+    }
+
     /// Whether the library serves `capset` as initialised: the Vulkan capset needs
     /// [`RendererFlags::USE_VK`] and the GLES one [`RendererFlags::USE_GLES`]. The library
     /// itself answers every capset whatever the flags, and a guest driver given the Vulkan capset

@@ -20,9 +20,12 @@
 //!   never needs, kept (and scanned out) by an inner [`SoftwareRenderer`].
 //!   `BLOB_MEM_HOST3D_GUEST` is not supported by gfxstream. With a host-visible region the
 //!   daemon initialises the library with external blobs, so host blobs are shared memory that
-//!   exports as an fd for RESOURCE_MAP_BLOB; the library hands that fd over once, so the
-//!   renderer keeps it and gives each later export a duplicate. SET_SCANOUT_BLOB of a host blob
-//!   is read back through that handle (external blobs) or an in-process map (the others).
+//!   exports as an fd for RESOURCE_MAP_BLOB; with Vulkan, system blobs are added, so that
+//!   host-visible Vulkan memory is such shared memory too rather than the host driver's own
+//!   handle (lavapipe's starts its memory 4 KiB into the file). The library hands an fd over
+//!   once, so the renderer keeps it and gives each later export a duplicate. SET_SCANOUT_BLOB
+//!   of a host blob is read back through that handle (external blobs) or an in-process map (the
+//!   others).
 //! - **2D formats gfxstream lacks** (A8R8G8B8, X8R8G8B8, A8B8G8R8, X8B8G8R8) are held by the
 //!   same inner software renderer: they display, but no gfxstream context can use them.
 //! - **Fences**: the library signals completions on its own threads; they are collected through
@@ -39,7 +42,7 @@ use std::ptr::NonNull;
 
 use ::gfxstream::{
     bind, target, BackingMemory, BlobArgs, BlobMem, Capset, Context, FenceRing, Gfxstream,
-    HandleKind, InitOptions, Resource, ResourceCreateArgs, TransferBox,
+    HandleKind, InitOptions, RendererFlags, Resource, ResourceCreateArgs, TransferBox,
 };
 use log::{debug, warn};
 
@@ -148,8 +151,12 @@ impl GfxstreamRenderer {
     /// Initialises libgfxstream_backend with `options` (for a headless host:
     /// `InitOptions::default()`, EGL + GLES + Vulkan, with `EGL_PLATFORM=surfaceless` in the
     /// environment).
+    ///
+    /// External blobs with Vulkan get system blobs too, so that host-visible Vulkan memory is
+    /// exported as the library's own shared memory, which maps from offset 0 (the host driver's
+    /// handle need not: lavapipe's memory starts 4 KiB into its file).
     pub fn new(options: &InitOptions) -> std::result::Result<Self, ::gfxstream::Error> {
-        let gfx = Gfxstream::init(options)?;
+        let gfx = Gfxstream::init(&with_system_blobs(options))?;
         // Only what the library serves as initialised (no Vulkan capset without USE_VK).
         let capsets = Capset::ALL
             .iter()
@@ -191,8 +198,31 @@ impl GfxstreamRenderer {
     }
 }
 
+/// `options`, with [`RendererFlags::USE_SYSTEM_BLOB`] added where external blobs and Vulkan are
+/// both on.
+///
+/// External blobs exist here so that a host blob reaches the frontend as a descriptor it maps
+/// from offset 0 (RESOURCE_MAP_BLOB → SHMEM_MAP). Without system blobs, gfxstream exports
+/// host-visible Vulkan memory as whatever the host Vulkan driver hands out, which need not be
+/// that: lavapipe gives its own memfd, whose memory starts after a 4 KiB header (mapped from 0,
+/// the guest reads and writes 4 KiB off, and can overwrite the header, which lavapipe reads
+/// back when it frees the memory), and an opaque fd (what gfxstream exports where it keeps
+/// dma-buf off, e.g. on NVIDIA) is not promised to be mappable at all. With system blobs,
+/// gfxstream allocates that memory itself as a memfd, imports it into the driver as host memory
+/// (`VK_EXT_external_memory_host`), and exports the memfd.
+fn with_system_blobs(options: &InitOptions) -> InitOptions {
+    let mut options = options.clone();
+    if options.flags.contains(RendererFlags::USE_EXTERNAL_BLOB)
+        && options.flags.contains(RendererFlags::USE_VK)
+    {
+        options.flags = options.flags | RendererFlags::USE_SYSTEM_BLOB;
+    }
+    options
+}
+
 /// The handle of blob `entry` (resource `id`), exported from the library on first use and kept:
-/// the library hands it over only once.
+/// the library hands it over only once. A handle whose memory does not start at offset 0 is
+/// refused: the device maps handles from 0, and would show the guest other bytes.
 fn exported_handle(
     entry: Option<&mut LibraryResource>,
     id: u32,
@@ -200,6 +230,14 @@ fn exported_handle(
     let entry = entry.ok_or(RendererError::InvalidResourceId(id))?;
     if entry.exported.is_none() {
         let exported = entry.res.export().map_err(map_err)?;
+        if exported.offset != 0 {
+            return Err(RendererError::Library(format!(
+                "blob {id}: the host Vulkan driver exported memory that starts {} bytes into its \
+                 {:?} handle (Mesa's memory-file layout); it cannot be mapped from 0 (initialise \
+                 gfxstream with system blobs)",
+                exported.offset, exported.kind
+            )));
+        }
         let kind = match exported.kind {
             HandleKind::Dmabuf => BlobHandleKind::Dmabuf,
             HandleKind::OpaqueFd => BlobHandleKind::OpaqueFd,
@@ -973,6 +1011,8 @@ mod tests {
             ..defaults
         };
         let mut r = GfxstreamRenderer::new(&options).expect("gfxstream init");
+        // Vulkan memory is then the library's shared memory too, not the host driver's handle.
+        assert!(r.gfx.flags().contains(RendererFlags::USE_SYSTEM_BLOB));
         r.context_create(1, 8, "blobs").expect("context");
         let host = CreateBlob {
             blob_mem: VIRTIO_GPU_BLOB_MEM_HOST3D,
@@ -1023,6 +1063,28 @@ mod tests {
             r.export_blob(9),
             Err(RendererError::InvalidResourceId(9))
         ));
+    }
+
+    #[test]
+    fn external_blobs_with_vulkan_get_system_blobs() {
+        let defaults = InitOptions::default();
+        let external = InitOptions {
+            flags: defaults.flags | RendererFlags::USE_EXTERNAL_BLOB,
+            ..defaults.clone()
+        };
+        assert_eq!(
+            with_system_blobs(&external).flags,
+            external.flags | RendererFlags::USE_SYSTEM_BLOB
+        );
+        // Without external blobs, or without Vulkan (no Vulkan memory), nothing changes.
+        assert_eq!(with_system_blobs(&defaults).flags, defaults.flags);
+        let gles = RendererFlags::USE_EGL | RendererFlags::USE_GLES;
+        let gles_external = InitOptions {
+            flags: gles | RendererFlags::USE_EXTERNAL_BLOB,
+            ..defaults
+        };
+        assert_eq!(with_system_blobs(&gles_external).flags, gles_external.flags);
+        assert!(with_system_blobs(&external).flags.validate().is_ok());
     }
 
     #[test]
