@@ -8,6 +8,11 @@
  *   "VKCHECK-RENDER: ok" or the first mismatch and the number of wrong pixels.
  * - Compute: a compute shader fills COMPUTE_WORDS words with a nonlinear function of the index
  *   (expected() below); every word is compared. Prints "VKCHECK-COMPUTE: ok" or the first mismatch.
+ * - After a failed compare (which stays failed), diagnostics: the data is compared again
+ *   RECHECK_DELAY_S later ("VKCHECK-RENDER: after 2 s: N wrong", the same for COMPUTE), which
+ *   tells a device still writing after the fence from wrong memory; and where word 0's value
+ *   sits in the mapping when it is elsewhere ("VKCHECK-COMPUTE: word 0's value is at byte N of
+ *   the mapping"), which shows a mapping at the wrong offset.
  * Every step is printed ("VKCHECK-STEP: ...") before it runs, so a hang shows where. Fences are
  * waited for with a timeout (--timeout seconds, default 60), and an alarm ends the program if a call
  * that takes no timeout blocks for longer than the whole budget (--watchdog, default 240 s).
@@ -234,6 +239,47 @@ static int submit_wait(const struct ctx *c, VkCommandBuffer cb, const char *what
     return 0;
 }
 
+/* After a failed compare, the data is compared again this much later: a device that finished
+ * after the fence signalled shows as fewer errors then. */
+#define RECHECK_DELAY_S 2u
+
+/* Wrong pixels of the render test's read-back; prints the first if `report`. */
+static unsigned render_mismatches(const uint8_t *px, int report)
+{
+    unsigned bad = 0;
+    for (unsigned y = 0; y < HEIGHT; y++) {
+        for (unsigned x = 0; x < WIDTH; x++) {
+            int inside = x >= RECT_X0 && x < RECT_X1 && y >= RECT_Y0 && y < RECT_Y1;
+            const uint8_t *want = inside ? DRAW_RGBA : CLEAR_RGBA;
+            const uint8_t *got = px + ((size_t)y * WIDTH + x) * 4;
+            if (memcmp(got, want, 4) != 0) {
+                if (bad == 0 && report)
+                    printf("VKCHECK-RENDER: first mismatch at (%u,%u): got %02x%02x%02x%02x, "
+                           "expected %02x%02x%02x%02x (%s)\n",
+                           x, y, got[0], got[1], got[2], got[3], want[0], want[1], want[2], want[3],
+                           inside ? "rectangle" : "clear colour");
+                bad++;
+            }
+        }
+    }
+    return bad;
+}
+
+/* Wrong words of the compute test's buffer; prints the first if `report`. */
+static unsigned compute_mismatches(const uint32_t *v, int report)
+{
+    unsigned bad = 0;
+    for (uint32_t i = 0; i < COMPUTE_WORDS; i++) {
+        if (v[i] != expected(i)) {
+            if (bad == 0 && report)
+                printf("VKCHECK-COMPUTE: first mismatch at word %u: got 0x%08x, expected 0x%08x\n", i,
+                       v[i], expected(i));
+            bad++;
+        }
+    }
+    return bad;
+}
+
 static int render_test(const struct ctx *c)
 {
     const VkFormat fmt = VK_FORMAT_R8G8B8A8_UNORM;
@@ -456,25 +502,14 @@ static int render_test(const struct ctx *c)
         return 1;
 
     step("render: compare");
-    const uint8_t *px = out.map;
-    unsigned bad = 0;
-    for (unsigned y = 0; y < HEIGHT; y++) {
-        for (unsigned x = 0; x < WIDTH; x++) {
-            int inside = x >= RECT_X0 && x < RECT_X1 && y >= RECT_Y0 && y < RECT_Y1;
-            const uint8_t *want = inside ? DRAW_RGBA : CLEAR_RGBA;
-            const uint8_t *got = px + ((size_t)y * WIDTH + x) * 4;
-            if (memcmp(got, want, 4) != 0) {
-                if (bad == 0)
-                    printf("VKCHECK-RENDER: first mismatch at (%u,%u): got %02x%02x%02x%02x, "
-                           "expected %02x%02x%02x%02x (%s)\n",
-                           x, y, got[0], got[1], got[2], got[3], want[0], want[1], want[2], want[3],
-                           inside ? "rectangle" : "clear colour");
-                bad++;
-            }
-        }
-    }
+    unsigned bad = render_mismatches(out.map, 1);
     if (bad) {
         printf("VKCHECK-RENDER: FAIL %u of %u pixels wrong\n", bad, WIDTH * HEIGHT);
+        /* Diagnostic only (the check has failed): late device writes show as fewer errors. */
+        sleep(RECHECK_DELAY_S);
+        if (host_invalidate(c, &out) == 0)
+            printf("VKCHECK-RENDER: after %u s: %u wrong\n", RECHECK_DELAY_S,
+                   render_mismatches(out.map, 0));
         return 1;
     }
     printf("VKCHECK-RENDER: ok (%ux%u, all %u pixels exact)\n", WIDTH, HEIGHT, WIDTH * HEIGHT);
@@ -596,18 +631,22 @@ static int compute_test(const struct ctx *c)
         return 1;
 
     step("compute: compare");
-    const uint32_t *v = data.map;
-    unsigned bad = 0;
-    for (uint32_t i = 0; i < COMPUTE_WORDS; i++) {
-        if (v[i] != expected(i)) {
-            if (bad == 0)
-                printf("VKCHECK-COMPUTE: first mismatch at word %u: got 0x%08x, expected 0x%08x\n", i,
-                       v[i], expected(i));
-            bad++;
-        }
-    }
+    unsigned bad = compute_mismatches(data.map, 1);
     if (bad) {
         printf("VKCHECK-COMPUTE: FAIL %u of %u words wrong\n", bad, COMPUTE_WORDS);
+        /* Diagnostics only (the check has failed): late device writes show as fewer errors, and
+         * results at another place in the mapping as a shift. */
+        const uint32_t *v = data.map;
+        for (uint32_t i = 1; i + 1 < COMPUTE_WORDS; i++) {
+            if (v[i] == expected(0) && v[i + 1] == expected(1)) {
+                printf("VKCHECK-COMPUTE: word 0's value is at byte %u of the mapping\n", i * 4);
+                break;
+            }
+        }
+        sleep(RECHECK_DELAY_S);
+        if (host_invalidate(c, &data) == 0)
+            printf("VKCHECK-COMPUTE: after %u s: %u wrong\n", RECHECK_DELAY_S,
+                   compute_mismatches(data.map, 0));
         return 1;
     }
     printf("VKCHECK-COMPUTE: ok (all %u words exact)\n", COMPUTE_WORDS);
