@@ -1543,10 +1543,22 @@ impl VirtioGpu {
         let map_info = self.renderer.map_info(resource_id)? & VIRTIO_GPU_MAP_CACHE_MASK;
         let exported = self.renderer.export_blob(resource_id)?;
         debug!(
-            "blob {resource_id}: exported as {:?}, mapping {len:#x} bytes at {offset:#x}",
-            exported.kind
+            "blob {resource_id}: exported as {:?} (memory at {:#x}), mapping {len:#x} bytes at \
+             {offset:#x}",
+            exported.kind, exported.offset
         );
-        check_export_covers(exported.fd.as_fd(), len).map_err(|e| {
+        // The memory of a host driver's handle can start after a header (export.rs): the
+        // mapping starts there, page-aligned as mmap needs, and the file must cover it.
+        let fd_end = (exported.offset % host_page_size() == 0)
+            .then(|| exported.offset.checked_add(len))
+            .flatten()
+            .ok_or_else(|| {
+                GpuError::Renderer(RendererError::Library(format!(
+                    "blob {resource_id}: its memory starts at {:#x}, not page-aligned",
+                    exported.offset
+                )))
+            })?;
+        check_export_covers(exported.fd.as_fd(), fd_end).map_err(|e| {
             GpuError::Renderer(RendererError::Library(format!(
                 "blob {resource_id}: exported handle does not cover the mapping: {e}"
             )))
@@ -1555,7 +1567,7 @@ impl VirtioGpu {
             .shm
             .as_mut()
             .ok_or(GpuError::NotOffered("blob mapping (no mapper)"))?;
-        shm.map(exported.fd.as_fd(), 0, offset, len, true)
+        shm.map(exported.fd.as_fd(), exported.offset, offset, len, true)
             .map_err(|e| {
                 GpuError::Renderer(RendererError::Library(format!(
                     "the frontend did not map blob {resource_id}: {e}"
@@ -3653,6 +3665,8 @@ mod tests {
     #[derive(Default)]
     struct ShmLog {
         calls: Vec<ShmCall>,
+        /// The descriptor offset of each map call.
+        fd_offsets: Vec<u64>,
         refuse: bool,
     }
 
@@ -3667,11 +3681,11 @@ mod tests {
             len: u64,
             writable: bool,
         ) -> std::io::Result<()> {
-            assert_eq!(fd_offset, 0);
             let mut log = self.0.borrow_mut();
             if log.refuse {
                 return Err(std::io::Error::other("refused by the test"));
             }
+            log.fd_offsets.push(fd_offset);
             log.calls.push(ShmCall::Map {
                 offset: shm_offset,
                 len,
@@ -3697,6 +3711,9 @@ mod tests {
     /// Host blobs (this id and the next) the double exports as a 4 KiB regular file, whatever
     /// the blob's size.
     const SHORT_FILE_BLOB: u32 = 99;
+    /// A host blob the double exports as an opaque fd laid out like the memory files of Mesa's
+    /// lavapipe: 8 KiB of memory after a 4 KiB header.
+    const MESA_FILE_BLOB: u32 = 77;
 
     /// Host blobs that export as an fd (a memfd), except [`NO_EXPORT`].
     struct HostBlobRenderer {
@@ -3766,6 +3783,11 @@ mod tests {
             if id == NO_EXPORT || !self.blobs.contains(&id) {
                 return Err(RendererError::Library("no fd for this blob".into()));
             }
+            if id == MESA_FILE_BLOB {
+                return mesa_memory_file(8192, 4096)
+                    .map(|f| ExportedBlob::new(f.into(), BlobHandleKind::OpaqueFd))
+                    .map_err(|e| RendererError::Library(e.to_string()));
+            }
             let file = if id == SHORT_FILE_BLOB || id == SHORT_FILE_BLOB + 1 {
                 let path = std::env::temp_dir()
                     .join(format!("vugpu-short-blob-{}-{id}", std::process::id()));
@@ -3784,14 +3806,14 @@ mod tests {
                 std::fs::File::open("/dev/null")
                     .map_err(|e| RendererError::Library(e.to_string()))?
             };
-            Ok(ExportedBlob {
-                fd: file.into(),
-                kind: if id == DMABUF_BLOB {
+            Ok(ExportedBlob::new(
+                file.into(),
+                if id == DMABUF_BLOB {
                     BlobHandleKind::Dmabuf
                 } else {
                     BlobHandleKind::Shm
                 },
-            })
+            ))
         }
         fn map_info(&mut self, _id: u32) -> crate::renderer::Result<u32> {
             Ok(DOUBLE_MAP_INFO)
@@ -4012,6 +4034,57 @@ mod tests {
                     len: 0x4000
                 }
             ]
+        );
+    }
+
+    /// An unlinked file of Mesa's `os_malloc_aligned_fd` layout: `size` bytes at `offset`.
+    fn mesa_memory_file(size: usize, offset: usize) -> std::io::Result<std::fs::File> {
+        use std::os::unix::fs::FileExt;
+        const W: usize = std::mem::size_of::<usize>();
+        let path =
+            std::env::temp_dir().join(format!("vugpu-mesa-blob-{}-{size}", std::process::id()));
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
+        let _ = std::fs::remove_file(&path);
+        let total = offset + size;
+        let mut bytes = vec![0u8; total];
+        bytes[..W].copy_from_slice(&total.to_ne_bytes());
+        bytes[W..2 * W].copy_from_slice(&offset.to_ne_bytes());
+        bytes[offset - W..offset].copy_from_slice(&offset.to_ne_bytes());
+        f.write_all_at(&bytes, 0)?;
+        Ok(f)
+    }
+
+    /// A host driver's handle whose memory starts after a header (lavapipe's exported Vulkan
+    /// memory) is mapped from there: mapped from 0, the guest saw its memory 4 KiB off.
+    #[test]
+    fn a_driver_handle_is_mapped_from_where_its_memory_starts() {
+        let (mut h, log) = host_blob_harness(REGION);
+        install(&mut h, &log);
+        assert_eq!(
+            h.cmd(&create_blob_cmd(
+                MESA_FILE_BLOB,
+                VIRTIO_GPU_BLOB_MEM_HOST3D,
+                MAPPABLE,
+                8192,
+                &[]
+            )),
+            VIRTIO_GPU_RESP_OK_NODATA
+        );
+        let r = h.send(&map_cmd(MESA_FILE_BLOB, 0x2000));
+        assert_eq!(h.resp_type(&r), VIRTIO_GPU_RESP_OK_MAP_INFO);
+        assert_eq!(log.borrow().fd_offsets, vec![4096]);
+        assert_eq!(
+            log.borrow().calls,
+            vec![ShmCall::Map {
+                offset: 0x2000,
+                len: 8192,
+                writable: true
+            }]
         );
     }
 

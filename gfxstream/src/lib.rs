@@ -34,8 +34,7 @@
 //!   them.
 //! - **No raw pointers in the API**: backings are owned [`BackingMemory`] values, mappings are
 //!   [`Mapping`]s with bounds-checked reads and writes, exported blobs are [`OwnedFd`]s with
-//!   their [`HandleKind`] and the offset their memory starts at (not always 0: lavapipe's
-//!   exported Vulkan memory starts after a header).
+//!   their [`HandleKind`].
 //!
 //! Not bound: `stream_renderer_export_fence` (in no installed header), resource import,
 //! `gfxstream_backend_setup_window` and the shared EGL context calls.

@@ -1,7 +1,6 @@
 //! Resources: creation, backing, transfers, blobs (map, export, map info, Vulkan info), info.
 
-use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::os::unix::fs::FileExt;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::ptr::{self, NonNull};
 use std::sync::Arc;
 
@@ -233,50 +232,6 @@ pub struct ExportedBlob {
     pub fd: OwnedFd,
     /// What it is.
     pub kind: HandleKind,
-    /// Where the blob's bytes start in the descriptor, for `mmap`. 0, except where the host
-    /// Vulkan driver exported a file that keeps its memory after a header (Mesa's lavapipe, for
-    /// host-visible Vulkan memory with external blobs but not system blobs); mapping such a
-    /// handle from 0 shows other bytes.
-    pub offset: u64,
-}
-
-/// Where the memory starts in a descriptor that a host Vulkan driver exported.
-///
-/// 0, except for the files of Mesa's `os_malloc_aligned_fd` (`src/util/os_memory_fd.c`), which
-/// lavapipe allocates all exportable memory with and hands out for OPAQUE_FD and DMA_BUF requests
-/// alike (gfxstream asks for both, so lavapipe never takes its udmabuf path). Such a file is
-/// `[size][offset][uuid: 16 bytes] … [offset][memory …]` (the two fields and the copy before
-/// the memory are `size_t`): the memory starts at `offset`, after a header, and `size` is the
-/// whole file. Every part of that is checked; anything else (a real dmabuf cannot even be
-/// read) is taken to start at 0.
-fn driver_memory_offset(fd: BorrowedFd<'_>) -> u64 {
-    const W: usize = std::mem::size_of::<usize>();
-    let word = |bytes: &[u8]| {
-        let mut b = [0u8; W];
-        b.copy_from_slice(bytes);
-        usize::from_ne_bytes(b) as u64
-    };
-    let Ok(file) = fd.try_clone_to_owned().map(std::fs::File::from) else {
-        return 0;
-    };
-    let Ok(len) = file.metadata().map(|m| m.len()) else {
-        return 0;
-    };
-    let mut header = [0u8; 2 * W];
-    if file.read_exact_at(&mut header, 0).is_err() {
-        return 0;
-    }
-    let (size, offset) = (word(&header[..W]), word(&header[W..]));
-    // The header (two words and a 16-byte uuid) and the copy of `offset` come first.
-    let header_len = (3 * W + 16) as u64;
-    if size != len || offset < header_len || offset >= len || offset % W as u64 != 0 {
-        return 0;
-    }
-    let mut copy = [0u8; W];
-    match file.read_exact_at(&mut copy, offset - W as u64) {
-        Ok(()) if word(&copy) == offset => offset,
-        _ => 0,
-    }
 }
 
 /// `stream_renderer_vulkan_info`: where a blob's memory lives in host Vulkan.
@@ -669,14 +624,10 @@ impl Resource {
             })?;
         // SAFETY: the library transferred ownership of this open descriptor to us.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let kind = HandleKind::from_raw(raw.handle_type);
-        // The library's own shared memory (ring blobs, system blobs) starts at 0 and holds guest
-        // data; only what a Vulkan driver exported can have a layout of its own.
-        let offset = match kind {
-            HandleKind::Dmabuf | HandleKind::OpaqueFd => driver_memory_offset(fd.as_fd()),
-            HandleKind::Shm | HandleKind::Other(_) => 0,
-        };
-        Ok(ExportedBlob { fd, kind, offset })
+        Ok(ExportedBlob {
+            fd,
+            kind: HandleKind::from_raw(raw.handle_type),
+        })
     }
 
     /// Maps the blob into this process (host blobs without external-blob mode).
@@ -799,67 +750,6 @@ impl Drop for Mapping<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A file laid out like Mesa's `os_malloc_aligned_fd` makes it: `size` bytes of memory at
-    /// `offset`, after the header and a copy of `offset`.
-    fn mesa_file(name: &str, size: usize, offset: usize) -> (std::fs::File, std::path::PathBuf) {
-        const W: usize = std::mem::size_of::<usize>();
-        let path =
-            std::env::temp_dir().join(format!("gfxstream-test-{}-{name}", std::process::id()));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .unwrap();
-        let total = offset + size;
-        let mut bytes = vec![0u8; total];
-        bytes[..W].copy_from_slice(&total.to_ne_bytes());
-        bytes[W..2 * W].copy_from_slice(&offset.to_ne_bytes());
-        bytes[2 * W..2 * W + 16].copy_from_slice(&[0x5a; 16]);
-        bytes[offset - W..offset].copy_from_slice(&offset.to_ne_bytes());
-        bytes[offset..].fill(0xcd);
-        file.write_all_at(&bytes, 0).unwrap();
-        (file, path)
-    }
-
-    #[test]
-    fn the_memory_offset_of_a_mesa_memory_file_is_found() {
-        // What lavapipe exported here (Mesa 25.0.7, 4 KiB pages): 16 KiB at 4096.
-        let (file, path) = mesa_file("mesa", 16384, 4096);
-        assert_eq!(driver_memory_offset(file.as_fd()), 4096);
-
-        // One check off, and the file is taken to start at 0.
-        let w = std::mem::size_of::<usize>() as u64;
-        let (broken, broken_path) = mesa_file("copy", 16384, 4096);
-        broken.write_all_at(&[0u8; 8], 4096 - w).unwrap();
-        assert_eq!(
-            driver_memory_offset(broken.as_fd()),
-            0,
-            "no copy of the offset"
-        );
-        let (grown, grown_path) = mesa_file("size", 16384, 4096);
-        grown.set_len(16384 + 8192).unwrap();
-        assert_eq!(
-            driver_memory_offset(grown.as_fd()),
-            0,
-            "size is not the file's"
-        );
-        let (odd, odd_path) = mesa_file("odd", 100, 4096);
-        odd.write_all_at(&4093usize.to_ne_bytes(), w).unwrap();
-        assert_eq!(driver_memory_offset(odd.as_fd()), 0, "unaligned offset");
-        // Plain shared memory (zeros, or guest data) and what cannot be read start at 0.
-        let (plain, plain_path) = mesa_file("plain", 64, 64);
-        plain.set_len(0).unwrap();
-        plain.set_len(8192).unwrap();
-        assert_eq!(driver_memory_offset(plain.as_fd()), 0);
-        let (socket, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
-        assert_eq!(driver_memory_offset(socket.as_fd()), 0);
-        for p in [path, broken_path, grown_path, odd_path, plain_path] {
-            std::fs::remove_file(p).unwrap();
-        }
-    }
 
     fn args(target: u32, format: u32, bind: u32, width: u32, height: u32) -> ResourceCreateArgs {
         ResourceCreateArgs {

@@ -221,8 +221,7 @@ fn with_system_blobs(options: &InitOptions) -> InitOptions {
 }
 
 /// The handle of blob `entry` (resource `id`), exported from the library on first use and kept:
-/// the library hands it over only once. A handle whose memory does not start at offset 0 is
-/// refused: the device maps handles from 0, and would show the guest other bytes.
+/// the library hands it over only once.
 fn exported_handle(
     entry: Option<&mut LibraryResource>,
     id: u32,
@@ -230,14 +229,6 @@ fn exported_handle(
     let entry = entry.ok_or(RendererError::InvalidResourceId(id))?;
     if entry.exported.is_none() {
         let exported = entry.res.export().map_err(map_err)?;
-        if exported.offset != 0 {
-            return Err(RendererError::Library(format!(
-                "blob {id}: the host Vulkan driver exported memory that starts {} bytes into its \
-                 {:?} handle (Mesa's memory-file layout); it cannot be mapped from 0 (initialise \
-                 gfxstream with system blobs)",
-                exported.offset, exported.kind
-            )));
-        }
         let kind = match exported.kind {
             HandleKind::Dmabuf => BlobHandleKind::Dmabuf,
             HandleKind::OpaqueFd => BlobHandleKind::OpaqueFd,
@@ -677,7 +668,7 @@ impl Renderer for GfxstreamRenderer {
         let fd = fd
             .try_clone_to_owned()
             .map_err(|e| RendererError::Library(format!("blob {id}: dup of its handle: {e}")))?;
-        Ok(ExportedBlob { fd, kind })
+        Ok(ExportedBlob::new(fd, kind))
     }
 
     fn map_info(&mut self, id: u32) -> Result<u32> {

@@ -13,7 +13,7 @@
 //! [`Renderer::capabilities`] claims, so a guest reaching a default method gets an error
 //! response, never a crash.
 
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use vm_memory::{
     Address, Bytes, GuestAddress, GuestMemory, GuestMemoryBackend, GuestMemoryError,
@@ -22,6 +22,7 @@ use vm_memory::{
 
 pub use crate::protocol::{Box3d, Rect};
 
+pub mod export;
 #[cfg(feature = "gfxstream")]
 pub mod gfxstream;
 pub mod software;
@@ -200,6 +201,17 @@ pub struct ExportedBlob {
     pub fd: OwnedFd,
     /// What the handle is.
     pub kind: BlobHandleKind,
+    /// Where the blob's memory starts in the descriptor ([`export::memory_offset`]): mappings
+    /// of the blob start there.
+    pub offset: u64,
+}
+
+impl ExportedBlob {
+    /// `fd` of `kind`, with the offset its memory starts at found by [`export::memory_offset`].
+    pub fn new(fd: OwnedFd, kind: BlobHandleKind) -> Self {
+        let offset = export::memory_offset(fd.as_fd(), kind);
+        ExportedBlob { fd, kind, offset }
+    }
 }
 
 /// A host mapping of a blob (RESOURCE_MAP_BLOB).

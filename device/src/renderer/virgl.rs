@@ -608,7 +608,7 @@ impl Renderer for VirglGpuRenderer {
             virglrenderer::HandleKind::Opaque => BlobHandleKind::OpaqueFd,
             virglrenderer::HandleKind::Shm => BlobHandleKind::Shm,
         };
-        Ok(ExportedBlob { fd: h.fd, kind })
+        Ok(ExportedBlob::new(h.fd, kind))
     }
 
     fn map_info(&mut self, id: u32) -> Result<u32> {
