@@ -241,7 +241,7 @@ pub struct Cli {
     /// blobs into (RESOURCE_MAP_BLOB), like QEMU's `hostmem=`; suffixes K, M and G. 0 (the
     /// default): no region. With a size, the protocol features BACKEND_REQ, BACKEND_SEND_FD and
     /// SHMEM are offered and GET_SHMEM_CONFIG reports the region; the frontend must support
-    /// vhost-user SHMEM (stock QEMU up to at least 10.0 does not).
+    /// vhost-user SHMEM (QEMU 11.1 does, through vhost-user-test-device-pci; 10.0 does not).
     #[arg(long, value_name = "SIZE", value_parser = parse_hostmem, default_value = "0")]
     pub hostmem: u64,
 
