@@ -664,3 +664,77 @@ fn cursor_from_a_zero_width_3d_resource_is_refused_and_the_device_serves_on() {
         p.stderr_tail()
     );
 }
+
+/// The Venus capset ids the daemon offers, started with `extra` arguments.
+fn venus_offered_with(extra: &[&str]) -> (bool, BackendProcess) {
+    let mut cmd = ours("virglrenderer");
+    for a in extra {
+        cmd = cmd.arg(a);
+    }
+    let p = spawn(&cmd);
+    let mut fe = connect(&p, FrontendOptions::default());
+    let mut venus = false;
+    for i in 0..fe.config().unwrap().num_capsets {
+        let info = fe
+            .expect(&Command::get_capset_info(i), resp::OK_CAPSET_INFO)
+            .check(&p, "GET_CAPSET_INFO")
+            .capset_info()
+            .unwrap();
+        venus |= info.capset_id == capset::VENUS;
+    }
+    (venus, p)
+}
+
+/// `--venus` and `--render-server`: on libvirglrenderer 1.x a missing render server leaves
+/// Venus out with a log line naming the package (and `--venus on` refuses to start); on 0.10,
+/// `--venus on` offers the wire-format-0 capset with a warning; `--venus off` never offers it.
+#[test]
+fn venus_options_and_a_missing_render_server() {
+    if virgl_opted_out() {
+        return;
+    }
+    let (venus, p) = venus_offered_with(&["--venus", "off"]);
+    assert!(!venus, "--venus off offered Venus");
+    let version = logged_library_version(&p);
+    drop(p);
+    if version >= (1, 0) {
+        let (venus, p) =
+            venus_offered_with(&["--render-server", "/nonexistent/virgl_render_server"]);
+        assert!(!venus, "Venus offered without its render server");
+        assert!(
+            p.stderr().contains("/nonexistent/virgl_render_server")
+                && p.stderr().contains("virgl-server"),
+            "the log does not name the missing binary and its package:\n{}",
+            p.stderr()
+        );
+        drop(p);
+        let out = std::process::Command::new(&ours("virglrenderer").program)
+            .args([
+                "--renderer",
+                "virglrenderer",
+                "--venus",
+                "on",
+                "--render-server",
+                "/nonexistent/virgl_render_server",
+                "--socket-path",
+                "/nonexistent/dir/gpu.sock",
+            ])
+            .env("EGL_PLATFORM", "surfaceless")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "--venus on started without a render server"
+        );
+        assert!(err.contains("virgl-server"), "no package named:\n{err}");
+    } else {
+        let (venus, p) = venus_offered_with(&["--venus", "on"]);
+        assert!(venus, "--venus on did not offer Venus on {version:?}");
+        assert!(
+            p.stderr().contains("wire format version 0"),
+            "no warning about wire format 0:\n{}",
+            p.stderr()
+        );
+    }
+}
