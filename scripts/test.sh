@@ -27,22 +27,22 @@ run_leg() { # run_leg NAME CMD...
 t=$SECONDS
 scripts/install-deps.sh
 took "install-deps" "$t"
-t=$SECONDS
 
 export EGL_PLATFORM="${EGL_PLATFORM:-surfaceless}"
 
-echo "== cargo fmt --check"
-cargo fmt --all -- --check
-echo "== cargo clippy"
-cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== cargo doc"
-RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked -q
-echo "== cargo nextest"
-cargo nextest run --workspace --locked --no-fail-fast
-echo "== doc tests"
-cargo test --workspace --doc --locked -q
-
-took "leg 1 build+tests" "$t"
+leg1() {
+    echo "== cargo fmt --check"
+    cargo fmt --all -- --check
+    echo "== cargo clippy"
+    cargo clippy --workspace --all-targets --locked -- -D warnings
+    echo "== cargo doc"
+    RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked -q
+    echo "== cargo nextest"
+    cargo nextest run --workspace --locked --no-fail-fast
+    echo "== doc tests"
+    cargo test --workspace --doc --locked -q
+}
+run_leg "leg 1 build+tests" bash -c "set -euo pipefail; $(declare -f leg1); leg1"
 
 if [ "${SKIP_GUEST_E2E:-0}" != 1 ]; then
     echo "== QEMU + Linux guest end-to-end (libvirglrenderer 0.10.4)"
