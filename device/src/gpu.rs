@@ -3784,7 +3784,7 @@ mod tests {
                 return Err(RendererError::Library("no fd for this blob".into()));
             }
             if id == MESA_FILE_BLOB {
-                return mesa_memory_file(8192, 4096)
+                return crate::renderer::export::test_files::mesa_memory_file(8192, 4096)
                     .map(|f| ExportedBlob::new(f.into(), BlobHandleKind::OpaqueFd))
                     .map_err(|e| RendererError::Library(e.to_string()));
             }
@@ -4035,28 +4035,6 @@ mod tests {
                 }
             ]
         );
-    }
-
-    /// An unlinked file of Mesa's `os_malloc_aligned_fd` layout: `size` bytes at `offset`.
-    fn mesa_memory_file(size: usize, offset: usize) -> std::io::Result<std::fs::File> {
-        use std::os::unix::fs::FileExt;
-        const W: usize = std::mem::size_of::<usize>();
-        let path =
-            std::env::temp_dir().join(format!("vugpu-mesa-blob-{}-{size}", std::process::id()));
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)?;
-        let _ = std::fs::remove_file(&path);
-        let total = offset + size;
-        let mut bytes = vec![0u8; total];
-        bytes[..W].copy_from_slice(&total.to_ne_bytes());
-        bytes[W..2 * W].copy_from_slice(&offset.to_ne_bytes());
-        bytes[offset - W..offset].copy_from_slice(&offset.to_ne_bytes());
-        f.write_all_at(&bytes, 0)?;
-        Ok(f)
     }
 
     /// A host driver's handle whose memory starts after a header (lavapipe's exported Vulkan

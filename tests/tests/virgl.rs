@@ -159,6 +159,21 @@ fn capsets_are_listed_and_readable() {
     );
 }
 
+/// What GET_CAPSET_INFO answers for every capset index the config announces.
+fn capset_infos(
+    fe: &mut GpuFrontend,
+    p: &BackendProcess,
+) -> Vec<vhost_user_gpu_tests::protocol::CapsetInfo> {
+    (0..fe.config().unwrap().num_capsets)
+        .map(|i| {
+            fe.expect(&Command::get_capset_info(i), resp::OK_CAPSET_INFO)
+                .check(p, "GET_CAPSET_INFO")
+                .capset_info()
+                .unwrap()
+        })
+        .collect()
+}
+
 /// The library version the daemon logged ("virglrenderer X.Y.Z initialized"), as (major, minor).
 fn logged_library_version(p: &BackendProcess) -> (u32, u32) {
     let err = p.stderr();
@@ -178,17 +193,9 @@ fn logged_library_version(p: &BackendProcess) -> (u32, u32) {
 #[test]
 fn venus_is_offered_by_default_only_where_guests_can_use_it() {
     let Some((p, mut fe)) = start3d() else { return };
-    let mut venus = None;
-    for i in 0..fe.config().unwrap().num_capsets {
-        let info = fe
-            .expect(&Command::get_capset_info(i), resp::OK_CAPSET_INFO)
-            .check(&p, "GET_CAPSET_INFO")
-            .capset_info()
-            .unwrap();
-        if info.capset_id == capset::VENUS {
-            venus = Some(info);
-        }
-    }
+    let venus = capset_infos(&mut fe, &p)
+        .into_iter()
+        .find(|c| c.capset_id == capset::VENUS);
     let version = logged_library_version(&p);
     let server = std::path::Path::new("/usr/libexec/virgl_render_server").exists()
         || std::env::var_os("RENDER_SERVER_EXEC_PATH").is_some();
@@ -673,15 +680,9 @@ fn venus_offered_with(extra: &[&str]) -> (bool, BackendProcess) {
     }
     let p = spawn(&cmd);
     let mut fe = connect(&p, FrontendOptions::default());
-    let mut venus = false;
-    for i in 0..fe.config().unwrap().num_capsets {
-        let info = fe
-            .expect(&Command::get_capset_info(i), resp::OK_CAPSET_INFO)
-            .check(&p, "GET_CAPSET_INFO")
-            .capset_info()
-            .unwrap();
-        venus |= info.capset_id == capset::VENUS;
-    }
+    let venus = capset_infos(&mut fe, &p)
+        .iter()
+        .any(|c| c.capset_id == capset::VENUS);
     (venus, p)
 }
 

@@ -123,6 +123,27 @@ fn no_poll_fd_without_thread_sync() {
     assert!(r.poll_fd().is_none());
 }
 
+/// Waits on `fd` and drains `poll()` until every fence of `want` arrived (or 10 s pass).
+fn poll_fd_until(r: &VirglRenderer, fd: i32, want: &[Fence]) {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !want.iter().all(|w| got.contains(w)) {
+        assert!(Instant::now() < deadline, "fences not signalled: {got:?}");
+        // SAFETY: one valid pollfd on the stack.
+        let n = unsafe { libc::poll(&mut pfd, 1, 1000) };
+        assert!(n >= 0);
+        if n > 0 {
+            assert!(pfd.revents & libc::POLLIN != 0);
+            got.extend(r.poll());
+        }
+    }
+}
+
 /// With ASYNC_FENCE_CB the callbacks run on the library's threads and signal this crate's own
 /// eventfd, for global and per-context fences alike.
 #[test]
@@ -145,26 +166,16 @@ fn async_fence_callbacks_signal_the_crates_poll_fd() {
             fence_id: 9,
         },
     ];
+    poll_fd_until(&r, fd, &want);
+    // poll() consumed the wake-up: the fd is quiet until the next fence.
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(r.poll().is_empty());
     let mut pfd = libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
     };
-    let mut got = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !want.iter().all(|w| got.contains(w)) {
-        assert!(Instant::now() < deadline, "fences not signalled: {got:?}");
-        // SAFETY: one valid pollfd on the stack.
-        let n = unsafe { libc::poll(&mut pfd, 1, 1000) };
-        assert!(n >= 0);
-        if n > 0 {
-            got.extend(r.poll());
-        }
-    }
-    // poll() consumed the wake-up: the fd is quiet until the next fence.
-    std::thread::sleep(Duration::from_millis(20));
-    assert!(r.poll().is_empty());
-    // SAFETY: as above.
+    // SAFETY: one valid pollfd on the stack.
     let n = unsafe { libc::poll(&mut pfd, 1, 0) };
     assert_eq!(n, 0, "poll fd still readable after poll()");
 }
@@ -180,21 +191,5 @@ fn thread_sync_poll_fd_becomes_readable() {
     let ctx = r.create_context(1, b"ts", None).unwrap();
     let _res = busy_work(&r, &ctx, 1);
     r.create_fence(77).unwrap();
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let mut got = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !got.contains(&Fence::Global { fence_id: 77 }) {
-        assert!(Instant::now() < deadline, "no fence: {got:?}");
-        // SAFETY: one valid pollfd on the stack.
-        let n = unsafe { libc::poll(&mut pfd, 1, 1000) };
-        assert!(n >= 0);
-        if n > 0 {
-            assert!(pfd.revents & libc::POLLIN != 0);
-            got.extend(r.poll());
-        }
-    }
+    poll_fd_until(&r, fd, &[Fence::Global { fence_id: 77 }]);
 }

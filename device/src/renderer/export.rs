@@ -59,24 +59,25 @@ fn mesa_memory_file_offset(fd: BorrowedFd<'_>) -> u64 {
     }
 }
 
+/// Test files of Mesa's layout, for this module's tests and the device's.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::fd::AsFd;
+pub(crate) mod test_files {
+    use std::os::unix::fs::FileExt;
 
-    /// A file laid out like Mesa's `os_malloc_aligned_fd` makes it: `size` bytes of memory at
-    /// `offset`, after the header and a copy of `offset`.
-    fn mesa_file(name: &str, size: usize, offset: usize) -> (std::fs::File, std::path::PathBuf) {
+    /// An unlinked file laid out like Mesa's `os_malloc_aligned_fd` makes it: `size` bytes of
+    /// memory (0xcd) at `offset`, after the header and a copy of `offset`.
+    pub(crate) fn mesa_memory_file(size: usize, offset: usize) -> std::io::Result<std::fs::File> {
         const W: usize = std::mem::size_of::<usize>();
-        let path =
-            std::env::temp_dir().join(format!("vugpu-export-test-{}-{name}", std::process::id()));
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("vugpu-mesa-file-{}-{n}", std::process::id()));
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(true)
-            .open(&path)
-            .unwrap();
+            .open(&path)?;
+        std::fs::remove_file(&path)?;
         let total = offset + size;
         let mut bytes = vec![0u8; total];
         bytes[..W].copy_from_slice(&total.to_ne_bytes());
@@ -84,33 +85,44 @@ mod tests {
         bytes[2 * W..2 * W + 16].copy_from_slice(&[0x5a; 16]);
         bytes[offset - W..offset].copy_from_slice(&offset.to_ne_bytes());
         bytes[offset..].fill(0xcd);
-        file.write_all_at(&bytes, 0).unwrap();
-        (file, path)
+        file.write_all_at(&bytes, 0)?;
+        Ok(file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_files::mesa_memory_file;
+    use super::*;
+    use std::os::fd::AsFd;
+
+    fn mesa_file(size: usize, offset: usize) -> std::fs::File {
+        mesa_memory_file(size, offset).unwrap()
     }
 
     #[test]
     fn the_memory_offset_of_a_mesa_memory_file_is_found() {
         // What lavapipe exported here (Mesa 25.0.7, 4 KiB pages): 16 KiB at 4096.
-        let (file, path) = mesa_file("mesa", 16384, 4096);
+        let file = mesa_file(16384, 4096);
         assert_eq!(memory_offset(file.as_fd(), BlobHandleKind::Dmabuf), 4096);
 
         // One check off, and the file is taken to start at 0.
         let w = std::mem::size_of::<usize>() as u64;
-        let (broken, broken_path) = mesa_file("copy", 16384, 4096);
+        let broken = mesa_file(16384, 4096);
         broken.write_all_at(&[0u8; 8], 4096 - w).unwrap();
         assert_eq!(
             memory_offset(broken.as_fd(), BlobHandleKind::Dmabuf),
             0,
             "no copy of the offset"
         );
-        let (grown, grown_path) = mesa_file("size", 16384, 4096);
+        let grown = mesa_file(16384, 4096);
         grown.set_len(16384 + 8192).unwrap();
         assert_eq!(
             memory_offset(grown.as_fd(), BlobHandleKind::Dmabuf),
             0,
             "size is not the file's"
         );
-        let (odd, odd_path) = mesa_file("odd", 100, 4096);
+        let odd = mesa_file(100, 4096);
         odd.write_all_at(&4093usize.to_ne_bytes(), w).unwrap();
         assert_eq!(
             memory_offset(odd.as_fd(), BlobHandleKind::Dmabuf),
@@ -118,22 +130,18 @@ mod tests {
             "unaligned offset"
         );
         // Plain shared memory (zeros, or guest data) and what cannot be read start at 0.
-        let (plain, plain_path) = mesa_file("plain", 64, 64);
+        let plain = mesa_file(64, 64);
         plain.set_len(0).unwrap();
         plain.set_len(8192).unwrap();
         assert_eq!(memory_offset(plain.as_fd(), BlobHandleKind::Dmabuf), 0);
         let (socket, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
         assert_eq!(memory_offset(socket.as_fd(), BlobHandleKind::Dmabuf), 0);
-        for p in [path, broken_path, grown_path, odd_path, plain_path] {
-            std::fs::remove_file(p).unwrap();
-        }
     }
 
     #[test]
     fn shared_memory_starts_at_0_whatever_it_holds() {
-        let (file, path) = mesa_file("shm", 16384, 4096);
+        let file = mesa_file(16384, 4096);
         assert_eq!(memory_offset(file.as_fd(), BlobHandleKind::Shm), 0);
         assert_eq!(memory_offset(file.as_fd(), BlobHandleKind::OpaqueFd), 4096);
-        std::fs::remove_file(path).unwrap();
     }
 }
