@@ -5,6 +5,8 @@
 //! `VHOST_USER_GPU_SET_SOCKET`; without one the device is headless.
 
 use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use vhost::vhost_user::gpu_message::{
     VhostUserGpuCursorPos, VhostUserGpuCursorUpdate, VhostUserGpuDMABUFScanout,
@@ -13,6 +15,36 @@ use vhost::vhost_user::gpu_message::{
 };
 use vhost::vhost_user::message::VhostUserU64;
 use vhost::vhost_user::GpuBackend;
+
+/// How long the device waits for the display peer to answer a request that has a reply
+/// (GET_PROTOCOL_FEATURES, GET_DISPLAY_INFO, GET_EDID, DMABUF_UPDATE). QEMU never answers some
+/// of them (GET_EDID for a scanout at or above its `max_outputs`): after this the device drops
+/// the socket, logs it and carries on headless instead of wedging the GPU thread.
+pub const DISPLAY_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Runs `request` (one that waits for the peer's reply) on `socket` from a thread of its own and
+/// waits at most [`DISPLAY_REPLY_TIMEOUT`] for it; `ErrorKind::TimedOut` after that. A thread
+/// left waiting holds its clone of the socket until the peer answers or closes it; the caller
+/// drops its own, so at most one such thread lingers per socket.
+fn with_reply_timeout<T: Send + 'static>(
+    socket: &GpuBackend,
+    request: impl FnOnce(&GpuBackend) -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    let socket = socket.clone();
+    let (tx, rx) = mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("gpu-display-reply".into())
+        .spawn(move || {
+            let _ = tx.send(request(&socket));
+        })?;
+    match rx.recv_timeout(DISPLAY_REPLY_TIMEOUT) {
+        Ok(result) => result,
+        Err(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no reply within {DISPLAY_REPLY_TIMEOUT:?}"),
+        )),
+    }
+}
 
 /// Width and height of the cursor image in pixels (the spec fixes 64x64).
 pub const CURSOR_SIZE: u32 = 64;
@@ -225,7 +257,7 @@ impl GpuSocketDisplay {
             log::info!("display: replacing the GPU socket");
         }
         self.features = 0;
-        let offered = match socket.get_protocol_features() {
+        let offered = match with_reply_timeout(&socket, |s| s.get_protocol_features()) {
             Ok(v) => v.value,
             Err(e) => {
                 log::warn!("display: GET_PROTOCOL_FEATURES failed, staying headless: {e}");
@@ -265,6 +297,17 @@ impl GpuSocketDisplay {
             log::info!("display: GPU socket dropped");
         }
         self.features = 0;
+    }
+
+    /// Runs `request`, which waits for the peer's reply, on the socket with
+    /// [`DISPLAY_REPLY_TIMEOUT`]; an error or no reply in time drops the socket (the peer is
+    /// gone, broken or will not answer).
+    fn with_reply<T: Send + 'static>(
+        &mut self,
+        what: &str,
+        request: impl FnOnce(&GpuBackend) -> std::io::Result<T> + Send + 'static,
+    ) -> Option<T> {
+        self.with_socket(what, |s| with_reply_timeout(s, request))
     }
 
     /// Runs `f` on the socket; an error drops the socket (the peer is gone or broken).
@@ -309,7 +352,7 @@ fn rect_inside(x: u32, y: u32, width: u32, height: u32, bound_w: u32, bound_h: u
 
 impl Display for GpuSocketDisplay {
     fn display_info(&mut self) -> Option<Vec<DisplayMode>> {
-        let info = self.with_socket("GET_DISPLAY_INFO", |s| s.get_display_info())?;
+        let info = self.with_reply("GET_DISPLAY_INFO", |s| s.get_display_info())?;
         let resp_type = info.hdr.type_;
         if resp_type != RESP_OK_DISPLAY_INFO {
             log::warn!("display: GET_DISPLAY_INFO answered with type {resp_type:#x}");
@@ -335,7 +378,7 @@ impl Display for GpuSocketDisplay {
             return None;
         }
         let req = VhostUserGpuEdidRequest { scanout_id };
-        let resp = self.with_socket("GET_EDID", |s| s.get_edid(&req))?;
+        let resp = self.with_reply("GET_EDID", move |s| s.get_edid(&req))?;
         let resp_type = resp.hdr.type_;
         let size = resp.size as usize;
         if resp_type != RESP_OK_EDID || size == 0 || size > EDID_BLOB_SIZE {
@@ -497,7 +540,7 @@ impl Display for GpuSocketDisplay {
             width,
             height,
         };
-        self.with_socket("DMABUF_UPDATE", |s| s.update_dmabuf_scanout(&msg));
+        self.with_reply("DMABUF_UPDATE", move |s| s.update_dmabuf_scanout(&msg));
     }
 
     fn cursor_update(

@@ -524,7 +524,53 @@ fn capset_index_out_of_range(rd: Renderer) {
     );
 }
 
+fn get_edid_the_display_never_answers_does_not_wedge_the_device(rd: Renderer) {
+    // The display negotiates PROTOCOL_F_EDID but never answers GET_EDID, as QEMU does for a
+    // scanout at or above its max_outputs: the guest still gets an answer, the daemon drops the
+    // socket after its reply timeout and serves on (headless).
+    let opts = FrontendOptions {
+        display: Some(DisplayConfig {
+            answer_edid: false,
+            ..DisplayConfig::default()
+        }),
+        ..FrontendOptions::default()
+    };
+    let (p, mut fe) = start_on(rd, opts);
+    let d = fe.display().unwrap();
+    d.wait_event(0, EVENT_TIMEOUT, "SET_PROTOCOL_FEATURES", |e| {
+        matches!(
+            e,
+            vhost_user_gpu_tests::display::DisplayEvent::SetProtocolFeatures(_)
+        )
+    })
+    .check(&p, "handshake");
+    let start = std::time::Instant::now();
+    let r = fe
+        .request(&Command::get_edid(0))
+        .check(&p, "GET_EDID the display never answers");
+    if r.ty() == resp::OK_EDID {
+        assert!(edid::is_valid(&r.edid().unwrap()), "invalid EDID");
+    } else {
+        assert_resp(&r, resp::ERR_UNSPEC, "GET_EDID without an answer", &p);
+    }
+    assert!(
+        start.elapsed() < std::time::Duration::from_secs(4),
+        "GET_EDID took {:?}",
+        start.elapsed()
+    );
+    let r = fe
+        .request(&Command::get_display_info())
+        .check(&p, "GET_DISPLAY_INFO after the unanswered GET_EDID");
+    assert_resp(&r, resp::OK_DISPLAY_INFO, "GET_DISPLAY_INFO", &p);
+    assert!(
+        p.stderr().contains("no reply within"),
+        "the daemon does not say why it went headless:\n{}",
+        p.stderr_tail()
+    );
+}
+
 per_renderer!(
+    get_edid_the_display_never_answers_does_not_wedge_the_device,
     get_edid_without_display_edid_support_does_not_ask_the_display,
     response_lengths_are_exact_with_oversized_buffers,
     features_and_config,
