@@ -120,11 +120,76 @@ impl GpuDevice for VirtioGpu {
     }
 }
 
+/// How long the GPU thread waits for the frontend to answer SHMEM_MAP / SHMEM_UNMAP (with
+/// REPLY_ACK). After that the mapper gives up on the channel (every later request fails at once,
+/// MAP_BLOB answers ERR_UNSPEC) instead of wedging the GPU thread; QEMU 11.1 is known to carry a
+/// SHMEM_MAP deadlock that upstream fixed after the release.
+pub const SHMEM_REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The host-visible region over vhost-user's backend-request channel: SHMEM_MAP / SHMEM_UNMAP
 /// with shmid [`VIRTIO_GPU_SHM_ID_HOST_VISIBLE`]. With REPLY_ACK negotiated, `vhost`'s
 /// [`Backend`] waits for the frontend's answer, so a refused mapping is an error here; without
-/// it a frontend's refusal cannot be seen.
-pub struct BackendShmemMapper(pub Backend);
+/// it a frontend's refusal cannot be seen. The wait is bounded by a timeout
+/// ([`SHMEM_REPLY_TIMEOUT`]).
+pub struct BackendShmemMapper {
+    backend: Backend,
+    timeout: Duration,
+    /// The frontend left a request unanswered: the channel is not used again.
+    stuck: bool,
+}
+
+impl BackendShmemMapper {
+    /// A mapper over `backend` with [`SHMEM_REPLY_TIMEOUT`].
+    pub fn new(backend: Backend) -> Self {
+        Self::with_timeout(backend, SHMEM_REPLY_TIMEOUT)
+    }
+
+    /// A mapper over `backend` that waits at most `timeout` for each answer.
+    pub fn with_timeout(backend: Backend, timeout: Duration) -> Self {
+        BackendShmemMapper {
+            backend,
+            timeout,
+            stuck: false,
+        }
+    }
+
+    /// Runs `request` on the channel from a thread of its own, waiting at most `self.timeout`
+    /// for it. A thread left waiting holds its clone of the channel until the frontend answers
+    /// or closes it; no request is sent after that, so at most one lingers.
+    fn request(
+        &mut self,
+        what: &'static str,
+        request: impl FnOnce(&Backend) -> io::Result<u64> + Send + 'static,
+    ) -> io::Result<()> {
+        if self.stuck {
+            return Err(io::Error::other(format!(
+                "{what}: the frontend stopped answering the backend-request channel earlier"
+            )));
+        }
+        let backend = self.backend.clone();
+        let (tx, rx) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("gpu-shmem-reply".into())
+            .spawn(move || {
+                let _ = tx.send(request(&backend));
+            })?;
+        match rx.recv_timeout(self.timeout) {
+            Ok(result) => result.map(|_| ()),
+            Err(_) => {
+                self.stuck = true;
+                log::error!(
+                    "{what}: no answer from the frontend within {:?}; no more blob mappings on \
+                     this connection",
+                    self.timeout
+                );
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("{what}: no answer within {:?}", self.timeout),
+                ))
+            }
+        }
+    }
+}
 
 impl SharedMemoryMapper for BackendShmemMapper {
     fn map(
@@ -143,7 +208,8 @@ impl SharedMemoryMapper for BackendShmemMapper {
             flags: u64::from(writable),
             ..Default::default()
         };
-        self.0.shmem_map(&req, &fd).map(|_| ())
+        let fd = fd.try_clone_to_owned()?;
+        self.request("SHMEM_MAP", move |b| b.shmem_map(&req, &fd))
     }
 
     fn unmap(&mut self, shm_offset: u64, len: u64) -> io::Result<()> {
@@ -153,7 +219,7 @@ impl SharedMemoryMapper for BackendShmemMapper {
             len,
             ..Default::default()
         };
-        self.0.shmem_unmap(&req).map(|_| ())
+        self.request("SHMEM_UNMAP", move |b| b.shmem_unmap(&req))
     }
 }
 
@@ -670,7 +736,7 @@ impl<D: GpuDevice> GpuThread<D> {
             Request::BackendReq(backend) => {
                 log::info!("backend-request channel: blob mapping through SHMEM_MAP");
                 self.device
-                    .set_shared_memory(Some(Box::new(BackendShmemMapper(backend))));
+                    .set_shared_memory(Some(Box::new(BackendShmemMapper::new(backend))));
             }
             Request::ResetDevice => {
                 log::info!("device reset requested by the frontend");
@@ -1139,6 +1205,35 @@ mod tests {
     fn backend_channel() -> (Backend, std::os::unix::net::UnixStream) {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
         (Backend::from_stream(ours), theirs)
+    }
+
+    /// A frontend that never answers SHMEM_MAP (with REPLY_ACK) cannot wedge the GPU thread:
+    /// the map fails after the timeout, and later requests fail at once.
+    #[test]
+    fn an_unanswered_shmem_map_times_out_and_the_channel_is_given_up() {
+        let (backend, _silent_frontend) = backend_channel();
+        backend.set_reply_ack_flag(true);
+        backend.set_shmem_flag(true);
+        use std::os::fd::AsFd;
+        let mut mapper = BackendShmemMapper::with_timeout(backend, Duration::from_millis(200));
+        let file = File::open("/dev/null").unwrap();
+        let start = Instant::now();
+        let e = mapper
+            .map(file.as_fd(), 0, 0, 4096, true)
+            .expect_err("map without an answer");
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            start.elapsed()
+        );
+        let start = Instant::now();
+        assert!(mapper.map(file.as_fd(), 0, 0, 4096, true).is_err());
+        assert!(mapper.unmap(0, 4096).is_err());
+        assert!(
+            start.elapsed() < Duration::from_millis(100),
+            "later requests waited"
+        );
     }
 
     #[test]
