@@ -46,6 +46,7 @@ use ::gfxstream::{
 };
 use log::{debug, warn};
 
+use super::fence_seq::FenceSeq;
 use super::software::{
     check_blob_image, check_out_len, copy_rect_to_xrgb, BlobImage, PixelFormat, SoftwareRenderer,
     BYTES_PER_PIXEL,
@@ -145,6 +146,8 @@ pub struct GfxstreamRenderer {
     /// resources in the virtio formats gfxstream has no colour buffer for.
     soft_ids: HashSet<u32>,
     soft: SoftwareRenderer,
+    /// The guest's pending fences and the library ids they were created with.
+    fences: FenceSeq,
 }
 
 impl GfxstreamRenderer {
@@ -174,6 +177,7 @@ impl GfxstreamRenderer {
             resources: HashMap::new(),
             soft_ids: HashSet::new(),
             soft: SoftwareRenderer::new(),
+            fences: FenceSeq::default(),
         })
     }
 
@@ -587,7 +591,13 @@ impl Renderer for GfxstreamRenderer {
             },
             None => FenceRing::Global,
         };
-        self.gfx.create_fence(ring, fence.id).map_err(map_err)
+        // The library is handed an id of ours (FenceSeq): its completions arrive from its own
+        // threads, and one of the previous guest's may come after a reset.
+        let id = self.fences.issue(fence);
+        self.gfx.create_fence(ring, id).map_err(|e| {
+            self.fences.withdraw(fence);
+            map_err(e)
+        })
     }
 
     fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
@@ -595,22 +605,22 @@ impl Renderer for GfxstreamRenderer {
     }
 
     fn poll(&mut self) -> Vec<FenceId> {
-        self.gfx
-            .completed_fences()
-            .into_iter()
-            .map(|f| match f.ring {
-                FenceRing::Global => FenceId {
-                    ctx_id: 0,
-                    ring_idx: None,
-                    id: f.fence_id,
-                },
-                FenceRing::Context { ctx_id, ring_idx } => FenceId {
-                    ctx_id,
-                    ring_idx: Some(ring_idx),
-                    id: f.fence_id,
-                },
-            })
-            .collect()
+        let mut done = Vec::new();
+        for f in self.gfx.completed_fences() {
+            let (ctx_id, ring_idx) = match f.ring {
+                FenceRing::Global => (0, None),
+                FenceRing::Context { ctx_id, ring_idx } => (ctx_id, Some(ring_idx)),
+            };
+            let released = self.fences.complete(ctx_id, ring_idx, f.fence_id);
+            if released.is_empty() {
+                debug!(
+                    "completed fence {} ({:?}) is not pending",
+                    f.fence_id, f.ring
+                );
+            }
+            done.extend(released);
+        }
+        done
     }
 
     fn create_blob(
@@ -807,6 +817,13 @@ impl Renderer for GfxstreamRenderer {
         // Resources first (they may be attached to contexts), then contexts.
         self.resources.clear();
         self.contexts.clear();
+        // Completions already in the library's table are dropped; later ones of the previous
+        // guest name no pending fence (FenceSeq).
+        let stale = self.gfx.completed_fences();
+        if !stale.is_empty() {
+            debug!("dropped {} fences completed across a reset", stale.len());
+        }
+        self.fences.clear();
         self.soft_ids.clear();
         self.soft.reset();
     }

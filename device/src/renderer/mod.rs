@@ -23,6 +23,7 @@ use vm_memory::{
 pub use crate::protocol::{Box3d, Rect};
 
 pub mod export;
+pub mod fence_seq;
 #[cfg(feature = "gfxstream")]
 pub mod gfxstream;
 pub mod software;
