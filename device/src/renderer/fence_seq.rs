@@ -10,11 +10,14 @@ use std::collections::{HashMap, VecDeque};
 
 use super::FenceId;
 
+/// A timeline: (context, ring), the global one (0, `None`).
+type Timeline = (u32, Option<u8>);
+
 /// The guest's pending fences per timeline, each with the library id it was created with.
 #[derive(Debug)]
 pub struct FenceSeq {
     next: u64,
-    pending: HashMap<(u32, Option<u8>), VecDeque<(u64, FenceId)>>,
+    pending: HashMap<Timeline, VecDeque<(u64, FenceId)>>,
 }
 
 /// `fence` as its timeline names it: global fences (no ring) belong to no context.
