@@ -768,11 +768,9 @@ fn venus_call(
     )
 }
 
-#[test]
-fn venus_device_memory_blob_is_mapped_and_scanned_out() {
-    if virgl_opted_out() {
-        return;
-    }
+/// A daemon with a Venus context 1, a reply blob 10 mapped at 0, and a `VkDeviceMemory` of
+/// `size` bytes made over the Venus protocol; returns the memory's object id (its blob id).
+fn venus_device_memory(size: u64) -> (BackendProcess, GpuFrontend, u64) {
     let cmd = venus_daemon().env("RUST_LOG", "info,vhost_user_gpu::gpu=debug");
     let p = spawn(&cmd);
     let mut fe = connect(&p, FrontendOptions::default());
@@ -787,7 +785,6 @@ fn venus_device_memory_blob_is_mapped_and_scanned_out() {
     create_host_shm_blob(&mut fe, &p, 1, 10, 64 << 10);
     map_ok(&mut fe, &p, 10, 0, 64 << 10);
     let (instance, physical, device, memory) = (1u64, 2u64, 3u64, 4u64);
-    const SIZE: u64 = 64 << 10;
     let steps: [(&str, Venus, u32, &[i32]); 4] = [
         (
             "vkCreateInstance",
@@ -823,7 +820,7 @@ fn venus_device_memory_blob_is_mapped_and_scanned_out() {
             "vkAllocateMemory",
             {
                 let mut v = Venus::default();
-                v.allocate_memory(device, SIZE, memory);
+                v.allocate_memory(device, size, memory);
                 v
             },
             VK_ALLOCATE_MEMORY,
@@ -844,6 +841,63 @@ fn venus_device_memory_blob_is_mapped_and_scanned_out() {
             p.stderr_tail()
         );
     }
+    (p, fe, memory)
+}
+
+/// A blob declared larger than the Vulkan memory behind it (libvirglrenderer 0.10.4 checks the
+/// size only for dmabufs), shown and flushed: the daemon's read-back must not map and touch
+/// past the end of the exported file (SIGBUS of the whole daemon). The flush fails, the daemon
+/// serves on. A library that refuses the blob at creation is fine too.
+#[test]
+fn a_venus_blob_larger_than_its_memory_is_not_read_past_its_end() {
+    if virgl_opted_out() {
+        return;
+    }
+    let (p, mut fe, memory) = venus_device_memory(64 << 10);
+    const DECLARED: u64 = 16 << 20;
+    let r = fe
+        .request(
+            &Command::resource_create_blob(
+                20,
+                blob::MEM_HOST3D,
+                blob::FLAG_USE_MAPPABLE,
+                memory,
+                DECLARED,
+                &[],
+            )
+            .ctx(1),
+        )
+        .check(&p, "RESOURCE_CREATE_BLOB larger than its memory");
+    if r.ty() != resp::OK_NODATA {
+        eprintln!("the library refused the oversized blob: {}", r.describe());
+        alive(&mut fe, &p, "the refused blob");
+        return;
+    }
+    // 2048x2048 pixels of 4 bytes: the whole 16 MiB the guest declared.
+    const W: u32 = 2048;
+    fe.request(&Command::set_scanout_blob(
+        0,
+        20,
+        Rect::new(0, 0, W, W),
+        W,
+        W,
+        format::B8G8R8X8_UNORM,
+        [W * 4, 0, 0, 0],
+        [0; 4],
+    ))
+    .check(&p, "SET_SCANOUT_BLOB of the oversized blob");
+    fe.request(&Command::resource_flush(20, Rect::new(0, 0, W, W)))
+        .check(&p, "RESOURCE_FLUSH of the oversized blob");
+    alive(&mut fe, &p, "the flush of the oversized blob");
+}
+
+#[test]
+fn venus_device_memory_blob_is_mapped_and_scanned_out() {
+    if virgl_opted_out() {
+        return;
+    }
+    const SIZE: u64 = 64 << 10;
+    let (p, mut fe, memory) = venus_device_memory(SIZE);
     // The VkDeviceMemory as a host blob (blob_id = its object id), mapped into the region.
     expect(
         &mut fe,

@@ -843,6 +843,19 @@ impl Resource {
         let size = self.blob_args()?.size;
         let len = usize::try_from(size).ok().filter(|&l| l > 0)?;
         let handle = self.export_blob().ok()?;
+        // The exported memory must cover the blob's declared size: pages past the end of the
+        // file would fault (SIGBUS) when read. 0.10.4 checks the size only for dmabufs.
+        // SAFETY: lseek on an fd we own for the call; no memory is passed.
+        let end = unsafe { libc::lseek(handle.fd.as_raw_fd(), 0, libc::SEEK_END) };
+        if u64::try_from(end).map_or(true, |end| end < size) {
+            log::warn!(
+                "resource {}: its exported {:?} memory ({end} bytes) is smaller than the blob \
+                 ({size} bytes): not mapped",
+                self.id,
+                handle.kind
+            );
+            return None;
+        }
         // SAFETY: a fresh shared mapping of `len` bytes of an fd we own for the call; the
         // kernel picks the address; the result is checked before use. The fd may be closed
         // afterwards (the mapping keeps the file).
