@@ -707,28 +707,24 @@ impl Mapping<'_> {
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
         let start = self.range(offset, buf.len())?;
         // SAFETY: `start + buf.len() <= len`, inside the mapping the library keeps alive while
-        // the resource lives; `buf` is a distinct Rust buffer.
-        unsafe {
-            ptr::copy_nonoverlapping(
-                self.ptr.as_ptr().wrapping_add(start),
-                buf.as_mut_ptr(),
-                buf.len(),
-            )
+        // the resource lives (which outlives the slice, used for this copy only).
+        let src = unsafe {
+            vm_memory::VolatileSlice::new(self.ptr.as_ptr().wrapping_add(start), buf.len())
         };
+        // Volatile, as vm-memory reads guest memory: the guest (through its mapping of the
+        // blob) and the library's threads may write it concurrently.
+        src.copy_to(buf);
         Ok(())
     }
 
     /// Copies `buf` into the mapping at `offset`.
     pub fn write(&self, offset: u64, buf: &[u8]) -> Result<()> {
         let start = self.range(offset, buf.len())?;
-        // SAFETY: as in `read`, in the other direction; the mapping is writable host memory.
-        unsafe {
-            ptr::copy_nonoverlapping(
-                buf.as_ptr(),
-                self.ptr.as_ptr().wrapping_add(start),
-                buf.len(),
-            )
+        // SAFETY: as in `read`; the mapping is writable host memory.
+        let dst = unsafe {
+            vm_memory::VolatileSlice::new(self.ptr.as_ptr().wrapping_add(start), buf.len())
         };
+        dst.copy_from(buf);
         Ok(())
     }
 }

@@ -918,18 +918,23 @@ impl Resource {
     /// Copies `dst.len()` bytes at `offset` of the mapped blob into `dst`.
     pub fn read_mapped(&self, offset: u64, dst: &mut [u8]) -> Result<()> {
         let src = self.mapped_range(offset, dst.len())?;
-        // SAFETY: `src..src+len` lies inside the live mapping (checked), `dst` is a distinct
-        // exclusive buffer of the same length.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr(), dst.len()) };
+        // SAFETY: `src..src+len` lies inside the live mapping (checked), which outlives the
+        // slice (used for this copy only).
+        let src = unsafe { vm_memory::VolatileSlice::new(src.as_ptr(), dst.len()) };
+        // Volatile, as vm-memory reads guest memory: the guest (through its own mapping of the
+        // blob) and the library's threads may write the memory concurrently.
+        src.copy_to(dst);
         Ok(())
     }
 
     /// Copies `src` to `offset` of the mapped blob.
     pub fn write_mapped(&self, offset: u64, src: &[u8]) -> Result<()> {
         let dst = self.mapped_range(offset, src.len())?;
-        // SAFETY: `dst..dst+len` lies inside the live, writable mapping (checked); `src` is a
-        // distinct buffer of the same length.
-        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_ptr(), src.len()) };
+        // SAFETY: `dst..dst+len` lies inside the live, writable mapping (checked), which
+        // outlives the slice (used for this copy only).
+        let dst = unsafe { vm_memory::VolatileSlice::new(dst.as_ptr(), src.len()) };
+        // Volatile: the memory is shared with the guest and the library's threads.
+        dst.copy_from(src);
         Ok(())
     }
 }

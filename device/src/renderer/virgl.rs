@@ -55,9 +55,11 @@ pub struct GuestPages(GuestBacking);
 
 // SAFETY: `GuestBacking::host_ranges` returns host addresses inside the mapped regions of the
 // `GuestMemoryMmap` the backing holds a clone of; those regions are reference counted and stay
-// mapped while this value (and so the clone) lives, wherever it is moved. The ranges are guest
-// memory, which the guest may access concurrently anyway; the library only copies to and from
-// them during transfers.
+// mapped while this value (and so the clone) lives, wherever it is moved, and the library
+// holds the value (as a resource's backing) for as long as it may touch the ranges. The ranges
+// are guest memory, which the guest may change at any time: the library must treat them as
+// shared memory, and does not only during transfers: Venus reads command streams and writes
+// replies in guest-backed blobs asynchronously, from its own threads (1.x: the render server).
 unsafe impl BackingMemory for GuestPages {
     fn ranges(&mut self) -> Vec<virglrenderer::HostRange> {
         let ranges = match self.0.host_ranges() {
