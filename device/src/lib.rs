@@ -5,5 +5,6 @@ pub mod backend;
 pub mod cli;
 pub mod display;
 pub mod gpu;
+pub mod log_limit;
 pub mod protocol;
 pub mod renderer;

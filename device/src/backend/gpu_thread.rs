@@ -39,6 +39,7 @@ use super::vring::GpuVring;
 use super::BackendError;
 use crate::display::{Display, GpuSocketDisplay, HeadlessDisplay};
 use crate::gpu::{QueueKind, SharedMemoryMapper, UsedEntry, VirtioGpu};
+use crate::log_limit::{suppressed_note, LogLimiter};
 use crate::protocol::VIRTIO_GPU_SHM_ID_HOST_VISIBLE;
 
 /// Index of the control queue.
@@ -515,6 +516,8 @@ struct GpuThread<D: GpuDevice> {
     /// run (a reset, a disconnect, a shutdown, and everything after one, in order); handled
     /// first at the next wake-up.
     pending: VecDeque<Request>,
+    /// Rate limit of the log lines a guest can trigger here.
+    guest_log: LogLimiter,
 }
 
 fn queue_index(kind: QueueKind) -> usize {
@@ -573,6 +576,7 @@ impl<D: GpuDevice> GpuThread<D> {
             woken: false,
             deferred: Vec::new(),
             pending: VecDeque::new(),
+            guest_log: LogLimiter::default(),
         })
     }
 
@@ -843,7 +847,13 @@ impl<D: GpuDevice> GpuThread<D> {
                 match state.get_queue_mut().iter(mem.memory()) {
                     Ok(iter) => iter.collect(),
                     Err(e) => {
-                        log::warn!("queue {queue}: cannot read the available ring: {e}");
+                        // The guest chose the available index: its repeats are rate limited.
+                        if let Some(dropped) = self.guest_log.allow() {
+                            log::warn!(
+                                "queue {queue}: cannot read the available ring: {e}{}",
+                                suppressed_note(dropped)
+                            );
+                        }
                         return;
                     }
                 }
