@@ -370,6 +370,16 @@ impl GpuThreadClient {
     }
 }
 
+/// Exit status of the daemon after a panic on the GPU thread (EX_SOFTWARE).
+pub const EXIT_GPU_PANIC: i32 = 70;
+
+/// Ends the process at once with [`EXIT_GPU_PANIC`]: `_exit`, as other threads may be inside
+/// the renderer library, whose `atexit` handlers must not run under them.
+pub fn exit_after_gpu_panic() {
+    // SAFETY: _exit ends the process; it takes no pointers.
+    unsafe { libc::_exit(EXIT_GPU_PANIC) };
+}
+
 /// The running GPU thread: its client and its join handle.
 #[derive(Debug)]
 pub struct GpuThreadHandle {
@@ -380,7 +390,26 @@ pub struct GpuThreadHandle {
 impl GpuThreadHandle {
     /// Starts the GPU thread. `factory` runs on the new thread and creates the device (and so
     /// the renderer) there; this returns once it did, with its error if it failed.
+    ///
+    /// A panic on the GPU thread ends the process ([`exit_after_gpu_panic`]): a device that no
+    /// longer answers would leave the guest waiting forever and stall the frontend on every
+    /// GET_VRING_BASE; an exit is a disconnect the frontend sees.
     pub fn spawn<D, F>(factory: F, num_scanouts: u32, headless: bool) -> Result<Self, BackendError>
+    where
+        D: GpuDevice + 'static,
+        F: FnOnce() -> Result<D, String> + Send + 'static,
+    {
+        Self::spawn_with_fatal(factory, num_scanouts, headless, exit_after_gpu_panic)
+    }
+
+    /// Like [`spawn`](Self::spawn), with `fatal` run (on the GPU thread, after logging) instead
+    /// of the process exit when the thread panics.
+    pub fn spawn_with_fatal<D, F>(
+        factory: F,
+        num_scanouts: u32,
+        headless: bool,
+        fatal: fn(),
+    ) -> Result<Self, BackendError>
     where
         D: GpuDevice + 'static,
         F: FnOnce() -> Result<D, String> + Send + 'static,
@@ -422,7 +451,19 @@ impl GpuThreadHandle {
                 if init_tx.send(Ok(info)).is_err() {
                     return;
                 }
-                thread.run();
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| thread.run()));
+                if let Err(payload) = run {
+                    let what = payload
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| payload.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "no message".to_owned());
+                    log::error!(
+                        "the GPU thread panicked ({what}): exiting, so that the frontend sees a \
+                         disconnect instead of a device that never answers"
+                    );
+                    fatal();
+                }
             })
             .map_err(BackendError::SpawnThread)?;
         let (features, config, host_visible_size) = match init_rx.recv() {
@@ -1215,6 +1256,59 @@ mod tests {
     fn backend_channel() -> (Backend, std::os::unix::net::UnixStream) {
         let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
         (Backend::from_stream(ours), theirs)
+    }
+
+    /// Set by [`note_fatal`], the `fatal` action of the panic test.
+    static FATAL: AtomicBool = AtomicBool::new(false);
+
+    fn note_fatal() {
+        FATAL.store(true, Ordering::SeqCst);
+    }
+
+    /// A device whose reset panics (what a bug on the GPU thread looks like).
+    struct PanickingDevice;
+
+    impl GpuDevice for PanickingDevice {
+        fn device_features(&self) -> u64 {
+            0
+        }
+        fn config_space(&self) -> Vec<u8> {
+            vec![0; 16]
+        }
+        fn process_chain(
+            &mut self,
+            _queue: QueueKind,
+            _chain: GuestChain,
+            _display: &mut dyn Display,
+        ) -> Option<UsedEntry> {
+            None
+        }
+        fn fence_poll_fd(&self) -> Option<BorrowedFd<'_>> {
+            None
+        }
+        fn poll_fences(&mut self) -> Vec<UsedEntry> {
+            Vec::new()
+        }
+        fn reset(&mut self) {
+            panic!("a bug in reset");
+        }
+    }
+
+    /// A panic on the GPU thread is not a silently dead device: it is logged and the fatal
+    /// action (the process exit, in the daemon) runs.
+    #[test]
+    fn a_panic_on_the_gpu_thread_runs_the_fatal_action() {
+        let handle =
+            GpuThreadHandle::spawn_with_fatal(|| Ok(PanickingDevice), 1, true, note_fatal).unwrap();
+        handle.client().send(Request::ResetDevice).unwrap();
+        let deadline = Instant::now() + WAIT;
+        while !FATAL.load(Ordering::SeqCst) {
+            assert!(
+                Instant::now() < deadline,
+                "the panic did not reach the fatal action"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// A frontend that never answers SHMEM_MAP (with REPLY_ACK) cannot wedge the GPU thread:
