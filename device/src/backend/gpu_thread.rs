@@ -21,7 +21,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, BorrowedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
@@ -294,6 +294,11 @@ impl Request {
 struct Shared {
     /// Whether the GPU thread is between a wake-up and its next sleep (it may touch vrings).
     busy: Mutex<bool>,
+    /// Bumped by the GPU thread after each command and each wake-up it finished: the
+    /// watchdog's sign of life.
+    progress: AtomicU64,
+    /// Set when the GPU thread has ended (the watchdog stops).
+    ended: AtomicBool,
     /// Signalled when `busy` becomes false.
     idle: Condvar,
     /// Set when the control queue was stopped (GET_VRING_BASE): the next time it runs, check
@@ -370,6 +375,43 @@ impl GpuThreadClient {
     }
 }
 
+/// How long the GPU thread may stay in one command (or one request) before the watchdog ends
+/// the process: a renderer that never returns (a guest shader that loops forever on llvmpipe)
+/// would otherwise leave the frontend waiting on every GET_VRING_BASE and the daemon serving
+/// nobody.
+pub const WATCHDOG_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Watches the GPU thread: while it is busy, `shared.progress` must move at least once per
+/// `timeout`; otherwise logs and runs `fatal`. Stops when the thread has ended.
+fn start_watchdog(shared: Arc<Shared>, timeout: Duration, fatal: fn()) -> Result<(), BackendError> {
+    let tick = (timeout / 4).max(Duration::from_millis(1));
+    std::thread::Builder::new()
+        .name("gpu-watchdog".into())
+        .spawn(move || {
+            let mut seen = shared.progress.load(Ordering::Relaxed);
+            let mut since = Instant::now();
+            while !shared.ended.load(Ordering::SeqCst) {
+                std::thread::sleep(tick);
+                let now = shared.progress.load(Ordering::Relaxed);
+                let busy = shared.busy.lock().map(|b| *b).unwrap_or(false);
+                if now != seen || !busy {
+                    seen = now;
+                    since = Instant::now();
+                } else if since.elapsed() >= timeout {
+                    log::error!(
+                        "the GPU thread has been in one command for {:?} (the renderer does not \
+                         return): exiting, so that the frontend sees a disconnect",
+                        since.elapsed()
+                    );
+                    fatal();
+                    return;
+                }
+            }
+        })
+        .map(|_| ())
+        .map_err(BackendError::SpawnThread)
+}
+
 /// Exit status of the daemon after a panic on the GPU thread (EX_SOFTWARE).
 pub const EXIT_GPU_PANIC: i32 = 70;
 
@@ -399,16 +441,23 @@ impl GpuThreadHandle {
         D: GpuDevice + 'static,
         F: FnOnce() -> Result<D, String> + Send + 'static,
     {
-        Self::spawn_with_fatal(factory, num_scanouts, headless, exit_after_gpu_panic)
+        Self::spawn_with_fatal(
+            factory,
+            num_scanouts,
+            headless,
+            exit_after_gpu_panic,
+            WATCHDOG_TIMEOUT,
+        )
     }
 
-    /// Like [`spawn`](Self::spawn), with `fatal` run (on the GPU thread, after logging) instead
-    /// of the process exit when the thread panics.
+    /// Like [`spawn`](Self::spawn), with `fatal` run (after logging) instead of the process
+    /// exit when the thread panics or stays in one command longer than `watchdog`.
     pub fn spawn_with_fatal<D, F>(
         factory: F,
         num_scanouts: u32,
         headless: bool,
         fatal: fn(),
+        watchdog: Duration,
     ) -> Result<Self, BackendError>
     where
         D: GpuDevice + 'static,
@@ -452,6 +501,7 @@ impl GpuThreadHandle {
                     return;
                 }
                 let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| thread.run()));
+                thread.shared.ended.store(true, Ordering::SeqCst);
                 if let Err(payload) = run {
                     let what = payload
                         .downcast_ref::<&str>()
@@ -467,7 +517,10 @@ impl GpuThreadHandle {
             })
             .map_err(BackendError::SpawnThread)?;
         let (features, config, host_visible_size) = match init_rx.recv() {
-            Ok(Ok(info)) => info,
+            Ok(Ok(info)) => {
+                start_watchdog(shared.clone(), watchdog, fatal)?;
+                info
+            }
             Ok(Err(e)) => {
                 let _ = join.join();
                 return Err(e);
@@ -622,6 +675,7 @@ impl<D: GpuDevice> GpuThread<D> {
     }
 
     fn set_busy(&self, busy: bool) {
+        self.shared.progress.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut b) = self.shared.busy.lock() {
             *b = busy;
         }
@@ -912,6 +966,7 @@ impl<D: GpuDevice> GpuThread<D> {
                 {
                     used.push(entry);
                 }
+                self.shared.progress.fetch_add(1, Ordering::Relaxed);
             }
             self.publish(used);
             let more = {
@@ -1299,7 +1354,8 @@ mod tests {
     #[test]
     fn a_panic_on_the_gpu_thread_runs_the_fatal_action() {
         let handle =
-            GpuThreadHandle::spawn_with_fatal(|| Ok(PanickingDevice), 1, true, note_fatal).unwrap();
+            GpuThreadHandle::spawn_with_fatal(|| Ok(PanickingDevice), 1, true, note_fatal, WAIT)
+                .unwrap();
         handle.client().send(Request::ResetDevice).unwrap();
         let deadline = Instant::now() + WAIT;
         while !FATAL.load(Ordering::SeqCst) {
@@ -1309,6 +1365,73 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// Set by [`note_hang`], the `fatal` action of the watchdog test.
+    static HANG: AtomicBool = AtomicBool::new(false);
+
+    fn note_hang() {
+        HANG.store(true, Ordering::SeqCst);
+    }
+
+    /// A device whose reset never returns (a renderer stuck in a guest's endless shader).
+    struct HangingDevice;
+
+    impl GpuDevice for HangingDevice {
+        fn device_features(&self) -> u64 {
+            0
+        }
+        fn config_space(&self) -> Vec<u8> {
+            vec![0; 16]
+        }
+        fn process_chain(
+            &mut self,
+            _queue: QueueKind,
+            _chain: GuestChain,
+            _display: &mut dyn Display,
+        ) -> Option<UsedEntry> {
+            None
+        }
+        fn fence_poll_fd(&self) -> Option<BorrowedFd<'_>> {
+            None
+        }
+        fn poll_fences(&mut self) -> Vec<UsedEntry> {
+            Vec::new()
+        }
+        fn reset(&mut self) {
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+    }
+
+    /// The watchdog ends a GPU thread that stays in one command: the fatal action (the process
+    /// exit, in the daemon) runs after the timeout, and not while the thread makes progress.
+    #[test]
+    fn the_watchdog_ends_a_gpu_thread_stuck_in_the_renderer() {
+        let timeout = Duration::from_millis(300);
+        let handle =
+            GpuThreadHandle::spawn_with_fatal(|| Ok(HangingDevice), 1, true, note_hang, timeout)
+                .unwrap();
+        // Idle: no verdict however long it sleeps.
+        std::thread::sleep(timeout * 3);
+        assert!(
+            !HANG.load(Ordering::SeqCst),
+            "the watchdog fired on an idle thread"
+        );
+        let start = Instant::now();
+        handle.client().send(Request::ResetDevice).unwrap();
+        while !HANG.load(Ordering::SeqCst) {
+            assert!(start.elapsed() < WAIT, "the watchdog never fired");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            start.elapsed() >= timeout,
+            "fired after {:?}",
+            start.elapsed()
+        );
+        // The stuck thread cannot be joined: leave it (the daemon exits instead).
+        std::mem::forget(handle);
     }
 
     /// A frontend that never answers SHMEM_MAP (with REPLY_ACK) cannot wedge the GPU thread:
