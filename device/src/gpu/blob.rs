@@ -118,6 +118,8 @@ impl VirtioGpu {
         }
     }
 
+    /// RESOURCE_CREATE_BLOB: a guest blob (guest memory), or a host blob of context `ctx_id`
+    /// (its size reserved as host memory).
     pub(super) fn create_blob(
         &mut self,
         ctx_id: u32,
@@ -184,6 +186,8 @@ impl VirtioGpu {
         Ok(Response::OkNoData)
     }
 
+    /// RESOURCE_MAP_BLOB: the checks of the module doc, then the renderer's export is mapped
+    /// into the host-visible region through the [`SharedMemoryMapper`].
     pub(super) fn map_blob(&mut self, resource_id: u32, offset: u64) -> GpuResult<Response> {
         self.require_blob("RESOURCE_MAP_BLOB")?;
         let res = self.resource(resource_id)?;
@@ -287,6 +291,7 @@ impl VirtioGpu {
         Ok(Response::OkMapInfo(map_info))
     }
 
+    /// RESOURCE_UNMAP_BLOB (and RESOURCE_UNREF of a mapped blob): SHMEM_UNMAP of its range.
     pub(super) fn unmap_blob(&mut self, resource_id: u32) -> GpuResult<Response> {
         self.require_blob("RESOURCE_UNMAP_BLOB")?;
         let res = self.resource(resource_id)?;

@@ -3,10 +3,13 @@
 
 use std::collections::HashSet;
 
-use log::debug;
+use log::{debug, warn};
 
 use super::{GpuError, GpuResult, VirtioGpu};
-use crate::protocol::{Response, VIRTIO_GPU_CONTEXT_INIT_CAPSET_ID_MASK};
+use crate::protocol::{
+    Response, CTRL_HDR_SIZE, MAX_CAPSET_SIZE, VIRTIO_GPU_CONTEXT_INIT_CAPSET_ID_MASK,
+};
+use crate::renderer::{CapsetInfo, Renderer, RendererCapabilities, RendererError};
 
 #[derive(Debug)]
 /// What the device knows about one context.
@@ -16,6 +19,7 @@ pub(super) struct ContextState {
 }
 
 impl VirtioGpu {
+    /// CTX_CREATE: for a capset offered (`context_init`), within `max_contexts`.
     pub(super) fn ctx_create(
         &mut self,
         ctx_id: u32,
@@ -53,6 +57,135 @@ impl VirtioGpu {
             },
         );
         Ok(Response::OkNoData)
+    }
+
+    /// CTX_DESTROY: the entries held on its rings are answered, then the renderer destroys it.
+    pub(super) fn ctx_destroy(&mut self, ctx_id: u32) -> GpuResult<Response> {
+        self.require_3d("CTX_DESTROY")?;
+        self.check_context(ctx_id)?;
+        self.contexts.remove(&ctx_id);
+        // The context's rings cannot complete any more: answer what they hold.
+        self.release_context_rings(ctx_id);
+        self.renderer.context_destroy(ctx_id)?;
+        self.trimmer.dirty = true;
+        self.trimmer.maybe_trim();
+        Ok(Response::OkNoData)
+    }
+
+    /// CTX_ATTACH_RESOURCE.
+    pub(super) fn ctx_attach_resource(
+        &mut self,
+        ctx_id: u32,
+        resource_id: u32,
+    ) -> GpuResult<Response> {
+        self.require_3d("CTX_ATTACH_RESOURCE")?;
+        self.check_context(ctx_id)?;
+        self.resource(resource_id)?;
+        self.renderer.context_attach_resource(ctx_id, resource_id)?;
+        if let Some(c) = self.contexts.get_mut(&ctx_id) {
+            c.resources.insert(resource_id);
+        }
+        Ok(Response::OkNoData)
+    }
+
+    /// CTX_DETACH_RESOURCE.
+    pub(super) fn ctx_detach_resource(
+        &mut self,
+        ctx_id: u32,
+        resource_id: u32,
+    ) -> GpuResult<Response> {
+        self.require_3d("CTX_DETACH_RESOURCE")?;
+        self.check_context(ctx_id)?;
+        self.resource(resource_id)?;
+        self.renderer.context_detach_resource(ctx_id, resource_id)?;
+        if let Some(c) = self.contexts.get_mut(&ctx_id) {
+            c.resources.remove(&resource_id);
+        }
+        Ok(Response::OkNoData)
+    }
+
+    /// SUBMIT_3D: the command stream goes to the context's renderer context.
+    pub(super) fn submit_3d(&mut self, ctx_id: u32, commands: &[u8]) -> GpuResult<Response> {
+        self.require_3d("SUBMIT_3D")?;
+        self.check_context(ctx_id)?;
+        self.renderer.submit(ctx_id, commands)?;
+        Ok(Response::OkNoData)
+    }
+
+    /// GET_CAPSET_INFO: the offered capset at `index`.
+    pub(super) fn get_capset_info(&self, index: u32) -> GpuResult<Response> {
+        let c = usize::try_from(index)
+            .ok()
+            .and_then(|i| self.capsets.get(i))
+            .ok_or_else(|| GpuError::InvalidParameter(format!("capset index {index}")))?;
+        Ok(Response::OkCapsetInfo {
+            id: c.id,
+            max_version: c.max_version,
+            max_size: c.max_size,
+        })
+    }
+
+    /// GET_CAPSET: an offered capset's data, at most its `max_size` and what fits `writable`
+    /// bytes.
+    pub(super) fn get_capset(
+        &mut self,
+        capset_id: u32,
+        version: u32,
+        writable: usize,
+    ) -> GpuResult<Response> {
+        let c = *self
+            .capsets
+            .iter()
+            .find(|c| c.id == capset_id)
+            .ok_or_else(|| GpuError::InvalidParameter(format!("capset {capset_id}")))?;
+        if version > c.max_version {
+            return Err(GpuError::InvalidParameter(format!(
+                "capset {capset_id} version {version} > {}",
+                c.max_version
+            )));
+        }
+        let data = self.renderer.capset(capset_id, version)?;
+        if data.len() > c.max_size as usize {
+            return Err(GpuError::Renderer(RendererError::Library(format!(
+                "capset {capset_id} of {} bytes exceeds its max_size {}",
+                data.len(),
+                c.max_size
+            ))));
+        }
+        let needed = CTRL_HDR_SIZE + data.len();
+        if needed > writable {
+            return Err(GpuError::ResponseTooLarge {
+                needed,
+                available: writable,
+            });
+        }
+        Ok(Response::OkCapset(data))
+    }
+}
+
+/// The renderer's capsets the device offers: none without 3D, and none larger than
+/// `MAX_CAPSET_SIZE`.
+pub(super) fn offered_capsets(
+    renderer: &dyn Renderer,
+    caps: &RendererCapabilities,
+) -> Vec<CapsetInfo> {
+    if caps.three_d {
+        renderer
+            .capsets()
+            .into_iter()
+            .filter(|c| {
+                let ok = c.max_size <= MAX_CAPSET_SIZE;
+                if !ok {
+                    warn!(
+                        "capset {} of {} bytes exceeds MAX_CAPSET_SIZE, not offered",
+                        c.id, c.max_size
+                    );
+                }
+                ok
+            })
+            .collect()
+    } else {
+        Vec::new()
     }
 }
 

@@ -7,6 +7,8 @@ use crate::protocol::{CursorCommand, Rect, Response};
 use crate::renderer::software::BYTES_PER_PIXEL;
 
 impl VirtioGpu {
+    /// UPDATE_CURSOR: resource 0 hides the cursor; otherwise up to 64x64 of the resource's
+    /// pixels become the cursor image.
     pub(super) fn update_cursor(
         &mut self,
         c: &CursorCommand,
@@ -47,6 +49,17 @@ impl VirtioGpu {
             }
         }
         display.cursor_update(c.scanout_id, c.x, c.y, c.hot_x, c.hot_y, &image);
+        Ok(Response::OkNoData)
+    }
+
+    /// MOVE_CURSOR.
+    pub(super) fn move_cursor(
+        &mut self,
+        c: &CursorCommand,
+        display: &mut dyn Display,
+    ) -> GpuResult<Response> {
+        self.check_scanout(c.scanout_id)?;
+        display.cursor_move(c.scanout_id, c.x, c.y);
         Ok(Response::OkNoData)
     }
 }

@@ -8,6 +8,7 @@ use crate::display::Display;
 use crate::protocol::{Response, EDID_BLOB_SIZE};
 
 impl VirtioGpu {
+    /// GET_EDID: the display's EDID, else one generated for the scanout's mode.
     pub(super) fn get_edid(
         &mut self,
         scanout_id: u32,

@@ -39,7 +39,7 @@ fn timeline(fence: &FenceId) -> TimelineKey {
 /// A fenced command's used entry, held until its fence completes.
 pub(super) struct HeldEntry {
     fence_id: u64,
-    pub(super) entry: UsedEntry,
+    entry: UsedEntry,
 }
 
 impl VirtioGpu {
@@ -55,6 +55,9 @@ impl VirtioGpu {
         std::mem::take(&mut self.ready)
     }
 
+    /// Holds the used entry of a fenced command until its fence completes; returns it when it
+    /// must be published at once (fence already complete, refused, on no valid timeline, or
+    /// more than [`MAX_HELD_FENCES`] held).
     pub(super) fn hold_fenced(
         &mut self,
         header: &CtrlHeader,
@@ -93,6 +96,7 @@ impl VirtioGpu {
         Some(self.ready.remove(pos))
     }
 
+    /// Moves every held entry whose fence the renderer reports complete to `ready`.
     fn collect_completions(&mut self) {
         for done in self.renderer.poll() {
             let key = timeline(&done);
@@ -109,6 +113,22 @@ impl VirtioGpu {
                 if list.is_empty() {
                     self.pending.remove(&key);
                 }
+            }
+        }
+    }
+
+    /// Releases every entry held on a ring of context `ctx` (being destroyed): `poll_fences`
+    /// returns them.
+    pub(super) fn release_context_rings(&mut self, ctx: u32) {
+        let keys: Vec<TimelineKey> = self
+            .pending
+            .keys()
+            .filter(|(c, r)| *c == ctx && r.is_some())
+            .copied()
+            .collect();
+        for k in keys {
+            if let Some(list) = self.pending.remove(&k) {
+                self.ready.extend(list.into_iter().map(|h| h.entry));
             }
         }
     }

@@ -41,21 +41,20 @@ pub use self::scanout::{FLUSH_BUFFER_KEEP_BYTES, MAX_SCANOUT_DIMENSION};
 pub use self::trim::{TRIM_AFTER_RELEASED_BYTES, TRIM_MIN_INTERVAL};
 
 use self::blob::{host_page_size, BlobMap};
-use self::contexts::ContextState;
+use self::contexts::{offered_capsets, ContextState};
 use self::fences::{HeldEntry, TimelineKey};
 use self::resources::ResourceState;
 use self::scanout::{default_modes, FlushBuffer, ScanoutState};
 use self::trim::HeapTrimmer;
 use crate::display::{Display, DisplayMode};
 use crate::protocol::{
-    self, CtrlHeader, ErrorCode, GpuCommand, Response, CTRL_HDR_SIZE, MAX_CAPSET_SIZE,
-    VIRTIO_GPU_F_CONTEXT_INIT, VIRTIO_GPU_F_EDID, VIRTIO_GPU_F_RESOURCE_BLOB,
-    VIRTIO_GPU_F_RESOURCE_UUID, VIRTIO_GPU_F_VIRGL, VIRTIO_GPU_MAX_SCANOUTS,
+    self, CtrlHeader, ErrorCode, GpuCommand, Response, VIRTIO_GPU_F_CONTEXT_INIT,
+    VIRTIO_GPU_F_EDID, VIRTIO_GPU_F_RESOURCE_BLOB, VIRTIO_GPU_F_RESOURCE_UUID, VIRTIO_GPU_F_VIRGL,
+    VIRTIO_GPU_MAX_SCANOUTS,
 };
-use crate::renderer::software::BYTES_PER_PIXEL;
 use crate::renderer::{
-    BackingError, BlobScanoutLayout, CapsetInfo, CreateBlob, GuestBacking, Renderer,
-    RendererCapabilities, RendererError,
+    BackingError, BlobScanoutLayout, CapsetInfo, CreateBlob, Renderer, RendererCapabilities,
+    RendererError,
 };
 
 /// Rejected guest requests logged at `warn` level per device; later ones go to `debug`. A
@@ -239,24 +238,7 @@ impl VirtioGpu {
     pub fn new(renderer: Box<dyn Renderer>, mut config: GpuConfig) -> Self {
         config.num_scanouts = config.num_scanouts.clamp(1, VIRTIO_GPU_MAX_SCANOUTS);
         let caps = renderer.capabilities();
-        let capsets = if caps.three_d {
-            renderer
-                .capsets()
-                .into_iter()
-                .filter(|c| {
-                    let ok = c.max_size <= MAX_CAPSET_SIZE;
-                    if !ok {
-                        warn!(
-                            "capset {} of {} bytes exceeds MAX_CAPSET_SIZE, not offered",
-                            c.id, c.max_size
-                        );
-                    }
-                    ok
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let capsets = offered_capsets(renderer.as_ref(), &caps);
         let modes = default_modes(&config);
         VirtioGpu {
             scanouts: vec![ScanoutState::default(); config.num_scanouts as usize],
@@ -365,67 +347,9 @@ impl VirtioGpu {
         }
     }
 
-    /// Guest reset / frontend disconnect: drop every resource, context, scanout and pending
-    /// fence.
-    pub fn reset(&mut self) {
-        self.unmap_all();
-        for (id, _) in self.resources.drain() {
-            if let Err(e) = self.renderer.resource_unref(id) {
-                debug!("reset: unref {id}: {e}");
-            }
-        }
-        for (id, _) in self.contexts.drain() {
-            if let Err(e) = self.renderer.context_destroy(id) {
-                debug!("reset: destroy context {id}: {e}");
-            }
-        }
-        self.renderer.reset();
-        self.scanouts = vec![ScanoutState::default(); self.config.num_scanouts as usize];
-        self.modes = default_modes(&self.config);
-        self.hostmem_used = 0;
-        self.pending.clear();
-        self.ready.clear();
-        self.flush_buffer = FlushBuffer::default();
-        self.trimmer.dirty = true;
-        self.trimmer.last = None;
-        self.trimmer.maybe_trim();
-    }
-
-    /// Logs a rejected guest request: at `warn` for the first [`GUEST_ERROR_WARN_LIMIT`], then
-    /// at `debug`, so that a guest cannot flood the host's logs.
-    fn guest_error(&mut self, msg: std::fmt::Arguments<'_>) {
-        self.guest_errors = self.guest_errors.saturating_add(1);
-        match self.guest_errors.cmp(&GUEST_ERROR_WARN_LIMIT) {
-            std::cmp::Ordering::Less => warn!("{msg}"),
-            std::cmp::Ordering::Equal => {
-                warn!("{msg} (further guest errors are logged at debug level)")
-            }
-            std::cmp::Ordering::Greater => debug!("{msg}"),
-        }
-    }
-
-    fn check_scanout(&self, scanout_id: u32) -> GpuResult<usize> {
-        if scanout_id < self.config.num_scanouts {
-            Ok(scanout_id as usize)
-        } else {
-            Err(GpuError::InvalidScanoutId(scanout_id))
-        }
-    }
-
-    fn resource(&self, id: u32) -> GpuResult<&ResourceState> {
-        self.resources
-            .get(&id)
-            .ok_or(GpuError::InvalidResourceId(id))
-    }
-
-    fn check_context(&self, ctx_id: u32) -> GpuResult<()> {
-        if self.contexts.contains_key(&ctx_id) {
-            Ok(())
-        } else {
-            Err(GpuError::InvalidContextId(ctx_id))
-        }
-    }
-
+    /// Runs one decoded command: checks that it came on its queue and that its response fits,
+    /// then calls the one method that carries it out, in the room of its concern (the table in
+    /// the module doc).
     fn execute(
         &mut self,
         queue: QueueKind,
@@ -469,87 +393,18 @@ impl VirtioGpu {
                 resource_id,
                 rect,
                 offset,
-            } => {
-                let res = self.resource(resource_id)?;
-                if res.blob_size.is_some() {
-                    return Err(GpuError::InvalidParameter(format!(
-                        "TRANSFER_TO_HOST_2D on blob {resource_id}"
-                    )));
-                }
-                if !rect.is_inside(res.width, res.height) {
-                    return Err(GpuError::InvalidParameter(format!(
-                        "{rect:?} outside {}x{}",
-                        res.width, res.height
-                    )));
-                }
-                self.renderer
-                    .transfer_to_host_2d(resource_id, rect, offset)?;
-                Ok(Response::OkNoData)
-            }
+            } => self.transfer_to_host_2d(resource_id, rect, offset),
             GpuCommand::ResourceAttachBacking {
                 resource_id,
                 entries,
-            } => {
-                self.resource(resource_id)?;
-                let backing = GuestBacking::new(mem.clone(), entries)?;
-                self.renderer.attach_backing(resource_id, backing)?;
-                Ok(Response::OkNoData)
-            }
-            GpuCommand::ResourceDetachBacking { resource_id } => {
-                self.resource(resource_id)?;
-                self.renderer.detach_backing(resource_id)?;
-                Ok(Response::OkNoData)
-            }
-            GpuCommand::GetCapsetInfo { index } => {
-                let c = usize::try_from(index)
-                    .ok()
-                    .and_then(|i| self.capsets.get(i))
-                    .ok_or_else(|| GpuError::InvalidParameter(format!("capset index {index}")))?;
-                Ok(Response::OkCapsetInfo {
-                    id: c.id,
-                    max_version: c.max_version,
-                    max_size: c.max_size,
-                })
-            }
+            } => self.attach_backing(resource_id, entries, mem),
+            GpuCommand::ResourceDetachBacking { resource_id } => self.detach_backing(resource_id),
+            GpuCommand::GetCapsetInfo { index } => self.get_capset_info(index),
             GpuCommand::GetCapset { capset_id, version } => {
-                let c = *self
-                    .capsets
-                    .iter()
-                    .find(|c| c.id == capset_id)
-                    .ok_or_else(|| GpuError::InvalidParameter(format!("capset {capset_id}")))?;
-                if version > c.max_version {
-                    return Err(GpuError::InvalidParameter(format!(
-                        "capset {capset_id} version {version} > {}",
-                        c.max_version
-                    )));
-                }
-                let data = self.renderer.capset(capset_id, version)?;
-                if data.len() > c.max_size as usize {
-                    return Err(GpuError::Renderer(RendererError::Library(format!(
-                        "capset {capset_id} of {} bytes exceeds its max_size {}",
-                        data.len(),
-                        c.max_size
-                    ))));
-                }
-                let needed = CTRL_HDR_SIZE + data.len();
-                if needed > writable {
-                    return Err(GpuError::ResponseTooLarge {
-                        needed,
-                        available: writable,
-                    });
-                }
-                Ok(Response::OkCapset(data))
+                self.get_capset(capset_id, version, writable)
             }
             GpuCommand::GetEdid { scanout_id } => self.get_edid(scanout_id, display),
-            GpuCommand::ResourceAssignUuid { resource_id } => {
-                self.resource(resource_id)?;
-                let fresh = self.new_uuid(resource_id);
-                let res = self
-                    .resources
-                    .get_mut(&resource_id)
-                    .ok_or(GpuError::InvalidResourceId(resource_id))?;
-                Ok(Response::OkResourceUuid(*res.uuid.get_or_insert(fresh)))
-            }
+            GpuCommand::ResourceAssignUuid { resource_id } => self.assign_uuid(resource_id),
             GpuCommand::ResourceCreateBlob {
                 resource_id,
                 blob_mem,
@@ -595,121 +450,100 @@ impl VirtioGpu {
                 context_init,
                 debug_name,
             } => self.ctx_create(header.ctx_id, context_init, &debug_name),
-            GpuCommand::CtxDestroy => {
-                self.require_3d("CTX_DESTROY")?;
-                self.check_context(header.ctx_id)?;
-                self.contexts.remove(&header.ctx_id);
-                // The context's rings cannot complete any more: answer what they hold.
-                let ctx = header.ctx_id;
-                let keys: Vec<TimelineKey> = self
-                    .pending
-                    .keys()
-                    .filter(|(c, r)| *c == ctx && r.is_some())
-                    .copied()
-                    .collect();
-                for k in keys {
-                    if let Some(list) = self.pending.remove(&k) {
-                        self.ready.extend(list.into_iter().map(|h| h.entry));
-                    }
-                }
-                self.renderer.context_destroy(ctx)?;
-                self.trimmer.dirty = true;
-                self.trimmer.maybe_trim();
-                Ok(Response::OkNoData)
-            }
+            GpuCommand::CtxDestroy => self.ctx_destroy(header.ctx_id),
             GpuCommand::CtxAttachResource { resource_id } => {
-                self.require_3d("CTX_ATTACH_RESOURCE")?;
-                self.check_context(header.ctx_id)?;
-                self.resource(resource_id)?;
-                self.renderer
-                    .context_attach_resource(header.ctx_id, resource_id)?;
-                if let Some(c) = self.contexts.get_mut(&header.ctx_id) {
-                    c.resources.insert(resource_id);
-                }
-                Ok(Response::OkNoData)
+                self.ctx_attach_resource(header.ctx_id, resource_id)
             }
             GpuCommand::CtxDetachResource { resource_id } => {
-                self.require_3d("CTX_DETACH_RESOURCE")?;
-                self.check_context(header.ctx_id)?;
-                self.resource(resource_id)?;
-                self.renderer
-                    .context_detach_resource(header.ctx_id, resource_id)?;
-                if let Some(c) = self.contexts.get_mut(&header.ctx_id) {
-                    c.resources.remove(&resource_id);
-                }
-                Ok(Response::OkNoData)
+                self.ctx_detach_resource(header.ctx_id, resource_id)
             }
             GpuCommand::ResourceCreate3d { resource_id, args } => {
-                self.require_3d("RESOURCE_CREATE_3D")?;
-                // An estimate: 4 bytes per texel of every layer, mip levels and samples aside.
-                let hostmem = u64::from(args.width)
-                    .checked_mul(u64::from(args.height))
-                    .and_then(|v| v.checked_mul(u64::from(args.depth.max(1))))
-                    .and_then(|v| v.checked_mul(u64::from(args.array_size.max(1))))
-                    .and_then(|v| v.checked_mul(u64::from(BYTES_PER_PIXEL)))
-                    .unwrap_or(u64::MAX);
-                self.reserve_resource(resource_id, hostmem)?;
-                if let Err(e) = self.renderer.resource_create_3d(resource_id, &args) {
-                    self.release_hostmem(hostmem);
-                    return Err(e.into());
-                }
-                self.resources.insert(
-                    resource_id,
-                    ResourceState {
-                        width: args.width,
-                        height: args.height,
-                        hostmem,
-                        blob_size: None,
-                        blob_mem: 0,
-                        blob_flags: 0,
-                        mapped_at: None,
-                        uuid: None,
-                    },
-                );
-                Ok(Response::OkNoData)
+                self.resource_create_3d(resource_id, args)
             }
             GpuCommand::TransferToHost3d {
                 resource_id,
                 transfer,
-            } => {
-                self.require_3d("TRANSFER_TO_HOST_3D")?;
-                self.check_transfer_ctx(header.ctx_id)?;
-                self.resource(resource_id)?;
-                self.renderer
-                    .transfer_to_host_3d(header.ctx_id, resource_id, &transfer)?;
-                Ok(Response::OkNoData)
-            }
+            } => self.transfer_to_host_3d(header.ctx_id, resource_id, &transfer),
             GpuCommand::TransferFromHost3d {
                 resource_id,
                 transfer,
-            } => {
-                self.require_3d("TRANSFER_FROM_HOST_3D")?;
-                self.check_transfer_ctx(header.ctx_id)?;
-                self.resource(resource_id)?;
-                self.renderer
-                    .transfer_from_host_3d(header.ctx_id, resource_id, &transfer)?;
-                Ok(Response::OkNoData)
-            }
-            GpuCommand::Submit3d { commands } => {
-                self.require_3d("SUBMIT_3D")?;
-                self.check_context(header.ctx_id)?;
-                self.renderer.submit(header.ctx_id, &commands)?;
-                Ok(Response::OkNoData)
-            }
+            } => self.transfer_from_host_3d(header.ctx_id, resource_id, &transfer),
+            GpuCommand::Submit3d { commands } => self.submit_3d(header.ctx_id, &commands),
             GpuCommand::ResourceMapBlob {
                 resource_id,
                 offset,
             } => self.map_blob(resource_id, offset),
             GpuCommand::ResourceUnmapBlob { resource_id } => self.unmap_blob(resource_id),
             GpuCommand::UpdateCursor(c) => self.update_cursor(&c, display),
-            GpuCommand::MoveCursor(c) => {
-                self.check_scanout(c.scanout_id)?;
-                display.cursor_move(c.scanout_id, c.x, c.y);
-                Ok(Response::OkNoData)
-            }
+            GpuCommand::MoveCursor(c) => self.move_cursor(&c, display),
         }
     }
 
+    /// Guest reset / frontend disconnect: drop every resource, context, scanout and pending
+    /// fence.
+    pub fn reset(&mut self) {
+        self.unmap_all();
+        for (id, _) in self.resources.drain() {
+            if let Err(e) = self.renderer.resource_unref(id) {
+                debug!("reset: unref {id}: {e}");
+            }
+        }
+        for (id, _) in self.contexts.drain() {
+            if let Err(e) = self.renderer.context_destroy(id) {
+                debug!("reset: destroy context {id}: {e}");
+            }
+        }
+        self.renderer.reset();
+        self.scanouts = vec![ScanoutState::default(); self.config.num_scanouts as usize];
+        self.modes = default_modes(&self.config);
+        self.hostmem_used = 0;
+        self.pending.clear();
+        self.ready.clear();
+        self.flush_buffer = FlushBuffer::default();
+        self.trimmer.dirty = true;
+        self.trimmer.last = None;
+        self.trimmer.maybe_trim();
+    }
+
+    /// Logs a rejected guest request: at `warn` for the first [`GUEST_ERROR_WARN_LIMIT`], then
+    /// at `debug`, so that a guest cannot flood the host's logs.
+    fn guest_error(&mut self, msg: std::fmt::Arguments<'_>) {
+        self.guest_errors = self.guest_errors.saturating_add(1);
+        match self.guest_errors.cmp(&GUEST_ERROR_WARN_LIMIT) {
+            std::cmp::Ordering::Less => warn!("{msg}"),
+            std::cmp::Ordering::Equal => {
+                warn!("{msg} (further guest errors are logged at debug level)")
+            }
+            std::cmp::Ordering::Greater => debug!("{msg}"),
+        }
+    }
+
+    /// The index of scanout `scanout_id`, if the device has it.
+    fn check_scanout(&self, scanout_id: u32) -> GpuResult<usize> {
+        if scanout_id < self.config.num_scanouts {
+            Ok(scanout_id as usize)
+        } else {
+            Err(GpuError::InvalidScanoutId(scanout_id))
+        }
+    }
+
+    /// The state of resource `id`, if it exists.
+    fn resource(&self, id: u32) -> GpuResult<&ResourceState> {
+        self.resources
+            .get(&id)
+            .ok_or(GpuError::InvalidResourceId(id))
+    }
+
+    /// Checks that context `ctx_id` exists.
+    fn check_context(&self, ctx_id: u32) -> GpuResult<()> {
+        if self.contexts.contains_key(&ctx_id) {
+            Ok(())
+        } else {
+            Err(GpuError::InvalidContextId(ctx_id))
+        }
+    }
+
+    /// Checks that the device offers 3D (`VIRTIO_GPU_F_VIRGL`) for command `what`.
     fn require_3d(&self, what: &'static str) -> GpuResult<()> {
         if self.caps.three_d {
             Ok(())
@@ -718,6 +552,8 @@ impl VirtioGpu {
         }
     }
 
+    /// Checks that the device offers blob resources (`VIRTIO_GPU_F_RESOURCE_BLOB`) for
+    /// command `what`.
     fn require_blob(&self, what: &'static str) -> GpuResult<()> {
         if self.caps.blob_guest {
             Ok(())

@@ -19,10 +19,13 @@ use std::hash::{BuildHasher, Hasher};
 
 use log::{debug, warn};
 
+use vm_memory::GuestMemoryMmap;
+
 use super::{GpuError, GpuResult, VirtioGpu};
 use crate::display::Display;
-use crate::protocol::Response;
+use crate::protocol::{MemEntry, Rect, Response};
 use crate::renderer::software::{PixelFormat, BYTES_PER_PIXEL};
+use crate::renderer::{GuestBacking, ResourceCreate3d, Transfer3d};
 
 /// What the device knows about one resource.
 #[derive(Debug)]
@@ -63,36 +66,12 @@ impl VirtioGpu {
         }
     }
 
+    /// Gives back `bytes` of reserved host memory.
     pub(super) fn release_hostmem(&mut self, bytes: u64) {
         self.hostmem_used = self.hostmem_used.saturating_sub(bytes);
     }
 
-    /// 3D transfers may name context 0 (no context); any other must exist.
-    pub(super) fn check_transfer_ctx(&self, ctx_id: u32) -> GpuResult<()> {
-        if ctx_id == 0 {
-            Ok(())
-        } else {
-            self.check_context(ctx_id)
-        }
-    }
-
-    pub(super) fn new_uuid(&mut self, resource_id: u32) -> [u8; 16] {
-        // Random per device instance (RandomState's keys), unique per call (counter).
-        self.uuid_counter = self.uuid_counter.wrapping_add(1);
-        let mut out = [0u8; 16];
-        for (i, chunk) in out.chunks_exact_mut(8).enumerate() {
-            let mut h = self.uuid_keys.build_hasher();
-            h.write_u32(resource_id);
-            h.write_u64(self.uuid_counter);
-            h.write_usize(i);
-            chunk.copy_from_slice(&h.finish().to_le_bytes());
-        }
-        // RFC 4122 version 4, variant 1.
-        out[6] = (out[6] & 0x0f) | 0x40;
-        out[8] = (out[8] & 0x3f) | 0x80;
-        out
-    }
-
+    /// RESOURCE_CREATE_2D: host memory reserved (`w * h * 4`), then the renderer creates it.
     pub(super) fn resource_create_2d(
         &mut self,
         id: u32,
@@ -132,6 +111,43 @@ impl VirtioGpu {
         Ok(Response::OkNoData)
     }
 
+    /// RESOURCE_CREATE_3D: host memory reserved (an estimate), then the renderer creates it.
+    pub(super) fn resource_create_3d(
+        &mut self,
+        resource_id: u32,
+        args: ResourceCreate3d,
+    ) -> GpuResult<Response> {
+        self.require_3d("RESOURCE_CREATE_3D")?;
+        // An estimate: 4 bytes per texel of every layer, mip levels and samples aside.
+        let hostmem = u64::from(args.width)
+            .checked_mul(u64::from(args.height))
+            .and_then(|v| v.checked_mul(u64::from(args.depth.max(1))))
+            .and_then(|v| v.checked_mul(u64::from(args.array_size.max(1))))
+            .and_then(|v| v.checked_mul(u64::from(BYTES_PER_PIXEL)))
+            .unwrap_or(u64::MAX);
+        self.reserve_resource(resource_id, hostmem)?;
+        if let Err(e) = self.renderer.resource_create_3d(resource_id, &args) {
+            self.release_hostmem(hostmem);
+            return Err(e.into());
+        }
+        self.resources.insert(
+            resource_id,
+            ResourceState {
+                width: args.width,
+                height: args.height,
+                hostmem,
+                blob_size: None,
+                blob_mem: 0,
+                blob_flags: 0,
+                mapped_at: None,
+                uuid: None,
+            },
+        );
+        Ok(Response::OkNoData)
+    }
+
+    /// RESOURCE_UNREF: a mapped blob is unmapped first, the scanouts showing the resource are
+    /// disabled, its host memory is released.
     pub(super) fn resource_unref(
         &mut self,
         id: u32,
@@ -167,6 +183,119 @@ impl VirtioGpu {
             self.trimmer.maybe_trim();
         }
         Ok(Response::OkNoData)
+    }
+
+    /// RESOURCE_ATTACH_BACKING: the guest ranges (checked to lie in guest memory) back the
+    /// resource.
+    pub(super) fn attach_backing(
+        &mut self,
+        resource_id: u32,
+        entries: Vec<MemEntry>,
+        mem: &GuestMemoryMmap,
+    ) -> GpuResult<Response> {
+        self.resource(resource_id)?;
+        let backing = GuestBacking::new(mem.clone(), entries)?;
+        self.renderer.attach_backing(resource_id, backing)?;
+        Ok(Response::OkNoData)
+    }
+
+    /// RESOURCE_DETACH_BACKING.
+    pub(super) fn detach_backing(&mut self, resource_id: u32) -> GpuResult<Response> {
+        self.resource(resource_id)?;
+        self.renderer.detach_backing(resource_id)?;
+        Ok(Response::OkNoData)
+    }
+
+    /// TRANSFER_TO_HOST_2D: guest backing -> the resource, inside the resource.
+    pub(super) fn transfer_to_host_2d(
+        &mut self,
+        resource_id: u32,
+        rect: Rect,
+        offset: u64,
+    ) -> GpuResult<Response> {
+        let res = self.resource(resource_id)?;
+        if res.blob_size.is_some() {
+            return Err(GpuError::InvalidParameter(format!(
+                "TRANSFER_TO_HOST_2D on blob {resource_id}"
+            )));
+        }
+        if !rect.is_inside(res.width, res.height) {
+            return Err(GpuError::InvalidParameter(format!(
+                "{rect:?} outside {}x{}",
+                res.width, res.height
+            )));
+        }
+        self.renderer
+            .transfer_to_host_2d(resource_id, rect, offset)?;
+        Ok(Response::OkNoData)
+    }
+
+    /// 3D transfers may name context 0 (no context); any other must exist.
+    fn check_transfer_ctx(&self, ctx_id: u32) -> GpuResult<()> {
+        if ctx_id == 0 {
+            Ok(())
+        } else {
+            self.check_context(ctx_id)
+        }
+    }
+
+    /// TRANSFER_TO_HOST_3D.
+    pub(super) fn transfer_to_host_3d(
+        &mut self,
+        ctx_id: u32,
+        resource_id: u32,
+        transfer: &Transfer3d,
+    ) -> GpuResult<Response> {
+        self.require_3d("TRANSFER_TO_HOST_3D")?;
+        self.check_transfer_ctx(ctx_id)?;
+        self.resource(resource_id)?;
+        self.renderer
+            .transfer_to_host_3d(ctx_id, resource_id, transfer)?;
+        Ok(Response::OkNoData)
+    }
+
+    /// TRANSFER_FROM_HOST_3D.
+    pub(super) fn transfer_from_host_3d(
+        &mut self,
+        ctx_id: u32,
+        resource_id: u32,
+        transfer: &Transfer3d,
+    ) -> GpuResult<Response> {
+        self.require_3d("TRANSFER_FROM_HOST_3D")?;
+        self.check_transfer_ctx(ctx_id)?;
+        self.resource(resource_id)?;
+        self.renderer
+            .transfer_from_host_3d(ctx_id, resource_id, transfer)?;
+        Ok(Response::OkNoData)
+    }
+
+    /// RESOURCE_ASSIGN_UUID: the resource's uuid, made at the first request.
+    pub(super) fn assign_uuid(&mut self, resource_id: u32) -> GpuResult<Response> {
+        self.resource(resource_id)?;
+        let fresh = self.new_uuid(resource_id);
+        let res = self
+            .resources
+            .get_mut(&resource_id)
+            .ok_or(GpuError::InvalidResourceId(resource_id))?;
+        Ok(Response::OkResourceUuid(*res.uuid.get_or_insert(fresh)))
+    }
+
+    /// A fresh RFC 4122 version 4 uuid for `resource_id`.
+    fn new_uuid(&mut self, resource_id: u32) -> [u8; 16] {
+        // Random per device instance (RandomState's keys), unique per call (counter).
+        self.uuid_counter = self.uuid_counter.wrapping_add(1);
+        let mut out = [0u8; 16];
+        for (i, chunk) in out.chunks_exact_mut(8).enumerate() {
+            let mut h = self.uuid_keys.build_hasher();
+            h.write_u32(resource_id);
+            h.write_u64(self.uuid_counter);
+            h.write_usize(i);
+            chunk.copy_from_slice(&h.finish().to_le_bytes());
+        }
+        // RFC 4122 version 4, variant 1.
+        out[6] = (out[6] & 0x0f) | 0x40;
+        out[8] = (out[8] & 0x3f) | 0x80;
+        out
     }
 }
 

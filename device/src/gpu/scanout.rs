@@ -59,6 +59,7 @@ impl FlushBuffer {
 }
 
 impl VirtioGpu {
+    /// GET_DISPLAY_INFO: the display's layout when it can tell, else the last known one.
     pub(super) fn display_info(&mut self, display: &mut dyn Display) -> Response {
         if let Some(modes) = display.display_info() {
             let n = self.config.num_scanouts as usize;
@@ -78,6 +79,7 @@ impl VirtioGpu {
         )
     }
 
+    /// Shows nothing on scanout `idx` any more, and tells the display.
     pub(super) fn disable_scanout(&mut self, idx: usize, display: &mut dyn Display) {
         if let Some(s) = self.scanouts.get_mut(idx) {
             *s = ScanoutState::default();
@@ -86,6 +88,8 @@ impl VirtioGpu {
         }
     }
 
+    /// SET_SCANOUT: resource 0 disables the scanout; a dmabuf goes to the display when both
+    /// sides can, else the pixels are sent at each flush.
     pub(super) fn set_scanout(
         &mut self,
         scanout_id: u32,
@@ -142,6 +146,7 @@ impl VirtioGpu {
         Ok(Response::OkNoData)
     }
 
+    /// SET_SCANOUT_BLOB: like SET_SCANOUT, for an image laid out in a blob.
     pub(super) fn set_scanout_blob(
         &mut self,
         scanout_id: u32,
@@ -223,6 +228,7 @@ impl VirtioGpu {
         Ok(Response::OkNoData)
     }
 
+    /// RESOURCE_FLUSH: the damage on every scanout showing the resource goes to the display.
     pub(super) fn resource_flush(
         &mut self,
         resource_id: u32,
