@@ -9,7 +9,7 @@
 //! device-writable descriptors receiving the response. [`split_chain`] checks that order over the
 //! whole chain before anything is read (a readable descriptor after a writable one is refused),
 //! and [`decode_command`] reads the header and body, checking every count and size against the
-//! bounds below, so that the device logic (`gpu.rs`) only ever sees a typed, bounded
+//! bounds below, so that the device logic (`gpu/`) only ever sees a typed, bounded
 //! [`GpuCommand`].
 //!
 //! # Which error for which malformation
@@ -21,7 +21,7 @@
 //!   SUBMIT_3D larger than [`MAX_SUBMIT_3D_SIZE`], a ring index >= 64, a debug name longer than
 //!   64 bytes) gets `VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER`.
 //! * A response buffer smaller than the response: nothing can be delivered; the device writes an
-//!   ERR_UNSPEC header if at least a header fits (see `gpu.rs`).
+//!   ERR_UNSPEC header if at least a header fits (see `write_response` in `gpu/mod.rs`).
 //!
 //! # SUBMIT_3D's `padding`
 //!

@@ -43,8 +43,8 @@ pub const DEFAULT_MAP_ALIGNMENT: u64 = 4096;
 
 /// The host-visible shared memory region as the device reaches it: the backend implements it
 /// over vhost-user's backend-request channel (SHMEM_MAP / SHMEM_UNMAP to the frontend, which
-/// maps the fd into the region it exposes to the guest). `gpu.rs` never talks vhost-user itself;
-/// tests use recording doubles.
+/// maps the fd into the region it exposes to the guest). The device (`gpu/`) never talks
+/// vhost-user itself; tests use recording doubles.
 ///
 /// Offsets and lengths are checked by the device (inside the region, page aligned, no overlap)
 /// before a call.

@@ -5,6 +5,32 @@
 //! [`GpuConfig`], runs it on the [`Renderer`] and tells the [`Display`] what changed, then writes
 //! the response. Every guest-reachable failure is an error response and a `log` line.
 //!
+//! # Rooms
+//!
+//! This file holds the device's state ([`VirtioGpu`]), its configuration and errors, the chain
+//! processing, a thin dispatcher (`execute`: one method call per command), the reset and the
+//! checks every room shares. Each command is carried out in the room of its concern:
+//!
+//! | guest command | room |
+//! |---|---|
+//! | GET_DISPLAY_INFO, SET_SCANOUT, SET_SCANOUT_BLOB, RESOURCE_FLUSH | `scanout.rs` |
+//! | RESOURCE_CREATE_2D, RESOURCE_CREATE_3D, RESOURCE_UNREF | `resources.rs` |
+//! | RESOURCE_ATTACH_BACKING, RESOURCE_DETACH_BACKING | `resources.rs` |
+//! | TRANSFER_TO_HOST_2D, TRANSFER_TO_HOST_3D, TRANSFER_FROM_HOST_3D | `resources.rs` |
+//! | RESOURCE_ASSIGN_UUID | `resources.rs` |
+//! | RESOURCE_CREATE_BLOB, RESOURCE_MAP_BLOB, RESOURCE_UNMAP_BLOB | `blob.rs` |
+//! | CTX_CREATE, CTX_DESTROY, CTX_ATTACH_RESOURCE, CTX_DETACH_RESOURCE, SUBMIT_3D | `contexts.rs` |
+//! | GET_CAPSET_INFO, GET_CAPSET | `contexts.rs` |
+//! | GET_EDID | `edid.rs` |
+//! | UPDATE_CURSOR, MOVE_CURSOR (cursor queue) | `cursor.rs` |
+//! | any command with `VIRTIO_GPU_FLAG_FENCE` (after it ran) | `fences.rs` |
+//!
+//! Besides: `blob.rs` also has the [`SharedMemoryMapper`] and the host-visible region's
+//! mappings, `fences.rs` the fence poll fd and [`VirtioGpu::poll_fences`], `resources.rs` the
+//! host-memory accounting, `trim.rs` the hand-back of freed heap memory, and `test_support.rs`
+//! (tests only) the harness and test doubles the rooms' tests share. Each room's tests sit at its
+//! end.
+//!
 //! # Decisions
 //!
 //! * **Queues.** Cursor commands (UPDATE_CURSOR, MOVE_CURSOR) are executed on the cursor queue
@@ -290,6 +316,9 @@ impl VirtioGpu {
     /// Decode, validate and execute one chain; the response is written into the chain's
     /// writable descriptors at once. Returns Some(entry) to publish now, or None when the
     /// command carries a fence that has not completed yet (published later by `poll_fences`).
+    ///
+    /// The memory is a `GuestMemoryMmap<()>` (the backend's `type Bitmap = ()`); the backend's
+    /// `GuestMemoryLoadGuard` and a plain `&GuestMemoryMmap` both qualify as `M`.
     pub fn process_chain<M>(
         &mut self,
         queue: QueueKind,

@@ -1,4 +1,4 @@
-//! The `Renderer` trait: the one seam between the device state (`gpu.rs`) and a renderer.
+//! The `Renderer` trait: the one seam between the device state (`gpu/`) and a renderer.
 //!
 //! The device validates every guest value it can (ids, rectangles against the resource size,
 //! counts, sizes) before it calls a renderer; a renderer still checks what only it can know
@@ -31,8 +31,9 @@ pub mod software;
 pub mod virgl;
 
 /// What went wrong in a renderer. The device maps each variant to a `VIRTIO_GPU_RESP_ERR_*`
-/// (see `gpu.rs`): `Unsupported` and `Library` to ERR_UNSPEC, `OutOfMemory` to ERR_OUT_OF_MEMORY,
-/// the `Invalid*` variants to their namesakes, `GuestMemory` to ERR_INVALID_PARAMETER.
+/// (see [`GpuError::error_code`](crate::gpu::GpuError::error_code)): `Unsupported` and `Library`
+/// to ERR_UNSPEC, `OutOfMemory` to ERR_OUT_OF_MEMORY, the `Invalid*` variants to their
+/// namesakes, `GuestMemory` to ERR_INVALID_PARAMETER.
 #[derive(Debug, thiserror::Error)]
 pub enum RendererError {
     /// The renderer does not implement this operation.
