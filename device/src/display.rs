@@ -1,6 +1,6 @@
 //! What the device tells the display: scanouts, damage, cursors.
 //!
-//! [`Display`] is the seam between the device state (`gpu.rs`) and whoever shows the guest's
+//! [`Display`] is the seam between the device state (`gpu/`) and whoever shows the guest's
 //! screen. The vhost-user-gpu frontend (QEMU) is reached through the socket handed over with
 //! `VHOST_USER_GPU_SET_SOCKET`; without one the device is headless.
 
