@@ -121,6 +121,10 @@ else
 fi
 gfx_check="gfxstream-vulkan|${gfx:+$gfx --hostmem 256M}|vk|$vk_args --guest-arg vkicd=gfxstream --expect-vulkan pass"
 
+# -display dbus,gl=on (the D-Bus checks of our daemon) needs a DRM render node on the host.
+dbus_gl=""
+if compgen -G "/dev/dri/renderD*" >/dev/null; then dbus_gl=1; fi
+
 # name | backend | guest (gl or vk) | run-guest.py arguments ("+" in an argument stands for a space)
 checks=(
     "software-fbdev|$sw|gl|--workload fbdev --check-screen fb-pattern --expect-feature virgl=no --expect-feature edid=yes --expect-feature cap_sets=0"
@@ -132,6 +136,13 @@ checks=(
     "virgl-kmscube|$vg|gl|--workload kmscube --check-screen animated --expect-feature virgl=yes --expect-feature edid=yes --expect-feature cap_sets!=0 --expect-gl-renderer virgl"
     "$venus"
     "$gfx_check"
+    # QEMU's D-Bus display (-display dbus on a private bus, scripts/dbus/display-client.py as the
+    # listener): the reference runs QEMU's own virtio-gpu-pci (2D, gl=off) and checks the client;
+    # ours need gl=on (QEMU refuses a vhost-user-gpu console on a display without DMABUF), i.e.
+    # a DRM render node: SKIP without one.
+    "dbus-reference-fbdev|none|gl|--qemu-gpu virtio-gpu-pci --workload fbdev --check-screen fb-pattern --dbus-client --dbus-map"
+    "dbus-software-fbdev|${dbus_gl:+$sw}|gl|--workload fbdev --check-screen fb-pattern --dbus-client --expect-feature virgl=no --expect-feature edid=yes"
+    "dbus-virgl-glclear|${dbus_gl:+$vg}|gl|--workload glclear --check-screen glclear --dbus-client --expect-feature virgl=yes --expect-gl-renderer virgl"
 )
 
 passed=0
@@ -154,6 +165,9 @@ for c in "${checks[@]}"; do
     if [ -z "$backend" ]; then
         if [ "$name" = gfxstream-vulkan ] && [ "$qemu_backend" = 0 ]; then
             echo "SKIP $name: libgfxstream_backend not found by pkg-config${suite:+ (host leg only)}"
+            skipped=$((skipped + 1))
+        elif [[ "$name" == dbus-* ]] && [ -z "$dbus_gl" ] && { [ "$qemu_backend" = 0 ] || [ "$name" = dbus-software-fbdev ]; }; then
+            echo "SKIP $name: vhost-user-gpu-pci needs -display dbus,gl=on, and GL needs a DRM render node (no /dev/dri/renderD*)"
             skipped=$((skipped + 1))
         fi
         continue # --qemu-backend: no such check against QEMU's backend

@@ -16,12 +16,18 @@ image cache are mounted at the same paths there), e.g. QEMU 11.1 from trixie-bac
 Debian 12 host. --gpu-device test-device plugs the backend into QEMU's generic
 vhost-user-test-device-pci (passes every feature the backend offers; no display, so no screen
 checks) instead of vhost-user-gpu-pci.
-Python 3.11 standard library only.
+--dbus-client runs QEMU with `-display dbus` on a private bus (dbus-daemon) and our D-Bus
+display client (scripts/dbus/display-client.py, run by Debian's /usr/bin/python3 with python3-gi)
+registered as a listener on console 0: --check-screen then checks the picture that client
+received (Scanout/Update calls, or ScanoutMap's shared memory with --dbus-map) and compares it with
+a QMP screendump; the calls it received are reported.
+Python 3.11 standard library only (the D-Bus client: PyGObject).
 """
 import argparse
 import json
 import os
 import re
+import select
 import shlex
 import signal
 import socket
@@ -36,6 +42,9 @@ CHROOT_RUN = os.path.join(REPO, "scripts/chroot/run.sh")
 # QEMU's generic vhost-user device set up as a virtio-gpu (device id 16, control + cursor queue,
 # the 16-byte virtio_gpu_config); its chardev is appended.
 TEST_DEVICE = "vhost-user-test-device-pci,virtio-id=16,num_vqs=2,config_size=16"
+DBUS_CLIENT = os.path.join(REPO, "scripts/dbus/display-client.py")
+# The client needs PyGObject (Debian's python3-gi), so Debian's interpreter, not the one on PATH.
+DBUS_PYTHON = os.environ.get("VHOST_USER_GPU_DBUS_PYTHON", "/usr/bin/python3")
 
 # glclear.c's colours (0xRRGGBB): the whole frame A, the bottom-left quarter B.
 GLCLEAR_A = 0x2080E0
@@ -208,6 +217,80 @@ def stop(proc, name, grace=5.0):
         proc.wait()
 
 
+class DbusClient:
+    """scripts/dbus/display-client.py: one JSON line per command on its stdout."""
+
+    def __init__(self, address, out, suffix, offer_map):
+        cmd = [DBUS_PYTHON, DBUS_CLIENT, "--address", address,
+               "--log", os.path.join(out, f"dbus{suffix}.jsonl")]
+        if offer_map:
+            cmd.append("--map")
+        with open(os.path.join(out, f"dbus-client{suffix}.log"), "wb") as log:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=log, start_new_session=True)
+        self.buf = b""
+        self.registered = False  # before that it reads no commands
+
+    def read(self, timeout, check=None):
+        """The next JSON line; check() is called every 0.2 s (it may raise)."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError(f"D-Bus client: no answer in {timeout:.0f} s")
+            if check is not None:
+                check()
+            ready, _, _ = select.select([self.proc.stdout], [], [], min(left, 0.2))
+            if ready:
+                chunk = os.read(self.proc.stdout.fileno(), 65536)
+                if not chunk:
+                    raise RuntimeError(f"D-Bus client exited ({self.proc.wait()}); "
+                                       "see dbus-client.log")
+                self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def request(self, cmd, timeout=30):
+        self.proc.stdin.write(cmd.encode() + b"\n")
+        self.proc.stdin.flush()
+        return self.read(timeout)
+
+    def close(self):
+        if self.proc.poll() is None and self.registered:
+            try:
+                self.request("quit", timeout=5)
+            except (RuntimeError, OSError, ValueError):
+                pass
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        stop(self.proc, "D-Bus client")
+
+
+def dbus_summary(stats):
+    """One line on what the D-Bus listener received."""
+    counts = stats.get("counts", {})
+    calls = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "no calls"
+    rects = stats.get("update_rects") or stats.get("update_map_rects") or []
+    distinct = []
+    for r in rects:
+        t = "{2}x{3}+{0}+{1}".format(*r)
+        if t not in distinct:
+            distinct.append(t)
+    scanouts = "; ".join(" ".join(str(v) for v in sc) for sc in stats.get("scanouts", []))
+    line = (f"D-Bus listener: {calls}; scanouts [{scanouts}]; updated area "
+            f"{stats.get('update_area', 0)} px; update rectangles (first distinct): "
+            + (" ".join(distinct[:12]) or "none"))
+    if stats.get("updates_outside_scanout"):
+        line += f"; {stats['updates_outside_scanout']} Update(s) outside the scanout"
+    if stats.get("cursor"):
+        line += f"; cursor {stats['cursor'][0]}x{stats['cursor'][1]} hot {stats['cursor'][2]},{stats['cursor'][3]}"
+    if stats.get("errors"):
+        line += f"; client errors: {stats['errors'][0]}"
+    return line
+
+
 class Run:
     """One backend process and the QEMU boots against it."""
 
@@ -224,6 +307,23 @@ class Run:
         self.backend = self.qemu = None
         self.builtin = args.backend == "none"
         self.lines = []
+        self.dbus_daemon = self.dbus_client = None
+        self.dbus_addr = None
+
+    def start_dbus(self):
+        """A private bus for QEMU's -display dbus and our client."""
+        path = os.path.join(self.rundir, "bus.sock")
+        self.dbus_addr = f"unix:path={path}"
+        cmd = ["dbus-daemon", "--session", "--nofork", "--nopidfile", f"--address={self.dbus_addr}"]
+        self.log("bus: " + shlex.join(cmd))
+        with open(os.path.join(self.out, "dbus-daemon.log"), "wb") as log:
+            self.dbus_daemon = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                                start_new_session=True)
+        deadline = time.monotonic() + 10
+        while not os.path.exists(path):
+            if self.dbus_daemon.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("dbus-daemon did not create its socket; see dbus-daemon.log")
+            time.sleep(0.05)
 
     def log(self, msg):
         print(f"run-guest: [{time.monotonic() - self.start:6.1f}s] {msg}", file=sys.stderr)
@@ -265,6 +365,16 @@ class Run:
             device = TEST_DEVICE if args.gpu_device == "test-device" else args.gpu_device
             gpu_args = ["-chardev", f"socket,id=vgpu,path={self.sock}",
                         "-device", f"{device},chardev=vgpu"]
+        display = args.display
+        if args.dbus_client:
+            # QemuOpts: a comma inside the address would have to be doubled; unix:path=... has none.
+            display = f"dbus,addr={self.dbus_addr}"
+            gl = args.dbus_gl
+            if gl == "auto":
+                # QEMU refuses a vhost-user-gpu console on a display without DMABUF support
+                # ("The console requires display DMABUF support."): only dbus's GL mode has it.
+                gl = "off" if self.builtin else "on"
+            display += f",gl={gl}"
         append = (f"console=ttyS0 panic=-1 loglevel=4 e2e.workload={args.workload} "
                   f"e2e.hold={int(args.timeout) + 60}")
         for extra in args.guest_arg:
@@ -275,7 +385,7 @@ class Run:
             "-m", "1G", "-object", "memory-backend-memfd,id=mem,size=1G,share=on",
             "-kernel", self.kernel, "-initrd", self.initrd, "-append", append,
             *gpu_args,
-            "-display", args.display, "-serial", f"file:{serial}", "-monitor", "none",
+            "-display", display, "-serial", f"file:{serial}", "-monitor", "none",
             "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
         ]
         if args.qemu_chroot:
@@ -288,12 +398,32 @@ class Run:
                                                 start_new_session=True)
         failures, notes = [], []
         lines = self.lines = []
+        self.dbus_client = None
+        self.quit_sent = False
+        self.screen_line = self.result_line = None
         try:
+            if args.dbus_client:
+                self.dbus_client = DbusClient(self.dbus_addr, self.out, suffix, args.dbus_map)
+
+                def qemu_alive():
+                    if qemu.poll() is not None:
+                        with open(os.path.join(self.out, f"qemu{suffix}.log"), "rb") as f:
+                            last = f.read().decode("utf-8", "replace").strip().splitlines()
+                        raise RuntimeError(f"QEMU exited ({qemu.returncode}) before the D-Bus "
+                                           f"listener registered: {last[-1] if last else ''}")
+                reg = self.dbus_client.read(30, qemu_alive)
+                if not reg.get("registered"):
+                    raise RuntimeError(f"D-Bus client could not register: {reg.get('error')}")
+                self.dbus_client.registered = True
+                self.log("D-Bus listener registered on console 0"
+                         + (" (Unix.Map offered)" if args.dbus_map else ""))
             self._follow(serial, lines)
             self._check(n, suffix, lines, failures, notes)
         except (RuntimeError, OSError, ValueError) as e:
             failures.append(str(e))
         finally:
+            if self.dbus_client is not None:
+                self.dbus_client.close()
             try:
                 qemu.wait(15 if self.quit_sent or self.result_line else 0.1)
             except subprocess.TimeoutExpired:
@@ -436,11 +566,24 @@ class Run:
             want_w, want_h = int(m.group(1)), int(m.group(2))
         screen_deadline = min(self.deadline, time.monotonic() + args.screen_timeout)
         problem, prev, dumps, w, h = "no screendump taken", None, 0, 0, 0
+        dbus_ppm = os.path.join(self.out, f"dbus-screen{suffix}.ppm")
+        dbus_reply = None
         try:
             while True:
-                qmp.cmd("screendump", filename=ppm, format="ppm")
-                dumps += 1
-                w, h, rgb = read_ppm(ppm)
+                if self.dbus_client is not None:
+                    dbus_reply = self.dbus_client.request(f"dump {dbus_ppm}")
+                    if not dbus_reply.get("ok"):
+                        problem = f"D-Bus client: {dbus_reply.get('error')}"
+                        if time.monotonic() > screen_deadline:
+                            break
+                        time.sleep(1.0)
+                        continue
+                    dumps += 1
+                    w, h, rgb = read_ppm(dbus_ppm)
+                else:
+                    qmp.cmd("screendump", filename=ppm, format="ppm")
+                    dumps += 1
+                    w, h, rgb = read_ppm(ppm)
                 if args.check_screen == "fb-pattern":
                     problem = check_fb_pattern(w, h, rgb, want_w, want_h)
                 elif args.check_screen == "glclear":
@@ -459,9 +602,29 @@ class Run:
                 time.sleep(1.0)
         except RuntimeError as e:
             problem = str(e)
-        notes.append(f"screen {w}x{h}, {dumps} screendump(s)")
-        if problem:
-            failures.append(f"screen ({args.check_screen}): {problem}")
+        if self.dbus_client is not None:
+            notes.append(f"D-Bus picture {w}x{h} ({(dbus_reply or {}).get('source')}), "
+                         f"{dumps} dump(s)")
+            if dbus_reply and dbus_reply.get("stats"):
+                notes.append(dbus_summary(dbus_reply["stats"]))
+            if problem:
+                failures.append(f"D-Bus picture ({args.check_screen}): {problem}")
+            elif args.check_screen != "animated":
+                # The same picture must be in QEMU's own surface.
+                try:
+                    qmp.cmd("screendump", filename=ppm, format="ppm")
+                    qw, qh, qrgb = read_ppm(ppm)
+                    if (qw, qh, qrgb) != (w, h, rgb):
+                        failures.append(f"QMP screendump ({qw}x{qh}) differs from the D-Bus "
+                                        f"picture ({w}x{h})")
+                    else:
+                        notes.append("QMP screendump equals the D-Bus picture")
+                except (RuntimeError, ValueError) as e:
+                    failures.append(f"QMP screendump: {e}")
+        else:
+            notes.append(f"screen {w}x{h}, {dumps} screendump(s)")
+            if problem:
+                failures.append(f"screen ({args.check_screen}): {problem}")
         try:
             png = args.png if args.png and suffix == "" else os.path.join(self.out, f"screen{suffix}.png")
             qmp.cmd("screendump", filename=os.path.abspath(png), format="png")
@@ -475,9 +638,12 @@ class Run:
         qmp.close()
 
     def close(self):
+        if self.dbus_client is not None:
+            self.dbus_client.close()
         stop(self.qemu, "QEMU")
         stop(self.backend, "backend")
-        for p in (self.sock, self.qmp_path):
+        stop(self.dbus_daemon, "dbus-daemon")
+        for p in (self.sock, self.qmp_path, os.path.join(self.rundir, "bus.sock")):
             if os.path.exists(p):
                 os.unlink(p)
         os.rmdir(self.rundir)
@@ -518,6 +684,17 @@ def main():
                     default="none")
     ap.add_argument("--screen-timeout", type=float, default=30,
                     help="seconds to wait for the expected picture after the guest shows it")
+    ap.add_argument("--dbus-client", action="store_true",
+                    help="-display dbus on a private bus with our D-Bus listener "
+                         "(scripts/dbus/display-client.py) on console 0; --check-screen checks "
+                         "the picture it received, and a QMP screendump must equal it")
+    ap.add_argument("--dbus-gl", choices=["auto", "on", "off"], default="auto",
+                    help="with --dbus-client: -display dbus,gl=...; auto: on for a vhost-user "
+                         "backend (QEMU requires a DMABUF-capable display for vhost-user-gpu; GL "
+                         "needs a DRM render node), off for --backend none")
+    ap.add_argument("--dbus-map", action="store_true",
+                    help="with --dbus-client: the listener offers org.qemu.Display1.Listener."
+                         "Unix.Map (QEMU shares its surface as memory: ScanoutMap/UpdateMap)")
     ap.add_argument("--png", help="also write the final screen as PNG to this path")
     ap.add_argument("--kernel")
     ap.add_argument("--initrd")
@@ -543,6 +720,10 @@ def main():
     for extra in args.guest_arg:
         if not re.fullmatch(r"[a-z_]+=[A-Za-z0-9_.,-]+", extra):
             ap.error(f"--guest-arg {extra!r}: KEY=VALUE of letters, digits and _.,-")
+    if args.dbus_map and not args.dbus_client:
+        ap.error("--dbus-map needs --dbus-client")
+    if args.dbus_client and args.display != "none":
+        ap.error("--dbus-client sets -display dbus itself: no --display")
     if args.gpu_device == "test-device":
         if args.check_screen != "none":
             ap.error(f"--check-screen {args.check_screen} needs a display: "
@@ -555,7 +736,8 @@ def main():
     out = args.out or tempfile.mkdtemp(prefix=f"e2e-{args.workload}-")
     os.makedirs(out, exist_ok=True)
     for name in os.listdir(out):
-        if re.fullmatch(r"(serial|qemu|screen)(-\d+)?\.(log|cmd|ppm|png)|backend\.log|result\.txt", name):
+        if re.fullmatch(r"(serial|qemu|screen|dbus-screen|dbus-client|dbus)(-\d+)?\.(log|cmd|ppm|png|jsonl)"
+                        r"|backend\.log|dbus-daemon\.log|result\.txt", name):
             os.unlink(os.path.join(out, name))
 
     if args.kernel and args.initrd:
@@ -573,6 +755,8 @@ def main():
 
     run = Run(args, out, kernel, initrd)
     try:
+        if args.dbus_client:
+            run.start_dbus()
         run.start_backend()
         for n in range(1, args.boots + 1):
             if not run.boot(n) or time.monotonic() > run.deadline:
