@@ -224,8 +224,22 @@ impl SplitQueue {
 
     /// Collect every new used entry (freeing its descriptors) into the done set.
     pub fn collect_used(&mut self) -> Result<Vec<Used>> {
-        let idx = self.mem.load_u16(self.layout.used + 2, Ordering::Acquire)?;
         let mut out = Vec::new();
+        loop {
+            let before = out.len();
+            self.collect_used_up_to_idx(&mut out)?;
+            if out.len() == before {
+                return Ok(out);
+            }
+            // With EVENT_IDX a driver re-checks the ring after moving used_event: the device
+            // may have published more entries (and decided not to signal them) before it could
+            // see the new value, as Linux's virtqueue_enable_cb does.
+            self.publish_used_event()?;
+        }
+    }
+
+    fn collect_used_up_to_idx(&mut self, out: &mut Vec<Used>) -> Result<()> {
+        let idx = self.mem.load_u16(self.layout.used + 2, Ordering::Acquire)?;
         while self.last_used != idx {
             let slot = u64::from(self.last_used % self.layout.size);
             let e = self.mem.read(self.layout.used + 4 + 8 * slot, 8)?;
@@ -244,10 +258,7 @@ impl SplitQueue {
             self.done.insert(head, len);
             out.push(Used { head, len });
         }
-        if !out.is_empty() {
-            self.publish_used_event()?;
-        }
-        Ok(out)
+        Ok(())
     }
 
     /// Has the chain at `head` been used? Returns its length, without waiting.
