@@ -739,3 +739,87 @@ fn venus_options_and_a_missing_render_server() {
         );
     }
 }
+
+/// Only what the frontend acked is served (QEMU's vhost-user-gpu-pci passes its guest VIRGL and
+/// EDID only): a command of a feature that was not negotiated gets ERR_UNSPEC, the rest works.
+#[test]
+fn commands_of_features_not_negotiated_are_refused() {
+    use vhost_user_gpu_tests::protocol::blob;
+    if virgl_opted_out() {
+        return;
+    }
+    // EDID only: no 3D, no blobs, no uuids, no context init.
+    let (p, mut fe) = start_on(
+        Renderer::Virgl,
+        FrontendOptions {
+            gpu_features: features::EDID,
+            ..FrontendOptions::default()
+        },
+    );
+    assert_eq!(fe.features() & features::ALL_GPU, features::EDID);
+    let refused = [
+        (Command::ctx_create(1, 0, "3d"), "CTX_CREATE without VIRGL"),
+        (
+            Command::resource_create_3d(3, &target3d()),
+            "RESOURCE_CREATE_3D without VIRGL",
+        ),
+        (
+            Command::resource_create_blob(4, blob::MEM_GUEST, 0, 0, 4096, &[]),
+            "RESOURCE_CREATE_BLOB without RESOURCE_BLOB",
+        ),
+    ];
+    for (cmd, what) in &refused {
+        let r = fe.request(cmd).check(&p, what);
+        assert_resp(&r, resp::ERR_UNSPEC, what, &p);
+    }
+    fe.ok(&Command::resource_create_2d(
+        1,
+        format::B8G8R8X8_UNORM,
+        8,
+        8,
+    ))
+    .check(&p, "RESOURCE_CREATE_2D");
+    let r = fe
+        .request(&Command::assign_uuid(1))
+        .check(&p, "ASSIGN_UUID");
+    assert_resp(
+        &r,
+        resp::ERR_UNSPEC,
+        "ASSIGN_UUID without RESOURCE_UUID",
+        &p,
+    );
+    let r = fe.request(&Command::get_edid(0)).check(&p, "GET_EDID");
+    assert_resp(&r, resp::OK_EDID, "GET_EDID (negotiated)", &p);
+    drop((p, fe));
+
+    // VIRGL without CONTEXT_INIT: plain contexts, but neither a chosen capset nor fence rings.
+    let (p, mut fe) = start_on(
+        Renderer::Virgl,
+        FrontendOptions {
+            gpu_features: features::VIRGL | features::EDID,
+            ..FrontendOptions::default()
+        },
+    );
+    fe.ok(&Command::ctx_create(1, 0, "virgl"))
+        .check(&p, "CTX_CREATE");
+    let r = fe
+        .request(&Command::ctx_create(2, capset::VIRGL2, "init"))
+        .check(&p, "CTX_CREATE with context_init");
+    assert_resp(
+        &r,
+        resp::ERR_UNSPEC,
+        "context_init without CONTEXT_INIT",
+        &p,
+    );
+    let r = fe
+        .request(&Command::submit_3d(1, &[]).fenced(1).ring(0))
+        .check(&p, "fenced SUBMIT_3D on a ring");
+    assert_resp(
+        &r,
+        resp::ERR_UNSPEC,
+        "INFO_RING_IDX without CONTEXT_INIT",
+        &p,
+    );
+    fe.ok(&Command::submit_3d(1, &[]).fenced(2))
+        .check(&p, "fenced SUBMIT_3D on the global timeline");
+}

@@ -87,6 +87,10 @@ pub trait GpuDevice {
     fn set_shared_memory(&mut self, mapper: Option<Box<dyn SharedMemoryMapper>>) {
         let _ = mapper;
     }
+    /// The virtio features the frontend acked (SET_FEATURES).
+    fn set_acked_features(&mut self, features: u64) {
+        let _ = features;
+    }
 }
 
 impl GpuDevice for VirtioGpu {
@@ -118,6 +122,9 @@ impl GpuDevice for VirtioGpu {
     }
     fn set_shared_memory(&mut self, mapper: Option<Box<dyn SharedMemoryMapper>>) {
         VirtioGpu::set_shared_memory(self, mapper)
+    }
+    fn set_acked_features(&mut self, features: u64) {
+        VirtioGpu::set_acked_features(self, features)
     }
 }
 
@@ -247,6 +254,8 @@ pub enum Request {
     GpuSocket(GpuBackend),
     /// `SET_BACKEND_REQ_FD`: the channel for SHMEM_MAP / SHMEM_UNMAP (blob mapping).
     BackendReq(Backend),
+    /// `SET_FEATURES`: the features the frontend acked.
+    AckedFeatures(u64),
     /// `VHOST_USER_RESET_DEVICE`: drop the guest's state.
     ResetDevice,
     /// The frontend disconnected: reset, forget the vrings, memory and display socket, then
@@ -265,6 +274,7 @@ impl std::fmt::Debug for Request {
             Request::Memory(_) => f.write_str("Memory"),
             Request::GpuSocket(_) => f.write_str("GpuSocket"),
             Request::BackendReq(_) => f.write_str("BackendReq"),
+            Request::AckedFeatures(v) => write!(f, "AckedFeatures({v:#x})"),
             Request::ResetDevice => f.write_str("ResetDevice"),
             Request::Disconnect(_) => f.write_str("Disconnect"),
             Request::Shutdown => f.write_str("Shutdown"),
@@ -285,6 +295,7 @@ impl Request {
                 | Request::Memory(_)
                 | Request::GpuSocket(_)
                 | Request::BackendReq(_)
+                | Request::AckedFeatures(_)
         )
     }
 }
@@ -837,6 +848,7 @@ impl<D: GpuDevice> GpuThread<D> {
                 self.device
                     .set_shared_memory(Some(Box::new(BackendShmemMapper::new(backend))));
             }
+            Request::AckedFeatures(features) => self.device.set_acked_features(features),
             Request::ResetDevice => {
                 log::info!("device reset requested by the frontend");
                 self.reset_device();

@@ -191,6 +191,11 @@ impl VhostUserBackend for VhostUserGpuBackend {
 
     fn acked_features(&self, features: u64) {
         log::debug!("frontend acked features {features:#x}");
+        // The device serves only what was negotiated (a frontend such as QEMU's
+        // vhost-user-gpu-pci passes its guest fewer features than the backend offers).
+        if let Err(e) = self.forward(Request::AckedFeatures(features)) {
+            log::error!("acked features {features:#x} not handed to the GPU thread: {e}");
+        }
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {

@@ -8,6 +8,7 @@ use log::{debug, warn};
 use super::{GpuError, GpuResult, VirtioGpu};
 use crate::protocol::{
     Response, CTRL_HDR_SIZE, MAX_CAPSET_SIZE, VIRTIO_GPU_CONTEXT_INIT_CAPSET_ID_MASK,
+    VIRTIO_GPU_F_CONTEXT_INIT,
 };
 use crate::renderer::{CapsetInfo, Renderer, RendererCapabilities, RendererError};
 
@@ -38,11 +39,8 @@ impl VirtioGpu {
             debug!("CTX_CREATE: reserved context_init bits {context_init:#x} ignored");
         }
         if capset_id != 0 {
-            if !self.caps.context_init {
-                return Err(GpuError::InvalidParameter(
-                    "context_init without CONTEXT_INIT".into(),
-                ));
-            }
+            // A context of a chosen capset is CONTEXT_INIT, which must have been negotiated.
+            self.require(VIRTIO_GPU_F_CONTEXT_INIT, "CTX_CREATE with context_init")?;
             if !self.capsets.iter().any(|c| c.id == capset_id) {
                 return Err(GpuError::InvalidParameter(format!(
                     "context with unknown capset {capset_id}"

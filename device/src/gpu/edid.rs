@@ -3,9 +3,9 @@
 
 use log::warn;
 
-use super::{GpuError, GpuResult, VirtioGpu};
+use super::{GpuResult, VirtioGpu};
 use crate::display::Display;
-use crate::protocol::{Response, EDID_BLOB_SIZE};
+use crate::protocol::{Response, EDID_BLOB_SIZE, VIRTIO_GPU_F_EDID};
 
 impl VirtioGpu {
     /// GET_EDID: the display's EDID, else one generated for the scanout's mode.
@@ -14,9 +14,7 @@ impl VirtioGpu {
         scanout_id: u32,
         display: &mut dyn Display,
     ) -> GpuResult<Response> {
-        if !self.config.edid {
-            return Err(GpuError::NotOffered("GET_EDID"));
-        }
+        self.require(VIRTIO_GPU_F_EDID, "GET_EDID")?;
         let idx = self.check_scanout(scanout_id)?;
         if let Some(blob) = display.edid(scanout_id).filter(|b| !b.is_empty()) {
             if blob.len() > EDID_BLOB_SIZE {

@@ -231,6 +231,9 @@ pub struct VirtioGpu {
     renderer: Box<dyn Renderer>,
     config: GpuConfig,
     caps: RendererCapabilities,
+    /// The `VIRTIO_GPU_F_*` bits the frontend acked (SET_FEATURES); until it does, everything
+    /// offered. A command of a feature that was not negotiated is refused.
+    acked: Option<u64>,
     /// The capsets offered (renderer's, bounded by MAX_CAPSET_SIZE).
     capsets: Vec<CapsetInfo>,
     resources: HashMap<u32, ResourceState>,
@@ -270,6 +273,7 @@ impl VirtioGpu {
             scanouts: vec![ScanoutState::default(); config.num_scanouts as usize],
             renderer,
             caps,
+            acked: None,
             capsets,
             resources: HashMap::new(),
             contexts: HashMap::new(),
@@ -305,6 +309,27 @@ impl VirtioGpu {
             f |= 1 << VIRTIO_GPU_F_RESOURCE_BLOB;
         }
         f
+    }
+
+    /// The frontend acked `features` (SET_FEATURES): from now on only the `VIRTIO_GPU_F_*`
+    /// bits both offered and acked are served.
+    pub fn set_acked_features(&mut self, features: u64) {
+        self.acked = Some(features);
+    }
+
+    /// Whether feature `bit` (`VIRTIO_GPU_F_*`) was offered and acked.
+    fn negotiated(&self, bit: u32) -> bool {
+        let offered = self.device_features();
+        offered & self.acked.unwrap_or(offered) & (1 << bit) != 0
+    }
+
+    /// Checks that feature `bit` was negotiated for command `what`.
+    fn require(&self, bit: u32, what: &'static str) -> GpuResult<()> {
+        if self.negotiated(bit) {
+            Ok(())
+        } else {
+            Err(GpuError::NotOffered(what))
+        }
     }
 
     /// The virtio-gpu config space (virtio_gpu_config, little endian bytes).
@@ -391,6 +416,10 @@ impl VirtioGpu {
         let on_cursor_queue = queue == QueueKind::Cursor;
         if cmd.is_cursor() != on_cursor_queue {
             return Err(GpuError::WrongQueue(cmd.name()));
+        }
+        if header.ring().is_some() {
+            // Per-context rings (VIRTIO_GPU_FLAG_INFO_RING_IDX) come with CONTEXT_INIT.
+            self.require(VIRTIO_GPU_F_CONTEXT_INIT, "fence rings (INFO_RING_IDX)")?;
         }
         // Cursor-queue buffers may have no writable part at all; anything else must be able to
         // take its response, checked before the command has any effect.
@@ -572,23 +601,15 @@ impl VirtioGpu {
         }
     }
 
-    /// Checks that the device offers 3D (`VIRTIO_GPU_F_VIRGL`) for command `what`.
+    /// Checks that 3D (`VIRTIO_GPU_F_VIRGL`) was negotiated for command `what`.
     fn require_3d(&self, what: &'static str) -> GpuResult<()> {
-        if self.caps.three_d {
-            Ok(())
-        } else {
-            Err(GpuError::NotOffered(what))
-        }
+        self.require(VIRTIO_GPU_F_VIRGL, what)
     }
 
-    /// Checks that the device offers blob resources (`VIRTIO_GPU_F_RESOURCE_BLOB`) for
-    /// command `what`.
+    /// Checks that blob resources (`VIRTIO_GPU_F_RESOURCE_BLOB`) were negotiated for command
+    /// `what`.
     fn require_blob(&self, what: &'static str) -> GpuResult<()> {
-        if self.caps.blob_guest {
-            Ok(())
-        } else {
-            Err(GpuError::NotOffered(what))
-        }
+        self.require(VIRTIO_GPU_F_RESOURCE_BLOB, what)
     }
 }
 

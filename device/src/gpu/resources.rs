@@ -23,7 +23,7 @@ use vm_memory::GuestMemoryMmap;
 
 use super::{GpuError, GpuResult, VirtioGpu};
 use crate::display::Display;
-use crate::protocol::{MemEntry, Rect, Response};
+use crate::protocol::{MemEntry, Rect, Response, VIRTIO_GPU_F_RESOURCE_UUID};
 use crate::renderer::software::{PixelFormat, BYTES_PER_PIXEL};
 use crate::renderer::{GuestBacking, ResourceCreate3d, Transfer3d};
 
@@ -271,6 +271,7 @@ impl VirtioGpu {
 
     /// RESOURCE_ASSIGN_UUID: the resource's uuid, made at the first request.
     pub(super) fn assign_uuid(&mut self, resource_id: u32) -> GpuResult<Response> {
+        self.require(VIRTIO_GPU_F_RESOURCE_UUID, "RESOURCE_ASSIGN_UUID")?;
         self.resource(resource_id)?;
         let fresh = self.new_uuid(resource_id);
         let res = self
