@@ -12,8 +12,6 @@
 
 use std::os::fd::BorrowedFd;
 
-use log::warn;
-
 use super::{UsedEntry, VirtioGpu};
 use crate::protocol::{self, CtrlHeader};
 use crate::renderer::FenceId;
@@ -81,7 +79,10 @@ impl VirtioGpu {
             return Some(used);
         }
         if let Err(e) = self.renderer.create_fence(fence) {
-            warn!("fence {fence:?} refused ({e}); answering at once");
+            // E.g. a fenced command of a context that does not exist: the guest's doing.
+            self.guest_error(format_args!(
+                "fence {fence:?} refused ({e}); answering at once"
+            ));
             return Some(used);
         }
         self.pending

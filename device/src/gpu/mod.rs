@@ -73,6 +73,7 @@ use self::resources::ResourceState;
 use self::scanout::{default_modes, FlushBuffer, ScanoutState};
 use self::trim::HeapTrimmer;
 use crate::display::{Display, DisplayMode};
+use crate::log_limit::{suppressed_note, LogLimiter};
 use crate::protocol::{
     self, CtrlHeader, ErrorCode, GpuCommand, Response, VIRTIO_GPU_F_CONTEXT_INIT,
     VIRTIO_GPU_F_EDID, VIRTIO_GPU_F_RESOURCE_BLOB, VIRTIO_GPU_F_RESOURCE_UUID, VIRTIO_GPU_F_VIRGL,
@@ -82,10 +83,6 @@ use crate::renderer::{
     BackingError, BlobScanoutLayout, CapsetInfo, CreateBlob, Renderer, RendererCapabilities,
     RendererError,
 };
-
-/// Rejected guest requests logged at `warn` level per device; later ones go to `debug`. A
-/// hostile guest can send errors at queue speed, which must not fill the host's disk.
-pub const GUEST_ERROR_WARN_LIMIT: u64 = 1000;
 
 /// Device configuration (bounds and defaults).
 #[derive(Clone, Debug)]
@@ -249,7 +246,7 @@ pub struct VirtioGpu {
     uuid_keys: std::collections::hash_map::RandomState,
     uuid_counter: u64,
     /// Rejected guest requests so far (for log rate limiting).
-    guest_errors: u64,
+    guest_log: LogLimiter,
     /// The host-visible region's mapper, while the frontend gave one.
     shm: Option<Box<dyn SharedMemoryMapper>>,
     /// Live mappings in the host-visible region: offset -> mapping.
@@ -283,7 +280,7 @@ impl VirtioGpu {
             ready: Vec::new(),
             uuid_keys: Default::default(),
             uuid_counter: 0,
-            guest_errors: 0,
+            guest_log: LogLimiter::default(),
             shm: None,
             blob_maps: BTreeMap::new(),
             map_alignment: host_page_size(),
@@ -563,16 +560,15 @@ impl VirtioGpu {
         self.trimmer.maybe_trim();
     }
 
-    /// Logs a rejected guest request: at `warn` for the first [`GUEST_ERROR_WARN_LIMIT`], then
-    /// at `debug`, so that a guest cannot flood the host's logs.
+    /// Logs a rejected guest request at `warn`, at most [`LINES_PER_WINDOW`] a second (the
+    /// next line that gets through says how many were dropped; dropped ones go to `debug`), so
+    /// that a guest cannot flood the host's logs, and a later guest error is still seen.
+    ///
+    /// [`LINES_PER_WINDOW`]: crate::log_limit::LINES_PER_WINDOW
     fn guest_error(&mut self, msg: std::fmt::Arguments<'_>) {
-        self.guest_errors = self.guest_errors.saturating_add(1);
-        match self.guest_errors.cmp(&GUEST_ERROR_WARN_LIMIT) {
-            std::cmp::Ordering::Less => warn!("{msg}"),
-            std::cmp::Ordering::Equal => {
-                warn!("{msg} (further guest errors are logged at debug level)")
-            }
-            std::cmp::Ordering::Greater => debug!("{msg}"),
+        match self.guest_log.allow() {
+            Some(dropped) => warn!("{msg}{}", suppressed_note(dropped)),
+            None => debug!("{msg}"),
         }
     }
 
@@ -622,7 +618,9 @@ fn write_response(
 ) -> u32 {
     let mut bytes = response.encode(request);
     if bytes.len() > writer.available_bytes() {
-        warn!(
+        // The guest chose the buffer: not worth a warning of its own (the command's error, if
+        // any, is logged rate limited).
+        debug!(
             "response of {} bytes does not fit the {}-byte buffer",
             bytes.len(),
             writer.available_bytes()
@@ -636,7 +634,7 @@ fn write_response(
         // At most 24 + MAX_CAPSET_SIZE bytes.
         Ok(()) => bytes.len() as u32,
         Err(e) => {
-            warn!("writing the response failed: {e}");
+            debug!("writing the response failed: {e}");
             0
         }
     }

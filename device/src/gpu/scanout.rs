@@ -4,7 +4,7 @@
 
 use std::os::fd::AsFd;
 
-use log::{debug, warn};
+use log::debug;
 
 use super::{GpuConfig, GpuError, GpuResult, VirtioGpu};
 use crate::display::{Display, DisplayMode, DmabufScanout};
@@ -275,7 +275,8 @@ impl VirtioGpu {
             let pixels = match flush_buffer.get(len) {
                 Ok(p) => p,
                 Err(e) => {
-                    warn!("flush of resource {resource_id}: {len} bytes: {e}");
+                    // Returned as the command's error, which is logged rate limited.
+                    debug!("flush of resource {resource_id}: {len} bytes: {e}");
                     first_error.get_or_insert(RendererError::OutOfMemory(format!("{len} bytes")));
                     continue;
                 }
@@ -287,7 +288,7 @@ impl VirtioGpu {
             match read {
                 Ok(()) => display.update(sid, dx, dy, damage.width, damage.height, pixels),
                 Err(e) => {
-                    warn!("flush of resource {resource_id} on scanout {i}: {e}");
+                    debug!("flush of resource {resource_id} on scanout {i}: {e}");
                     first_error.get_or_insert(e);
                 }
             }
