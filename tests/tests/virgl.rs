@@ -823,3 +823,93 @@ fn commands_of_features_not_negotiated_are_refused() {
     fe.ok(&Command::submit_3d(1, &[]).fenced(2))
         .check(&p, "fenced SUBMIT_3D on the global timeline");
 }
+
+/// Every 3D transfer is checked before it reaches libvirglrenderer: box fields and strides
+/// below 2^31 (0.10.4 reads a z of 2^31 as negative), the level within the resource's levels,
+/// the box within that level's size and depth or layers. Each bad one gets
+/// ERR_INVALID_PARAMETER and the daemon serves on; good ones still work.
+#[test]
+fn three_d_transfers_are_checked_against_the_resource() {
+    let Some((p, mut fe)) = start3d() else { return };
+    let backing = setup(&mut fe, &p, 2); // 64x48 2D texture, one level
+                                         // A 3D texture of 16x8x4 with levels 0..=2 (16x8x4, 8x4x2, 4x2x1).
+    let volume = Resource3d {
+        target: 3, // PIPE_TEXTURE_3D
+        format: format::B8G8R8X8_UNORM,
+        bind: BIND_SAMPLER_VIEW,
+        width: 16,
+        height: 8,
+        depth: 4,
+        array_size: 1,
+        last_level: 2,
+        ..Resource3d::default()
+    };
+    fe.ok(&Command::resource_create_3d(3, &volume))
+        .check(&p, "RESOURCE_CREATE_3D volume");
+    fe.ok(&Command::ctx_attach_resource(1, 3))
+        .check(&p, "CTX_ATTACH_RESOURCE volume");
+    fe.ok(&Command::attach_backing(
+        3,
+        &[MemEntry {
+            addr: backing,
+            length: W * H * 4,
+        }],
+    ))
+    .check(&p, "RESOURCE_ATTACH_BACKING volume");
+    let bx = |x, y, z, w, h, d| Box3d { x, y, z, w, h, d };
+    let t = |b: Box3d, level: u32, stride: u32| Transfer3d {
+        bx: b,
+        level,
+        stride,
+        ..Transfer3d::default()
+    };
+    let bad: [(u32, Transfer3d, &str); 9] = [
+        (2, t(bx(0, 0, 0x8000_0000, 1, 1, 1), 0, 0), "z of 2^31"),
+        (2, t(bx(0x8000_0000, 0, 0, 1, 1, 1), 0, 0), "x of 2^31"),
+        (2, t(bx(0, 0, 0, W, H, 1), 0, 0x8000_0000), "stride of 2^31"),
+        (
+            2,
+            t(bx(0, 0, 0, W + 1, H, 1), 0, 0),
+            "box wider than the resource",
+        ),
+        (
+            2,
+            t(bx(0, 0, 1, 1, 1, 1), 0, 0),
+            "second layer of a single-layer texture",
+        ),
+        (
+            2,
+            t(bx(0, 0, 0, 1, 1, 1), 1, 0),
+            "level 1 of a single-level texture",
+        ),
+        (3, t(bx(0, 0, 0, 1, 1, 1), 3, 0), "level 3 of levels 0..=2"),
+        (
+            3,
+            t(bx(0, 0, 0, 9, 1, 1), 1, 0),
+            "9 wide at level 1 (8 wide)",
+        ),
+        (
+            3,
+            t(bx(0, 0, 1, 1, 1, 2), 1, 0),
+            "depth 1..3 at level 1 (2 deep)",
+        ),
+    ];
+    for (res, tr, what) in &bad {
+        for cmd in [
+            Command::transfer_to_host_3d(1, *res, tr),
+            Command::transfer_from_host_3d(1, *res, tr),
+        ] {
+            let r = fe.request(&cmd).check(&p, what);
+            assert_resp(&r, resp::ERR_INVALID_PARAMETER, what, &p);
+        }
+    }
+    // In bounds: the whole 2D target, and the last level of the volume.
+    fe.ok(&Command::transfer_from_host_3d(1, 2, &whole()))
+        .check(&p, "TRANSFER_FROM_HOST_3D of the whole target");
+    fe.ok(&Command::transfer_to_host_3d(
+        1,
+        3,
+        &t(bx(0, 0, 0, 4, 2, 1), 2, 16),
+    ))
+    .check(&p, "TRANSFER_TO_HOST_3D of level 2");
+}

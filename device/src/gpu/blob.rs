@@ -181,6 +181,7 @@ impl VirtioGpu {
                 blob_flags: args.blob_flags,
                 mapped_at: None,
                 uuid: None,
+                create_3d: None,
             },
         );
         Ok(Response::OkNoData)

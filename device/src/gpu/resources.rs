@@ -42,6 +42,76 @@ pub(super) struct ResourceState {
     /// Offset in the host-visible region while the blob is mapped (RESOURCE_MAP_BLOB).
     pub(super) mapped_at: Option<u64>,
     pub(super) uuid: Option<[u8; 16]>,
+    /// How a RESOURCE_CREATE_3D resource was made (its levels, depth and layers bound 3D
+    /// transfers); `None` for 2D resources and blobs.
+    pub(super) create_3d: Option<ResourceCreate3d>,
+}
+
+/// Gallium texture targets whose layers are indexed by the box's y (1D arrays) or z (the rest).
+const PIPE_BUFFER: u32 = 0;
+const PIPE_TEXTURE_1D: u32 = 1;
+const PIPE_TEXTURE_3D: u32 = 3;
+const PIPE_TEXTURE_CUBE: u32 = 4;
+const PIPE_TEXTURE_1D_ARRAY: u32 = 6;
+
+/// Largest value of a 3D transfer's box fields and strides: the libraries keep them in `int`s
+/// (libvirglrenderer 0.10.4 takes a `z` of 2^31 or more as negative, and reads out of bounds).
+const MAX_TRANSFER_FIELD: u32 = i32::MAX as u32;
+
+/// Checks a 3D transfer against the resource before any of it reaches a renderer library:
+/// every box field and stride below 2^31, and, for a RESOURCE_CREATE_3D resource, the level
+/// within its levels and the box within that level's width, height and depth or layers (for a
+/// 2D resource: level 0, one layer, inside the resource).
+fn check_transfer_3d(res: &ResourceState, t: &Transfer3d) -> GpuResult<()> {
+    let b = t.box3d;
+    let fields = [b.x, b.y, b.z, b.w, b.h, b.d, t.stride, t.layer_stride];
+    if fields.iter().any(|&v| v > MAX_TRANSFER_FIELD) {
+        return Err(GpuError::InvalidParameter(format!(
+            "3D transfer field of 2^31 or more: box {b:?}, strides {}/{}",
+            t.stride, t.layer_stride
+        )));
+    }
+    let inside =
+        |start: u32, len: u32, limit: u32| start.checked_add(len).is_some_and(|end| end <= limit);
+    let (width, height, layers) = match &res.create_3d {
+        Some(c) => {
+            if t.level > c.last_level {
+                return Err(GpuError::InvalidParameter(format!(
+                    "3D transfer of level {} of a resource with levels 0..={}",
+                    t.level, c.last_level
+                )));
+            }
+            let level = |v: u32| v.checked_shr(t.level).unwrap_or(0).max(1);
+            let width = level(c.width);
+            match c.target {
+                PIPE_BUFFER => (c.width, 1, 1),
+                PIPE_TEXTURE_1D => (width, 1, 1),
+                // A 1D array keeps its layers in y.
+                PIPE_TEXTURE_1D_ARRAY => (width, c.array_size.max(1), 1),
+                PIPE_TEXTURE_3D => (width, level(c.height), level(c.depth)),
+                PIPE_TEXTURE_CUBE => (width, level(c.height), c.array_size.max(6)),
+                // 2D, rectangle and the arrays: layers in z.
+                _ => (width, level(c.height), c.array_size.max(c.depth).max(1)),
+            }
+        }
+        None if res.blob_size.is_some() => return Ok(()), // the library knows the blob
+        None => {
+            if t.level != 0 {
+                return Err(GpuError::InvalidParameter(format!(
+                    "3D transfer of level {} of a 2D resource",
+                    t.level
+                )));
+            }
+            (res.width, res.height, 1)
+        }
+    };
+    if !inside(b.x, b.w, width) || !inside(b.y, b.h, height) || !inside(b.z, b.d, layers) {
+        return Err(GpuError::InvalidParameter(format!(
+            "3D transfer box {b:?} outside level {} ({width}x{height}, {layers} deep)",
+            t.level
+        )));
+    }
+    Ok(())
 }
 
 impl VirtioGpu {
@@ -106,6 +176,7 @@ impl VirtioGpu {
                 blob_flags: 0,
                 mapped_at: None,
                 uuid: None,
+                create_3d: None,
             },
         );
         Ok(Response::OkNoData)
@@ -141,6 +212,7 @@ impl VirtioGpu {
                 blob_flags: 0,
                 mapped_at: None,
                 uuid: None,
+                create_3d: Some(args),
             },
         );
         Ok(Response::OkNoData)
@@ -248,7 +320,7 @@ impl VirtioGpu {
     ) -> GpuResult<Response> {
         self.require_3d("TRANSFER_TO_HOST_3D")?;
         self.check_transfer_ctx(ctx_id)?;
-        self.resource(resource_id)?;
+        check_transfer_3d(self.resource(resource_id)?, transfer)?;
         self.renderer
             .transfer_to_host_3d(ctx_id, resource_id, transfer)?;
         Ok(Response::OkNoData)
@@ -263,7 +335,7 @@ impl VirtioGpu {
     ) -> GpuResult<Response> {
         self.require_3d("TRANSFER_FROM_HOST_3D")?;
         self.check_transfer_ctx(ctx_id)?;
-        self.resource(resource_id)?;
+        check_transfer_3d(self.resource(resource_id)?, transfer)?;
         self.renderer
             .transfer_from_host_3d(ctx_id, resource_id, transfer)?;
         Ok(Response::OkNoData)
