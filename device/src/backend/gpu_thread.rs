@@ -1332,10 +1332,13 @@ mod tests {
         FATAL.store(true, Ordering::SeqCst);
     }
 
-    /// A device whose reset panics (what a bug on the GPU thread looks like).
-    struct PanickingDevice;
+    /// A device whose reset runs `reset` instead: a panic (what a bug on the GPU thread looks
+    /// like) or a call that never returns (a renderer stuck in a guest's endless shader).
+    struct FaultyDevice {
+        reset: fn(),
+    }
 
-    impl GpuDevice for PanickingDevice {
+    impl GpuDevice for FaultyDevice {
         fn device_features(&self) -> u64 {
             0
         }
@@ -1357,7 +1360,17 @@ mod tests {
             Vec::new()
         }
         fn reset(&mut self) {
-            panic!("a bug in reset");
+            (self.reset)()
+        }
+    }
+
+    fn panic_in_reset() {
+        panic!("a bug in reset");
+    }
+
+    fn never_return() {
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
         }
     }
 
@@ -1365,9 +1378,18 @@ mod tests {
     /// action (the process exit, in the daemon) runs.
     #[test]
     fn a_panic_on_the_gpu_thread_runs_the_fatal_action() {
-        let handle =
-            GpuThreadHandle::spawn_with_fatal(|| Ok(PanickingDevice), 1, true, note_fatal, WAIT)
-                .unwrap();
+        let handle = GpuThreadHandle::spawn_with_fatal(
+            || {
+                Ok(FaultyDevice {
+                    reset: panic_in_reset,
+                })
+            },
+            1,
+            true,
+            note_fatal,
+            WAIT,
+        )
+        .unwrap();
         handle.client().send(Request::ResetDevice).unwrap();
         let deadline = Instant::now() + WAIT;
         while !FATAL.load(Ordering::SeqCst) {
@@ -1386,45 +1408,23 @@ mod tests {
         HANG.store(true, Ordering::SeqCst);
     }
 
-    /// A device whose reset never returns (a renderer stuck in a guest's endless shader).
-    struct HangingDevice;
-
-    impl GpuDevice for HangingDevice {
-        fn device_features(&self) -> u64 {
-            0
-        }
-        fn config_space(&self) -> Vec<u8> {
-            vec![0; 16]
-        }
-        fn process_chain(
-            &mut self,
-            _queue: QueueKind,
-            _chain: GuestChain,
-            _display: &mut dyn Display,
-        ) -> Option<UsedEntry> {
-            None
-        }
-        fn fence_poll_fd(&self) -> Option<BorrowedFd<'_>> {
-            None
-        }
-        fn poll_fences(&mut self) -> Vec<UsedEntry> {
-            Vec::new()
-        }
-        fn reset(&mut self) {
-            loop {
-                std::thread::sleep(Duration::from_secs(3600));
-            }
-        }
-    }
-
     /// The watchdog ends a GPU thread that stays in one command: the fatal action (the process
     /// exit, in the daemon) runs after the timeout, and not while the thread makes progress.
     #[test]
     fn the_watchdog_ends_a_gpu_thread_stuck_in_the_renderer() {
         let timeout = Duration::from_millis(300);
-        let handle =
-            GpuThreadHandle::spawn_with_fatal(|| Ok(HangingDevice), 1, true, note_hang, timeout)
-                .unwrap();
+        let handle = GpuThreadHandle::spawn_with_fatal(
+            || {
+                Ok(FaultyDevice {
+                    reset: never_return,
+                })
+            },
+            1,
+            true,
+            note_hang,
+            timeout,
+        )
+        .unwrap();
         // Idle: no verdict however long it sleeps.
         std::thread::sleep(timeout * 3);
         assert!(
