@@ -311,6 +311,20 @@ impl VirtioGpu {
         }
     }
 
+    /// What both 3D transfers check: 3D negotiated, the context, and the transfer against the
+    /// resource ([`check_transfer_3d`]).
+    fn check_3d_transfer(
+        &self,
+        what: &'static str,
+        ctx_id: u32,
+        resource_id: u32,
+        transfer: &Transfer3d,
+    ) -> GpuResult<()> {
+        self.require_3d(what)?;
+        self.check_transfer_ctx(ctx_id)?;
+        check_transfer_3d(self.resource(resource_id)?, transfer)
+    }
+
     /// TRANSFER_TO_HOST_3D.
     pub(super) fn transfer_to_host_3d(
         &mut self,
@@ -318,9 +332,7 @@ impl VirtioGpu {
         resource_id: u32,
         transfer: &Transfer3d,
     ) -> GpuResult<Response> {
-        self.require_3d("TRANSFER_TO_HOST_3D")?;
-        self.check_transfer_ctx(ctx_id)?;
-        check_transfer_3d(self.resource(resource_id)?, transfer)?;
+        self.check_3d_transfer("TRANSFER_TO_HOST_3D", ctx_id, resource_id, transfer)?;
         self.renderer
             .transfer_to_host_3d(ctx_id, resource_id, transfer)?;
         Ok(Response::OkNoData)
@@ -333,9 +345,7 @@ impl VirtioGpu {
         resource_id: u32,
         transfer: &Transfer3d,
     ) -> GpuResult<Response> {
-        self.require_3d("TRANSFER_FROM_HOST_3D")?;
-        self.check_transfer_ctx(ctx_id)?;
-        check_transfer_3d(self.resource(resource_id)?, transfer)?;
+        self.check_3d_transfer("TRANSFER_FROM_HOST_3D", ctx_id, resource_id, transfer)?;
         self.renderer
             .transfer_from_host_3d(ctx_id, resource_id, transfer)?;
         Ok(Response::OkNoData)
