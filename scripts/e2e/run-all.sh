@@ -200,6 +200,17 @@ for c in "${checks[@]}"; do
     else
         why="$(grep -m1 'failure:' "$out/$name.txt" | sed 's/^ *failure: //')"
         echo "FAIL $name ($((SECONDS - t0)) s): ${why:-see $out/$name.stderr}; logs in $out/$name"
+        # CI keeps only this output: the check's own report and the ends of its logs.
+        {
+            sed 's/^/    | /' "$out/$name.txt"
+            echo "    --- last lines of $out/$name.stderr:"
+            tail -n 25 "$out/$name.stderr" | sed 's/^/    | /'
+            for log in "$out/$name"/backend.log "$out/$name"/qemu.log; do
+                [ -f "$log" ] || continue
+                echo "    --- last lines of $log:"
+                tail -n 15 "$log" | sed 's/^/    | /'
+            done
+        } >&2
         failed=$((failed + 1))
     fi
 done

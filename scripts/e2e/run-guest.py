@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -71,13 +72,15 @@ def read_ppm(path):
         data = f.read()
     fields, pos = [], 0
     while len(fields) < 4:
+        if pos >= len(data):
+            raise ValueError(f"{path}: truncated PPM header ({len(data)} bytes)")
         while data[pos:pos + 1].isspace():
             pos += 1
         if data[pos:pos + 1] == b"#":
             pos = data.index(b"\n", pos) + 1
             continue
         end = pos
-        while not data[end:end + 1].isspace():
+        while end < len(data) and not data[end:end + 1].isspace():
             end += 1
         fields.append(data[pos:end])
         pos = end
@@ -421,6 +424,9 @@ class Run:
             self._check(n, suffix, lines, failures, notes)
         except (RuntimeError, OSError, ValueError) as e:
             failures.append(str(e))
+        except Exception as e:  # a bug of this script: report it as a failure of this boot
+            traceback.print_exc()
+            failures.append(f"run-guest.py: {type(e).__name__}: {e} (traceback on stderr)")
         finally:
             if self.dbus_client is not None:
                 self.dbus_client.close()
@@ -763,6 +769,9 @@ def main():
                 break
     except (RuntimeError, OSError, ValueError) as e:
         run.failures.append(str(e))
+    except Exception as e:  # a bug of this script: a failure with its traceback, never a crash
+        traceback.print_exc()
+        run.failures.append(f"run-guest.py: {type(e).__name__}: {e} (traceback on stderr)")
     finally:
         run.close()
     if args.expect_backend_log:
