@@ -826,7 +826,8 @@ fn commands_of_features_not_negotiated_are_refused() {
 
 /// Every 3D transfer is checked before it reaches libvirglrenderer: box fields and strides
 /// below 2^31 (0.10.4 reads a z of 2^31 as negative), the level within the resource's levels,
-/// the box within that level's size and depth or layers. Each bad one gets
+/// the box within that level's size and depth or layers, strides zero or at least a row (a
+/// layer) of the box, and the bytes the transfer covers within the backing. Each bad one gets
 /// ERR_INVALID_PARAMETER and the daemon serves on; good ones still work.
 #[test]
 fn three_d_transfers_are_checked_against_the_resource() {
@@ -863,7 +864,40 @@ fn three_d_transfers_are_checked_against_the_resource() {
         stride,
         ..Transfer3d::default()
     };
-    let bad: [(u32, Transfer3d, &str); 9] = [
+    let at = |b: Box3d, stride: u32, layer_stride: u32, offset: u64| Transfer3d {
+        bx: b,
+        stride,
+        layer_stride,
+        offset,
+        ..Transfer3d::default()
+    };
+    let backing_len = u64::from(W * H * 4);
+    let bad: [(u32, Transfer3d, &str); 14] = [
+        (
+            2,
+            at(bx(0, 0, 0, W, 2, 1), W * 4 - 1, 0, 0),
+            "stride one byte short of a row",
+        ),
+        (
+            3,
+            at(bx(0, 0, 0, 16, 8, 2), 64, 64 * 8 - 1, 0),
+            "layer stride one byte short of a layer",
+        ),
+        (
+            2,
+            at(bx(0, 0, 0, 1, 1, 1), 0, 0, backing_len - 3),
+            "one pixel 3 bytes before the backing's end",
+        ),
+        (
+            2,
+            at(bx(0, 0, 0, W, H, 1), 0, 0, 4),
+            "the whole target 4 bytes into the backing",
+        ),
+        (
+            2,
+            at(bx(0, 0, 0, 1, 1, 1), 0, 0, u64::MAX),
+            "offset 2^64 - 1",
+        ),
         (2, t(bx(0, 0, 0x8000_0000, 1, 1, 1), 0, 0), "z of 2^31"),
         (2, t(bx(0x8000_0000, 0, 0, 1, 1, 1), 0, 0), "x of 2^31"),
         (2, t(bx(0, 0, 0, W, H, 1), 0, 0x8000_0000), "stride of 2^31"),
@@ -912,4 +946,21 @@ fn three_d_transfers_are_checked_against_the_resource() {
         &t(bx(0, 0, 0, 4, 2, 1), 2, 16),
     ))
     .check(&p, "TRANSFER_TO_HOST_3D of level 2");
+    // In bounds to the last byte: one pixel that ends where the backing ends; strides of
+    // exactly a row and a layer.
+    fe.ok(&Command::transfer_to_host_3d(
+        1,
+        2,
+        &at(bx(0, 0, 0, 1, 1, 1), 0, 0, backing_len - 4),
+    ))
+    .check(&p, "TRANSFER_TO_HOST_3D ending at the backing's end");
+    fe.ok(&Command::transfer_from_host_3d(
+        1,
+        3,
+        &at(bx(0, 0, 0, 16, 8, 2), 64, 64 * 8, 0),
+    ))
+    .check(
+        &p,
+        "TRANSFER_FROM_HOST_3D of two layers, strides of a row and a layer",
+    );
 }

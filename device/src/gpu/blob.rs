@@ -182,6 +182,7 @@ impl VirtioGpu {
                 mapped_at: None,
                 uuid: None,
                 create_3d: None,
+                backing_len: None,
             },
         );
         Ok(Response::OkNoData)

@@ -26,6 +26,7 @@ use crate::display::Display;
 use crate::protocol::{MemEntry, Rect, Response, VIRTIO_GPU_F_RESOURCE_UUID};
 use crate::renderer::software::{PixelFormat, BYTES_PER_PIXEL};
 use crate::renderer::{GuestBacking, ResourceCreate3d, Transfer3d};
+use crate::virgl_format::{self, BlockLayout};
 
 /// What the device knows about one resource.
 #[derive(Debug)]
@@ -45,6 +46,8 @@ pub(super) struct ResourceState {
     /// How a RESOURCE_CREATE_3D resource was made (its levels, depth and layers bound 3D
     /// transfers); `None` for 2D resources and blobs.
     pub(super) create_3d: Option<ResourceCreate3d>,
+    /// Bytes of guest backing attached with RESOURCE_ATTACH_BACKING (`None`: none attached).
+    pub(super) backing_len: Option<u64>,
 }
 
 /// Gallium texture targets whose layers are indexed by the box's y (1D arrays) or z (the rest).
@@ -61,7 +64,8 @@ const MAX_TRANSFER_FIELD: u32 = i32::MAX as u32;
 /// Checks a 3D transfer against the resource before any of it reaches a renderer library:
 /// every box field and stride below 2^31, and, for a RESOURCE_CREATE_3D resource, the level
 /// within its levels and the box within that level's width, height and depth or layers (for a
-/// 2D resource: level 0, one layer, inside the resource).
+/// 2D resource: level 0, one layer, inside the resource); then the strides and the bytes the
+/// transfer covers in the backing ([`check_transfer_backing`]).
 fn check_transfer_3d(res: &ResourceState, t: &Transfer3d) -> GpuResult<()> {
     let b = t.box3d;
     let fields = [b.x, b.y, b.z, b.w, b.h, b.d, t.stride, t.layer_stride];
@@ -111,7 +115,66 @@ fn check_transfer_3d(res: &ResourceState, t: &Transfer3d) -> GpuResult<()> {
             t.level
         )));
     }
-    Ok(())
+    check_transfer_backing(res, t, width, height)
+}
+
+/// The strides of a 3D transfer (zero, or at least what one row of blocks and one layer of the
+/// box take) and the bytes it covers in the guest backing (offset plus size within the backing).
+/// Zero strides are the level's: what libvirglrenderer uses in their place. The box is already
+/// known to lie within the level, `width` x `height` texels.
+fn check_transfer_backing(
+    res: &ResourceState,
+    t: &Transfer3d,
+    width: u32,
+    height: u32,
+) -> GpuResult<()> {
+    let b = t.box3d;
+    let layout = match &res.create_3d {
+        // A buffer's width counts bytes, whatever its format says.
+        Some(c) if c.target == PIPE_BUFFER => BlockLayout::AT_LEAST_ONE_BYTE,
+        Some(c) => virgl_format::block_layout(c.format).unwrap_or(BlockLayout::AT_LEAST_ONE_BYTE),
+        // Every virtio-gpu 2D format has 4-byte pixels.
+        None => BlockLayout::texels_of(BYTES_PER_PIXEL),
+    };
+    let invalid = |what: String| Err(GpuError::InvalidParameter(what));
+    // All below 2^31 * 2^31 * 16: no u64 product or sum here can overflow.
+    let row = u64::from(layout.blocks_x(b.w)) * u64::from(layout.bytes);
+    let rows = u64::from(layout.blocks_y(b.h));
+    if t.stride != 0 && u64::from(t.stride) < row {
+        return invalid(format!(
+            "3D transfer stride {} below the {row} bytes of a row of the box {b:?}",
+            t.stride
+        ));
+    }
+    let stride = match t.stride {
+        0 => u64::from(layout.blocks_x(width)) * u64::from(layout.bytes),
+        s => u64::from(s),
+    };
+    let layer = stride * rows;
+    if t.layer_stride != 0 && u64::from(t.layer_stride) < layer {
+        return invalid(format!(
+            "3D transfer layer stride {} below the {layer} bytes of a layer of the box {b:?}",
+            t.layer_stride
+        ));
+    }
+    if b.w == 0 || b.h == 0 || b.d == 0 {
+        return Ok(()); // nothing is copied
+    }
+    let layer_stride = match t.layer_stride {
+        0 => stride * u64::from(layout.blocks_y(height)),
+        s => u64::from(s),
+    };
+    let size = u64::from(b.d - 1) * layer_stride + (rows - 1) * stride + row;
+    let Some(backing) = res.backing_len else {
+        return Ok(()); // the renderer answers for a resource without backing
+    };
+    match t.offset.checked_add(size) {
+        Some(end) if end <= backing => Ok(()),
+        _ => invalid(format!(
+            "3D transfer of {size} bytes at offset {} past the {backing}-byte backing",
+            t.offset
+        )),
+    }
 }
 
 impl VirtioGpu {
@@ -177,6 +240,7 @@ impl VirtioGpu {
                 mapped_at: None,
                 uuid: None,
                 create_3d: None,
+                backing_len: None,
             },
         );
         Ok(Response::OkNoData)
@@ -213,6 +277,7 @@ impl VirtioGpu {
                 mapped_at: None,
                 uuid: None,
                 create_3d: Some(args),
+                backing_len: None,
             },
         );
         Ok(Response::OkNoData)
@@ -267,7 +332,11 @@ impl VirtioGpu {
     ) -> GpuResult<Response> {
         self.resource(resource_id)?;
         let backing = GuestBacking::new(mem.clone(), entries)?;
+        let len = backing.len();
         self.renderer.attach_backing(resource_id, backing)?;
+        if let Some(res) = self.resources.get_mut(&resource_id) {
+            res.backing_len = Some(len);
+        }
         Ok(Response::OkNoData)
     }
 
@@ -275,6 +344,9 @@ impl VirtioGpu {
     pub(super) fn detach_backing(&mut self, resource_id: u32) -> GpuResult<Response> {
         self.resource(resource_id)?;
         self.renderer.detach_backing(resource_id)?;
+        if let Some(res) = self.resources.get_mut(&resource_id) {
+            res.backing_len = None;
+        }
         Ok(Response::OkNoData)
     }
 
