@@ -11,9 +11,14 @@
 //! process; and fresh processes keep samples independent. Start-up and connection are not
 //! timed.
 //!
+//! The 3D rows also get a library-direct column ([`direct`], `virgl-direct`): the same
+//! command streams submitted straight into libvirglrenderer in one process. It is their
+//! floor: every backend's share of it is what vhost-user and the daemon cost.
+//!
 //! A workload a backend cannot run is reported with its reason ("n/a: no VIRGL feature",
 //! "failed: ..."), never dropped.
 
+pub mod direct;
 pub mod draw;
 pub mod floors;
 pub mod json;
@@ -27,6 +32,9 @@ use std::time::{Duration, Instant};
 use crate::process::{BackendCommand, SOCKET_PLACEHOLDER};
 use floors::Floors;
 use workloads::{Outcome, SampleSettings, Workload};
+
+/// Column name of the library-direct floor ([`Backend::direct`]).
+pub const DIRECT_NAME: &str = "virgl-direct";
 
 /// Most backends in one run.
 pub const MAX_BACKENDS: usize = 16;
@@ -44,6 +52,9 @@ pub struct Backend {
     pub command_line: String,
     /// The command.
     pub command: BackendCommand,
+    /// Not a daemon: the library-direct floor of the 3D rows ([`direct`]), run in a process of
+    /// its own per sample.
+    pub direct: bool,
 }
 
 impl Backend {
@@ -69,7 +80,19 @@ impl Backend {
             name: name.to_owned(),
             command_line: line.trim().to_owned(),
             command,
+            direct: false,
         })
+    }
+
+    /// The library-direct floor as a column of its own: the 3D rows' command streams submitted
+    /// straight into libvirglrenderer ([`direct`]); not applicable to the other rows.
+    pub fn direct() -> Self {
+        Backend {
+            name: DIRECT_NAME.to_owned(),
+            command_line: format!("(this program) {} ...", direct::CHILD_FLAG),
+            command: BackendCommand::new("/proc/self/exe"),
+            direct: true,
+        }
     }
 }
 
@@ -179,6 +202,28 @@ pub struct RunResult {
 }
 
 impl RunResult {
+    /// The floor of `w`'s primary metric and what it assumes: for the 3D rows, the median of
+    /// the library-direct column when the run has one (what libvirglrenderer itself reaches in
+    /// one process); otherwise the physical floor of [`Workload::floor`].
+    pub fn floor(&self, w: Workload) -> (f64, String) {
+        if w.needs_3d() {
+            let wi = self.settings.workloads.iter().position(|&x| x == w);
+            let di = self.settings.backends.iter().position(|b| b.direct);
+            if let (Some(wi), Some(di)) = (wi, di) {
+                let key = w.metrics()[0].key;
+                if let Some(v) = self.cells[wi][di].median(key) {
+                    return (
+                        v,
+                        "the same command streams submitted straight into libvirglrenderer in \
+                         one process (no vhost-user), median of this run's virgl-direct column"
+                            .into(),
+                    );
+                }
+            }
+        }
+        w.floor(&self.floors())
+    }
+
     /// The floors the table uses: the better (faster) of before and after for each figure, so
     /// that a floor is never made easier by noise.
     pub fn floors(&self) -> Floors {
@@ -217,7 +262,11 @@ pub fn run(settings: &Settings, mut progress: impl FnMut(&str)) -> crate::Result
                 if cell.not_applicable.is_some() {
                     continue;
                 }
-                let o = workloads::run_sample(&b.command, w, ss);
+                let o = if b.direct {
+                    direct::run_sample(w, ss)
+                } else {
+                    workloads::run_sample(&b.command, w, ss)
+                };
                 let tag = if warm { "warm-up" } else { "rep" };
                 let line = match &o {
                     Outcome::Ok(m) => format!(

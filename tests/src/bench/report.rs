@@ -136,7 +136,7 @@ pub fn table(r: &RunResult) -> String {
     let mut rows = vec![header];
     let mut notes = Vec::new();
     for (wi, &w) in s.workloads.iter().enumerate() {
-        let (floor, _) = w.floor(&f);
+        let (floor, _) = r.floor(w);
         let cells = &r.cells[wi];
         for (mi, m) in w.metrics().iter().enumerate() {
             let mut row = vec![
@@ -243,19 +243,14 @@ pub fn to_json(r: &RunResult, command: &str) -> Json {
     root.set("baseline", s.backends[0].name.as_str());
     let mut ws = Vec::new();
     for (wi, &w) in s.workloads.iter().enumerate() {
-        ws.push(workload_json(w, &r.cells[wi], r, &f));
+        ws.push(workload_json(w, &r.cells[wi], r));
     }
     root.set("workloads", Json::Arr(ws));
     root
 }
 
-fn workload_json(
-    w: Workload,
-    cells: &[Cell],
-    r: &RunResult,
-    f: &crate::bench::floors::Floors,
-) -> Json {
-    let (floor, assumption) = w.floor(f);
+fn workload_json(w: Workload, cells: &[Cell], r: &RunResult) -> Json {
+    let (floor, assumption) = r.floor(w);
     let primary = &w.metrics()[0];
     let mut o = Json::obj();
     o.set("name", w.name()).set("description", w.description());

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use vhost_user_gpu_tests::bench::workloads::Workload;
-use vhost_user_gpu_tests::bench::{report, run, Backend, Settings};
+use vhost_user_gpu_tests::bench::{direct, report, run, Backend, Settings};
 use vhost_user_gpu_tests::process::QEMU_BACKEND;
 use vhost_user_gpu_tests::BackendCommand;
 
@@ -22,6 +22,9 @@ USAGE: gpu-bench [OPTIONS]
                              software and virglrenderer (target/<profile>/vhost-user-gpu next to
                              this program, or $VHOST_USER_GPU_BIN) and QEMU's C backend if
                              installed.
+  --no-direct                leave out the virgl-direct column: the 3D rows' command streams
+                             submitted straight into libvirglrenderer in this program (one
+                             process per sample, no vhost-user), the floor of the 3D rows
   --workloads a,b,c          workloads (default: all; see --list)
   --warmup N                 rounds discarded (default 1)
   --reps N                   rounds kept (default 5)
@@ -79,6 +82,7 @@ fn parse_args(args: &[String]) -> Result<Option<Cli>, String> {
     let mut workloads = Workload::ALL.to_vec();
     let (mut warmup, mut reps, mut duration) = (1u32, 5u32, 1.0f64);
     let (mut json, mut png) = (None, None);
+    let mut with_direct = true;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let (key, inline) = match a.split_once('=') {
@@ -103,6 +107,7 @@ fn parse_args(args: &[String]) -> Result<Option<Cli>, String> {
                 return Ok(None);
             }
             "--backend" => backends.push(Backend::parse(&val()?)?),
+            "--no-direct" => with_direct = false,
             "--workloads" => {
                 workloads = val()?
                     .split(',')
@@ -128,6 +133,9 @@ fn parse_args(args: &[String]) -> Result<Option<Cli>, String> {
     }
     if backends.is_empty() {
         backends = default_backends();
+    }
+    if with_direct && workloads.iter().any(|w| w.needs_3d()) {
+        backends.push(Backend::direct());
     }
     let settings = Settings {
         backends,
@@ -157,6 +165,16 @@ fn shell_quote(a: &str) -> String {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(direct::CHILD_FLAG) {
+        // One sample of the library-direct floor, in a process of its own (see bench::direct).
+        return match direct::child_main(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gpu-bench {}: {e}", direct::CHILD_FLAG);
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cli = match parse_args(&args) {
         Ok(Some(c)) => c,
         Ok(None) => return ExitCode::SUCCESS,
