@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the e2e guest: a Debian 12 kernel (linux-image-amd64) and an initramfs that is the whole root
-# filesystem (busybox-static, Mesa's virgl driver, libEGL/libgbm/libdrm, kmscube, our guest programs
+# filesystem (busybox-static, Mesa's virgl driver, libEGL/libgbm/libdrm, kmscube, glmark2-es2-drm, our guest programs
 # from scripts/guest/src, /init and the workloads). Everything comes from Debian packages fetched with
 # `apt-get download` and unpacked with `dpkg -x`; nothing is installed on the host.
 #
@@ -44,7 +44,7 @@ apt_opts=(-o "Dir::State::status=$cache/apt/status" -o "Dir::Cache=$cache/apt/ca
 # As root, apt would try to drop to _apt for downloading into our (root-owned) cache and warn.
 [ "$(id -u)" -ne 0 ] || apt_opts+=(-o APT::Sandbox::User=root)
 # Guest user space. Their dependencies come along; the rootfs keeps only what the ELF closure needs.
-user_pkgs=(busybox-static kmscube libgl1-mesa-dri libegl-mesa0 libegl1 libgbm1 libgles2 libdrm2)
+user_pkgs=(busybox-static kmscube glmark2-es2-drm libgl1-mesa-dri libegl-mesa0 libegl1 libgbm1 libgles2 libdrm2)
 # Files of this directory that only the Vulkan variant uses (not in the default image nor its key).
 vulkan_only=(src/vkcheck.c src/vkcheck_rect.vert src/vkcheck_rect.frag src/vkcheck_fill.comp
              workloads/vulkan.sh)

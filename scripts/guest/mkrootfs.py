@@ -23,7 +23,7 @@ import sys
 MULTIARCH = "x86_64-linux-gnu"
 LIB_DIRS = [f"usr/lib/{MULTIARCH}", "usr/lib", "usr/lib64"]
 # Executables copied into the guest (path in the staging tree).
-ROOT_BINARIES = ["usr/bin/busybox", "usr/bin/kmscube"]
+ROOT_BINARIES = ["usr/bin/busybox", "usr/bin/kmscube", "usr/bin/glmark2-es2-drm"]
 # Libraries the programs dlopen(): the closure follows them too.
 DLOPEN_ROOTS = [
     f"usr/lib/{MULTIARCH}/dri/virtio_gpu_dri.so",
@@ -34,6 +34,7 @@ DRI_ALIASES = ["kms_swrast_dri.so", "swrast_dri.so"]
 DATA_PATHS = [
     "usr/share/glvnd/egl_vendor.d/50_mesa.json",
     "usr/share/drirc.d",
+    "usr/share/glmark2",  # glmark2's models, shaders and textures
 ]
 # Mesa >= 24.2 (Debian 12 backports): GBM loads its DRI backend from gbm/; added when present.
 OPTIONAL_DLOPEN_ROOTS = [f"usr/lib/{MULTIARCH}/gbm/dri_gbm.so"]
