@@ -163,10 +163,17 @@ impl VirtioGpu {
             }
         }
         self.reserve_resource(resource_id, hostmem)?;
-        if let Err(e) = self
-            .renderer
-            .create_blob(resource_id, ctx_id, &args, backing)
-        {
+        // Made in the context the command names (host blobs always name one); a guest blob may
+        // name none, and without 3D there are no contexts to name.
+        let created = if ctx_id != 0 && self.caps.three_d {
+            match self.contexts.get_mut(&ctx_id) {
+                Some(c) => c.render.create_blob(resource_id, &args, backing),
+                None => Err(RendererError::InvalidContextId(ctx_id)),
+            }
+        } else {
+            self.renderer.create_blob(resource_id, &args, backing)
+        };
+        if let Err(e) = created {
             self.release_hostmem(hostmem);
             return Err(e.into());
         }

@@ -10,16 +10,29 @@ use crate::protocol::{
     Response, CTRL_HDR_SIZE, MAX_CAPSET_SIZE, VIRTIO_GPU_CONTEXT_INIT_CAPSET_ID_MASK,
     VIRTIO_GPU_F_CONTEXT_INIT,
 };
-use crate::renderer::{CapsetInfo, Renderer, RendererCapabilities, RendererError};
+use crate::renderer::{CapsetInfo, RenderContext, Renderer, RendererCapabilities, RendererError};
 
-#[derive(Debug)]
-/// What the device knows about one context.
+/// One context: what the device knows about it, and the renderer's context, which the device
+/// owns.
+///
+/// Dropping it destroys the renderer's context. Every context is dropped before the renderer is
+/// reset or dropped (`VirtioGpu::reset`, `Drop for VirtioGpu`): a context never outlives its
+/// renderer.
 pub(super) struct ContextState {
     /// The resources attached to it.
     pub(super) resources: HashSet<u32>,
+    /// The renderer's context.
+    pub(super) render: Box<dyn RenderContext>,
 }
 
 impl VirtioGpu {
+    /// Context `ctx_id`, which must exist.
+    pub(super) fn context_mut(&mut self, ctx_id: u32) -> GpuResult<&mut ContextState> {
+        self.contexts
+            .get_mut(&ctx_id)
+            .ok_or(GpuError::InvalidContextId(ctx_id))
+    }
+
     /// CTX_CREATE: for a capset offered (`context_init`), within `max_contexts`.
     pub(super) fn ctx_create(
         &mut self,
@@ -47,24 +60,28 @@ impl VirtioGpu {
                 )));
             }
         }
-        self.renderer.context_create(ctx_id, capset_id, name)?;
+        let render = self.renderer.create_context(ctx_id, capset_id, name)?;
         self.contexts.insert(
             ctx_id,
             ContextState {
                 resources: HashSet::new(),
+                render,
             },
         );
         Ok(Response::OkNoData)
     }
 
-    /// CTX_DESTROY: the entries held on its rings are answered, then the renderer destroys it.
+    /// CTX_DESTROY: the entries held on its rings are answered, then the renderer's context is
+    /// dropped, which destroys it.
     pub(super) fn ctx_destroy(&mut self, ctx_id: u32) -> GpuResult<Response> {
         self.require_3d("CTX_DESTROY")?;
-        self.check_context(ctx_id)?;
-        self.contexts.remove(&ctx_id);
+        let context = self
+            .contexts
+            .remove(&ctx_id)
+            .ok_or(GpuError::InvalidContextId(ctx_id))?;
         // The context's rings cannot complete any more: answer what they hold.
         self.release_context_rings(ctx_id);
-        self.renderer.context_destroy(ctx_id)?;
+        drop(context);
         self.trimmer.dirty = true;
         self.trimmer.maybe_trim();
         Ok(Response::OkNoData)
@@ -79,10 +96,9 @@ impl VirtioGpu {
         self.require_3d("CTX_ATTACH_RESOURCE")?;
         self.check_context(ctx_id)?;
         self.resource(resource_id)?;
-        self.renderer.context_attach_resource(ctx_id, resource_id)?;
-        if let Some(c) = self.contexts.get_mut(&ctx_id) {
-            c.resources.insert(resource_id);
-        }
+        let context = self.context_mut(ctx_id)?;
+        context.render.attach_resource(resource_id)?;
+        context.resources.insert(resource_id);
         Ok(Response::OkNoData)
     }
 
@@ -95,18 +111,16 @@ impl VirtioGpu {
         self.require_3d("CTX_DETACH_RESOURCE")?;
         self.check_context(ctx_id)?;
         self.resource(resource_id)?;
-        self.renderer.context_detach_resource(ctx_id, resource_id)?;
-        if let Some(c) = self.contexts.get_mut(&ctx_id) {
-            c.resources.remove(&resource_id);
-        }
+        let context = self.context_mut(ctx_id)?;
+        context.render.detach_resource(resource_id)?;
+        context.resources.remove(&resource_id);
         Ok(Response::OkNoData)
     }
 
     /// SUBMIT_3D: the command stream goes to the context's renderer context.
     pub(super) fn submit_3d(&mut self, ctx_id: u32, commands: &[u8]) -> GpuResult<Response> {
         self.require_3d("SUBMIT_3D")?;
-        self.check_context(ctx_id)?;
-        self.renderer.submit(ctx_id, commands)?;
+        self.context_mut(ctx_id)?.render.submit(commands)?;
         Ok(Response::OkNoData)
     }
 
