@@ -292,4 +292,70 @@ mod tests {
             VIRTIO_GPU_RESP_ERR_INVALID_CONTEXT_ID
         );
     }
+
+    fn ctx_create(id: u32) -> Vec<u8> {
+        let mut v = hdr(VIRTIO_GPU_CMD_CTX_CREATE, 0, 0, id, 0);
+        v.extend_from_slice(&le32s(&[0, 0]));
+        v.extend_from_slice(&[0u8; 64]);
+        v
+    }
+
+    #[test]
+    fn contexts_are_dropped_before_the_renderer_is_reset_or_dropped() {
+        let (mut h, log) = Harness::manual(GpuConfig::default());
+        for id in [1, 2, 3] {
+            assert_eq!(h.cmd(&ctx_create(id)), VIRTIO_GPU_RESP_OK_NODATA);
+        }
+        // CTX_DESTROY drops the renderer's context.
+        assert_eq!(
+            h.cmd(&hdr(VIRTIO_GPU_CMD_CTX_DESTROY, 0, 0, 2, 0)),
+            VIRTIO_GPU_RESP_OK_NODATA
+        );
+        assert_eq!(
+            std::mem::take(&mut log.borrow_mut().lifecycle),
+            ["context 2 dropped"]
+        );
+        // A reset drops the others, then resets the renderer.
+        h.gpu.reset();
+        let mut seen = std::mem::take(&mut log.borrow_mut().lifecycle);
+        seen[..2].sort();
+        assert_eq!(seen, ["context 1 dropped", "context 3 dropped", "reset"]);
+        // The device going away drops its contexts, then the renderer.
+        assert_eq!(h.cmd(&ctx_create(4)), VIRTIO_GPU_RESP_OK_NODATA);
+        drop(h);
+        assert_eq!(
+            log.borrow().lifecycle,
+            ["context 4 dropped", "renderer dropped"]
+        );
+    }
+
+    #[test]
+    fn context_commands_reach_the_context_they_name() {
+        let (mut h, log) = Harness::manual(GpuConfig::default());
+        assert_eq!(h.cmd(&ctx_create(1)), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(h.cmd(&ctx_create(2)), VIRTIO_GPU_RESP_OK_NODATA);
+        let submit = |ctx: u32, byte: u8| {
+            let mut v = hdr(VIRTIO_GPU_CMD_SUBMIT_3D, 0, 0, ctx, 0);
+            v.extend_from_slice(&le32s(&[4, 0]));
+            v.extend_from_slice(&[byte; 4]);
+            v
+        };
+        assert_eq!(h.cmd(&submit(2, 0xb2)), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(h.cmd(&submit(1, 0xa1)), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(
+            log.borrow().submits,
+            [(2, vec![0xb2; 4]), (1, vec![0xa1; 4])]
+        );
+        // A destroyed context takes no more commands; the other still does.
+        assert_eq!(
+            h.cmd(&hdr(VIRTIO_GPU_CMD_CTX_DESTROY, 0, 0, 1, 0)),
+            VIRTIO_GPU_RESP_OK_NODATA
+        );
+        assert_eq!(
+            h.cmd(&submit(1, 0xa1)),
+            VIRTIO_GPU_RESP_ERR_INVALID_CONTEXT_ID
+        );
+        assert_eq!(h.cmd(&submit(2, 0xb2)), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(log.borrow().submits.len(), 3);
+    }
 }

@@ -371,6 +371,17 @@ mod tests {
     }
 
     #[test]
+    fn a_ring_fence_of_no_context_is_answered_at_once() {
+        // Ring fences are made by the context; a command naming no live context has no ring
+        // to wait on.
+        let (mut h, log) = Harness::manual(GpuConfig::default());
+        let r = h.send(&fenced(VIRTIO_GPU_CMD_GET_DISPLAY_INFO, &[], 1, 7, Some(0)));
+        assert_eq!(r.used.map(|u| u.head_index), Some(r.head));
+        assert_eq!(h.resp_type(&r), VIRTIO_GPU_RESP_OK_DISPLAY_INFO);
+        assert!(log.borrow().fences.is_empty());
+    }
+
+    #[test]
     fn bad_ring_index_is_answered_at_once() {
         let (mut h, log) = Harness::manual(GpuConfig::default());
         let r = h.send(&hdr(

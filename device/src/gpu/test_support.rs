@@ -113,6 +113,8 @@ pub(crate) struct DoubleLog {
     pub(crate) refuse_fences: bool,
     pub(crate) contexts: Vec<(u32, u32, String)>,
     pub(crate) submits: Vec<(u32, Vec<u8>)>,
+    /// Contexts dropped, renderer resets and the renderer's drop, in order.
+    pub(crate) lifecycle: Vec<String>,
 }
 
 impl DoubleLog {
@@ -130,6 +132,24 @@ impl DoubleLog {
 struct ManualFenceContext {
     ctx_id: u32,
     log: Rc<RefCell<DoubleLog>>,
+}
+
+impl Drop for ManualFenceContext {
+    fn drop(&mut self) {
+        self.log
+            .borrow_mut()
+            .lifecycle
+            .push(format!("context {} dropped", self.ctx_id));
+    }
+}
+
+impl Drop for ManualFenceRenderer {
+    fn drop(&mut self) {
+        self.log
+            .borrow_mut()
+            .lifecycle
+            .push("renderer dropped".into());
+    }
 }
 
 impl RenderContext for ManualFenceContext {
@@ -250,6 +270,10 @@ impl Renderer for ManualFenceRenderer {
     }
     fn poll(&mut self) -> Vec<FenceId> {
         std::mem::take(&mut self.log.borrow_mut().complete)
+    }
+    fn reset(&mut self) {
+        self.log.borrow_mut().lifecycle.push("reset".into());
+        self.inner.reset();
     }
     fn read_pixels(&mut self, id: u32, rect: Rect, out: &mut [u8]) -> crate::renderer::Result<()> {
         self.inner.read_pixels(id, rect, out)
