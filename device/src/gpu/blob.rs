@@ -163,10 +163,17 @@ impl VirtioGpu {
             }
         }
         self.reserve_resource(resource_id, hostmem)?;
-        if let Err(e) = self
-            .renderer
-            .create_blob(resource_id, ctx_id, &args, backing)
-        {
+        // Made in the context the command names (host blobs always name one); a guest blob may
+        // name none, and without 3D there are no contexts to name.
+        let created = if ctx_id != 0 && self.caps.three_d {
+            match self.contexts.get_mut(&ctx_id) {
+                Some(c) => c.render.create_blob(resource_id, &args, backing),
+                None => Err(RendererError::InvalidContextId(ctx_id)),
+            }
+        } else {
+            self.renderer.create_blob(resource_id, &args, backing)
+        };
+        if let Err(e) = created {
             self.release_hostmem(hostmem);
             return Err(e.into());
         }
@@ -638,5 +645,32 @@ mod tests {
         );
         assert_eq!(h.cmd(&map_cmd(10, 0)), VIRTIO_GPU_RESP_ERR_UNSPEC);
         assert!(log.borrow().calls.is_empty());
+    }
+
+    #[test]
+    fn a_blob_is_made_in_the_context_its_command_names() {
+        let in_ctx = |id: u32, mem: u32, ctx: u32| {
+            let mut cmd = create_blob_cmd(id, mem, 0, 4096, &[(DATA_BASE, 4096)]);
+            if mem == VIRTIO_GPU_BLOB_MEM_HOST3D {
+                cmd = create_blob_cmd(id, mem, 0, 4096, &[]);
+            }
+            cmd[16..20].copy_from_slice(&ctx.to_le_bytes());
+            cmd
+        };
+        // 3D: context 1 exists.
+        let (mut h, _) = host_blob_harness(REGION);
+        let ok = VIRTIO_GPU_RESP_OK_NODATA;
+        let no_ctx = VIRTIO_GPU_RESP_ERR_INVALID_CONTEXT_ID;
+        assert_eq!(h.cmd(&in_ctx(1, VIRTIO_GPU_BLOB_MEM_GUEST, 1)), ok);
+        assert_eq!(h.cmd(&in_ctx(2, VIRTIO_GPU_BLOB_MEM_GUEST, 0)), ok);
+        assert_eq!(h.cmd(&in_ctx(3, VIRTIO_GPU_BLOB_MEM_GUEST, 2)), no_ctx);
+        assert_eq!(h.cmd(&in_ctx(3, VIRTIO_GPU_BLOB_MEM_HOST3D, 1)), ok);
+        assert_eq!(h.cmd(&in_ctx(4, VIRTIO_GPU_BLOB_MEM_HOST3D, 0)), no_ctx);
+        assert_eq!(h.cmd(&in_ctx(4, VIRTIO_GPU_BLOB_MEM_HOST3D, 2)), no_ctx);
+        // The refused ids were not taken.
+        assert_eq!(h.cmd(&in_ctx(4, VIRTIO_GPU_BLOB_MEM_GUEST, 0)), ok);
+        // Without 3D there are no contexts: the id a guest blob names means nothing.
+        let mut soft = Harness::software();
+        assert_eq!(soft.cmd(&in_ctx(1, VIRTIO_GPU_BLOB_MEM_GUEST, 7)), ok);
     }
 }

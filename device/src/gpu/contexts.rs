@@ -10,16 +10,29 @@ use crate::protocol::{
     Response, CTRL_HDR_SIZE, MAX_CAPSET_SIZE, VIRTIO_GPU_CONTEXT_INIT_CAPSET_ID_MASK,
     VIRTIO_GPU_F_CONTEXT_INIT,
 };
-use crate::renderer::{CapsetInfo, Renderer, RendererCapabilities, RendererError};
+use crate::renderer::{CapsetInfo, RenderContext, Renderer, RendererCapabilities, RendererError};
 
-#[derive(Debug)]
-/// What the device knows about one context.
+/// One context: what the device knows about it, and the renderer's context, which the device
+/// owns.
+///
+/// Dropping it destroys the renderer's context. Every context is dropped before the renderer is
+/// reset or dropped (`VirtioGpu::reset`, `Drop for VirtioGpu`): a context never outlives its
+/// renderer.
 pub(super) struct ContextState {
     /// The resources attached to it.
     pub(super) resources: HashSet<u32>,
+    /// The renderer's context.
+    pub(super) render: Box<dyn RenderContext>,
 }
 
 impl VirtioGpu {
+    /// Context `ctx_id`, which must exist.
+    pub(super) fn context_mut(&mut self, ctx_id: u32) -> GpuResult<&mut ContextState> {
+        self.contexts
+            .get_mut(&ctx_id)
+            .ok_or(GpuError::InvalidContextId(ctx_id))
+    }
+
     /// CTX_CREATE: for a capset offered (`context_init`), within `max_contexts`.
     pub(super) fn ctx_create(
         &mut self,
@@ -47,24 +60,28 @@ impl VirtioGpu {
                 )));
             }
         }
-        self.renderer.context_create(ctx_id, capset_id, name)?;
+        let render = self.renderer.create_context(ctx_id, capset_id, name)?;
         self.contexts.insert(
             ctx_id,
             ContextState {
                 resources: HashSet::new(),
+                render,
             },
         );
         Ok(Response::OkNoData)
     }
 
-    /// CTX_DESTROY: the entries held on its rings are answered, then the renderer destroys it.
+    /// CTX_DESTROY: the entries held on its rings are answered, then the renderer's context is
+    /// dropped, which destroys it.
     pub(super) fn ctx_destroy(&mut self, ctx_id: u32) -> GpuResult<Response> {
         self.require_3d("CTX_DESTROY")?;
-        self.check_context(ctx_id)?;
-        self.contexts.remove(&ctx_id);
+        let context = self
+            .contexts
+            .remove(&ctx_id)
+            .ok_or(GpuError::InvalidContextId(ctx_id))?;
         // The context's rings cannot complete any more: answer what they hold.
         self.release_context_rings(ctx_id);
-        self.renderer.context_destroy(ctx_id)?;
+        drop(context);
         self.trimmer.dirty = true;
         self.trimmer.maybe_trim();
         Ok(Response::OkNoData)
@@ -79,10 +96,9 @@ impl VirtioGpu {
         self.require_3d("CTX_ATTACH_RESOURCE")?;
         self.check_context(ctx_id)?;
         self.resource(resource_id)?;
-        self.renderer.context_attach_resource(ctx_id, resource_id)?;
-        if let Some(c) = self.contexts.get_mut(&ctx_id) {
-            c.resources.insert(resource_id);
-        }
+        let context = self.context_mut(ctx_id)?;
+        context.render.attach_resource(resource_id)?;
+        context.resources.insert(resource_id);
         Ok(Response::OkNoData)
     }
 
@@ -95,18 +111,16 @@ impl VirtioGpu {
         self.require_3d("CTX_DETACH_RESOURCE")?;
         self.check_context(ctx_id)?;
         self.resource(resource_id)?;
-        self.renderer.context_detach_resource(ctx_id, resource_id)?;
-        if let Some(c) = self.contexts.get_mut(&ctx_id) {
-            c.resources.remove(&resource_id);
-        }
+        let context = self.context_mut(ctx_id)?;
+        context.render.detach_resource(resource_id)?;
+        context.resources.remove(&resource_id);
         Ok(Response::OkNoData)
     }
 
     /// SUBMIT_3D: the command stream goes to the context's renderer context.
     pub(super) fn submit_3d(&mut self, ctx_id: u32, commands: &[u8]) -> GpuResult<Response> {
         self.require_3d("SUBMIT_3D")?;
-        self.check_context(ctx_id)?;
-        self.renderer.submit(ctx_id, commands)?;
+        self.context_mut(ctx_id)?.render.submit(commands)?;
         Ok(Response::OkNoData)
     }
 
@@ -277,5 +291,71 @@ mod tests {
             h.cmd(&hdr(VIRTIO_GPU_CMD_CTX_DESTROY, 0, 0, 1, 0)),
             VIRTIO_GPU_RESP_ERR_INVALID_CONTEXT_ID
         );
+    }
+
+    fn ctx_create(id: u32) -> Vec<u8> {
+        let mut v = hdr(VIRTIO_GPU_CMD_CTX_CREATE, 0, 0, id, 0);
+        v.extend_from_slice(&le32s(&[0, 0]));
+        v.extend_from_slice(&[0u8; 64]);
+        v
+    }
+
+    #[test]
+    fn contexts_are_dropped_before_the_renderer_is_reset_or_dropped() {
+        let (mut h, log) = Harness::manual(GpuConfig::default());
+        for id in [1, 2, 3] {
+            assert_eq!(h.cmd(&ctx_create(id)), VIRTIO_GPU_RESP_OK_NODATA);
+        }
+        // CTX_DESTROY drops the renderer's context.
+        assert_eq!(
+            h.cmd(&hdr(VIRTIO_GPU_CMD_CTX_DESTROY, 0, 0, 2, 0)),
+            VIRTIO_GPU_RESP_OK_NODATA
+        );
+        assert_eq!(
+            std::mem::take(&mut log.borrow_mut().lifecycle),
+            ["context 2 dropped"]
+        );
+        // A reset drops the others, then resets the renderer.
+        h.gpu.reset();
+        let mut seen = std::mem::take(&mut log.borrow_mut().lifecycle);
+        seen[..2].sort();
+        assert_eq!(seen, ["context 1 dropped", "context 3 dropped", "reset"]);
+        // The device going away drops its contexts, then the renderer.
+        assert_eq!(h.cmd(&ctx_create(4)), VIRTIO_GPU_RESP_OK_NODATA);
+        drop(h);
+        assert_eq!(
+            log.borrow().lifecycle,
+            ["context 4 dropped", "renderer dropped"]
+        );
+    }
+
+    #[test]
+    fn context_commands_reach_the_context_they_name() {
+        let (mut h, log) = Harness::manual(GpuConfig::default());
+        assert_eq!(h.cmd(&ctx_create(1)), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(h.cmd(&ctx_create(2)), VIRTIO_GPU_RESP_OK_NODATA);
+        let submit = |ctx: u32, byte: u8| {
+            let mut v = hdr(VIRTIO_GPU_CMD_SUBMIT_3D, 0, 0, ctx, 0);
+            v.extend_from_slice(&le32s(&[4, 0]));
+            v.extend_from_slice(&[byte; 4]);
+            v
+        };
+        assert_eq!(h.cmd(&submit(2, 0xb2)), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(h.cmd(&submit(1, 0xa1)), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(
+            log.borrow().submits,
+            [(2, vec![0xb2; 4]), (1, vec![0xa1; 4])]
+        );
+        // A destroyed context takes no more commands; the other still does.
+        assert_eq!(
+            h.cmd(&hdr(VIRTIO_GPU_CMD_CTX_DESTROY, 0, 0, 1, 0)),
+            VIRTIO_GPU_RESP_OK_NODATA
+        );
+        assert_eq!(
+            h.cmd(&submit(1, 0xa1)),
+            VIRTIO_GPU_RESP_ERR_INVALID_CONTEXT_ID
+        );
+        assert_eq!(h.cmd(&submit(2, 0xb2)), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(log.borrow().submits.len(), 3);
     }
 }

@@ -4,7 +4,7 @@
 use super::{GpuError, GpuResult, VirtioGpu};
 use crate::display::{Display, CURSOR_SIZE};
 use crate::protocol::{CursorCommand, Rect, Response};
-use crate::renderer::software::BYTES_PER_PIXEL;
+use crate::renderer::formats::BYTES_PER_PIXEL;
 
 impl VirtioGpu {
     /// UPDATE_CURSOR: resource 0 hides the cursor; otherwise up to 64x64 of the resource's

@@ -4,17 +4,18 @@
 //! # Decisions
 //!
 //! * **Fences.** A command with `VIRTIO_GPU_FLAG_FENCE` (successful or not) gets a renderer fence
-//!   on its timeline: `(ctx_id, ring_idx)` with `VIRTIO_GPU_FLAG_INFO_RING_IDX`, else the global
-//!   timeline. Its response is written at once but the used entry is held until the renderer
-//!   reports a fence with an id `>=` on that timeline (the spec's rule), so an error never
-//!   overtakes earlier fenced work. Only when the renderer refuses the fence is the entry
+//!   on its timeline: `(ctx_id, ring_idx)` with `VIRTIO_GPU_FLAG_INFO_RING_IDX` (made by that
+//!   context's `RenderContext`), else the global timeline (made by the `Renderer`). Its response
+//!   is written at once but the used entry is held until the renderer reports a fence with an id
+//!   `>=` on that timeline (the spec's rule), so an error never overtakes earlier fenced work.
+//!   Only when the renderer refuses the fence (or the ring's context does not exist) is the entry
 //!   published at once. Destroying a context releases the entries held on its rings.
 
 use std::os::fd::BorrowedFd;
 
 use super::{UsedEntry, VirtioGpu};
 use crate::protocol::{self, CtrlHeader};
-use crate::renderer::FenceId;
+use crate::renderer::{FenceId, RendererError};
 
 /// Most fenced entries held at once, waiting for their fences. A driver cannot have more
 /// chains outstanding than its queues hold (2 queues of at most 32768 descriptors), so more
@@ -78,7 +79,14 @@ impl VirtioGpu {
             ));
             return Some(used);
         }
-        if let Err(e) = self.renderer.create_fence(fence) {
+        let created = match fence.ring_idx {
+            None => self.renderer.create_fence(fence.ctx_id, fence.id),
+            Some(ring) => match self.contexts.get_mut(&fence.ctx_id) {
+                Some(c) => c.render.create_fence(ring, fence.id),
+                None => Err(RendererError::InvalidContextId(fence.ctx_id)),
+            },
+        };
+        if let Err(e) = created {
             // E.g. a fenced command of a context that does not exist: the guest's doing.
             self.guest_error(format_args!(
                 "fence {fence:?} refused ({e}); answering at once"
@@ -360,6 +368,17 @@ mod tests {
             id: 2,
         });
         assert_eq!(h.gpu.poll_fences().len(), 2);
+    }
+
+    #[test]
+    fn a_ring_fence_of_no_context_is_answered_at_once() {
+        // Ring fences are made by the context; a command naming no live context has no ring
+        // to wait on.
+        let (mut h, log) = Harness::manual(GpuConfig::default());
+        let r = h.send(&fenced(VIRTIO_GPU_CMD_GET_DISPLAY_INFO, &[], 1, 7, Some(0)));
+        assert_eq!(r.used.map(|u| u.head_index), Some(r.head));
+        assert_eq!(h.resp_type(&r), VIRTIO_GPU_RESP_OK_DISPLAY_INFO);
+        assert!(log.borrow().fences.is_empty());
     }
 
     #[test]

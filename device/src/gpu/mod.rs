@@ -235,6 +235,8 @@ pub struct VirtioGpu {
     capsets: Vec<CapsetInfo>,
     resources: HashMap<u32, ResourceState>,
     scanouts: Vec<ScanoutState>,
+    /// The contexts, each owning the renderer's context; dropped before the renderer (see
+    /// `Drop`) and before every `Renderer::reset`.
     contexts: HashMap<u32, ContextState>,
     /// Last known scanout layout (from the display or the defaults).
     modes: Vec<DisplayMode>,
@@ -257,6 +259,14 @@ pub struct VirtioGpu {
     flush_buffer: FlushBuffer,
     /// Hands freed heap memory back after large releases.
     trimmer: HeapTrimmer,
+}
+
+impl Drop for VirtioGpu {
+    /// Drops the contexts before the renderer (a field dropped later): each destroys its
+    /// context in the renderer, which must still be there.
+    fn drop(&mut self) {
+        self.contexts.clear();
+    }
 }
 
 impl VirtioGpu {
@@ -543,11 +553,8 @@ impl VirtioGpu {
                 debug!("reset: unref {id}: {e}");
             }
         }
-        for (id, _) in self.contexts.drain() {
-            if let Err(e) = self.renderer.context_destroy(id) {
-                debug!("reset: destroy context {id}: {e}");
-            }
-        }
+        // Dropping a context destroys it in the renderer, before the renderer forgets the rest.
+        self.contexts.clear();
         self.renderer.reset();
         self.scanouts = vec![ScanoutState::default(); self.config.num_scanouts as usize];
         self.modes = default_modes(&self.config);

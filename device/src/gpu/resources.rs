@@ -24,7 +24,7 @@ use vm_memory::GuestMemoryMmap;
 use super::{GpuError, GpuResult, VirtioGpu};
 use crate::display::Display;
 use crate::protocol::{MemEntry, Rect, Response, VIRTIO_GPU_F_RESOURCE_UUID};
-use crate::renderer::software::{PixelFormat, BYTES_PER_PIXEL};
+use crate::renderer::formats::{PixelFormat, BYTES_PER_PIXEL};
 use crate::renderer::{GuestBacking, ResourceCreate3d, Transfer3d};
 use crate::virgl_format::{self, BlockLayout};
 
@@ -397,7 +397,7 @@ impl VirtioGpu {
         check_transfer_3d(self.resource(resource_id)?, transfer)
     }
 
-    /// TRANSFER_TO_HOST_3D.
+    /// TRANSFER_TO_HOST_3D, in the context it names or (context 0) outside any.
     pub(super) fn transfer_to_host_3d(
         &mut self,
         ctx_id: u32,
@@ -405,12 +405,17 @@ impl VirtioGpu {
         transfer: &Transfer3d,
     ) -> GpuResult<Response> {
         self.check_3d_transfer("TRANSFER_TO_HOST_3D", ctx_id, resource_id, transfer)?;
-        self.renderer
-            .transfer_to_host_3d(ctx_id, resource_id, transfer)?;
+        match ctx_id {
+            0 => self.renderer.transfer_to_host_3d(resource_id, transfer)?,
+            _ => self
+                .context_mut(ctx_id)?
+                .render
+                .transfer_to_host_3d(resource_id, transfer)?,
+        }
         Ok(Response::OkNoData)
     }
 
-    /// TRANSFER_FROM_HOST_3D.
+    /// TRANSFER_FROM_HOST_3D, in the context it names or (context 0) outside any.
     pub(super) fn transfer_from_host_3d(
         &mut self,
         ctx_id: u32,
@@ -418,8 +423,13 @@ impl VirtioGpu {
         transfer: &Transfer3d,
     ) -> GpuResult<Response> {
         self.check_3d_transfer("TRANSFER_FROM_HOST_3D", ctx_id, resource_id, transfer)?;
-        self.renderer
-            .transfer_from_host_3d(ctx_id, resource_id, transfer)?;
+        match ctx_id {
+            0 => self.renderer.transfer_from_host_3d(resource_id, transfer)?,
+            _ => self
+                .context_mut(ctx_id)?
+                .render
+                .transfer_from_host_3d(resource_id, transfer)?,
+        }
         Ok(Response::OkNoData)
     }
 

@@ -9,7 +9,7 @@ use log::debug;
 use super::{GpuConfig, GpuError, GpuResult, VirtioGpu};
 use crate::display::{Display, DisplayMode, DmabufScanout};
 use crate::protocol::{DisplayInfoEntry, Rect, Response, VIRTIO_GPU_BLOB_MEM_GUEST};
-use crate::renderer::software::{PixelFormat, BYTES_PER_PIXEL};
+use crate::renderer::formats::{PixelFormat, BYTES_PER_PIXEL};
 use crate::renderer::{BlobHandleKind, BlobScanoutLayout, RendererError};
 
 /// Largest scanout width or height in pixels. A flush of a whole scanout builds one pixel buffer

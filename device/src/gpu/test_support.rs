@@ -21,8 +21,8 @@ use crate::protocol::tests::{hdr, le32s, test_mem, WRITE};
 use crate::protocol::*;
 use crate::renderer::software::SoftwareRenderer;
 use crate::renderer::{
-    BlobHandleKind, CapsetInfo, CreateBlob, ExportedBlob, FenceId, GuestBacking, Renderer,
-    RendererCapabilities, RendererError, ResourceInfo,
+    BlobHandleKind, CapsetInfo, CreateBlob, ExportedBlob, FenceId, GuestBacking, RenderContext,
+    Renderer, RendererCapabilities, RendererError,
 };
 
 /// One call the device made on the display.
@@ -113,6 +113,66 @@ pub(crate) struct DoubleLog {
     pub(crate) refuse_fences: bool,
     pub(crate) contexts: Vec<(u32, u32, String)>,
     pub(crate) submits: Vec<(u32, Vec<u8>)>,
+    /// Contexts dropped, renderer resets and the renderer's drop, in order.
+    pub(crate) lifecycle: Vec<String>,
+}
+
+impl DoubleLog {
+    /// Records `fence`, unless fences are refused.
+    fn fence(&mut self, fence: FenceId) -> crate::renderer::Result<()> {
+        if self.refuse_fences {
+            return Err(RendererError::Library("refused".into()));
+        }
+        self.fences.push(fence);
+        Ok(())
+    }
+}
+
+/// A context of [`ManualFenceRenderer`]: records submits and ring fences in the shared log.
+struct ManualFenceContext {
+    ctx_id: u32,
+    log: Rc<RefCell<DoubleLog>>,
+}
+
+impl Drop for ManualFenceContext {
+    fn drop(&mut self) {
+        self.log
+            .borrow_mut()
+            .lifecycle
+            .push(format!("context {} dropped", self.ctx_id));
+    }
+}
+
+impl Drop for ManualFenceRenderer {
+    fn drop(&mut self) {
+        self.log
+            .borrow_mut()
+            .lifecycle
+            .push("renderer dropped".into());
+    }
+}
+
+impl RenderContext for ManualFenceContext {
+    fn attach_resource(&mut self, _id: u32) -> crate::renderer::Result<()> {
+        Ok(())
+    }
+    fn detach_resource(&mut self, _id: u32) -> crate::renderer::Result<()> {
+        Ok(())
+    }
+    fn submit(&mut self, commands: &[u8]) -> crate::renderer::Result<()> {
+        self.log
+            .borrow_mut()
+            .submits
+            .push((self.ctx_id, commands.to_vec()));
+        Ok(())
+    }
+    fn create_fence(&mut self, ring_idx: u8, fence_id: u64) -> crate::renderer::Result<()> {
+        self.log.borrow_mut().fence(FenceId {
+            ctx_id: self.ctx_id,
+            ring_idx: Some(ring_idx),
+            id: fence_id,
+        })
+    }
 }
 
 /// A test double: the software renderer for 2D plus fake 3D (contexts, submits, one capset)
@@ -186,41 +246,34 @@ impl Renderer for ManualFenceRenderer {
     ) -> crate::renderer::Result<()> {
         self.inner.transfer_to_host_2d(id, rect, offset)
     }
-    fn context_create(
+    fn create_context(
         &mut self,
         ctx_id: u32,
         capset_id: u32,
         name: &str,
-    ) -> crate::renderer::Result<()> {
+    ) -> crate::renderer::Result<Box<dyn RenderContext>> {
         self.log
             .borrow_mut()
             .contexts
             .push((ctx_id, capset_id, name.to_string()));
-        Ok(())
+        Ok(Box::new(ManualFenceContext {
+            ctx_id,
+            log: self.log.clone(),
+        }))
     }
-    fn context_destroy(&mut self, _ctx_id: u32) -> crate::renderer::Result<()> {
-        Ok(())
-    }
-    fn submit(&mut self, ctx_id: u32, commands: &[u8]) -> crate::renderer::Result<()> {
-        self.log
-            .borrow_mut()
-            .submits
-            .push((ctx_id, commands.to_vec()));
-        Ok(())
-    }
-    fn create_fence(&mut self, fence: FenceId) -> crate::renderer::Result<()> {
-        let mut log = self.log.borrow_mut();
-        if log.refuse_fences {
-            return Err(RendererError::Library("refused".into()));
-        }
-        log.fences.push(fence);
-        Ok(())
+    fn create_fence(&mut self, ctx_id: u32, fence_id: u64) -> crate::renderer::Result<()> {
+        self.log.borrow_mut().fence(FenceId {
+            ctx_id,
+            ring_idx: None,
+            id: fence_id,
+        })
     }
     fn poll(&mut self) -> Vec<FenceId> {
         std::mem::take(&mut self.log.borrow_mut().complete)
     }
-    fn resource_info(&self, id: u32) -> crate::renderer::Result<ResourceInfo> {
-        self.inner.resource_info(id)
+    fn reset(&mut self) {
+        self.log.borrow_mut().lifecycle.push("reset".into());
+        self.inner.reset();
     }
     fn read_pixels(&mut self, id: u32, rect: Rect, out: &mut [u8]) -> crate::renderer::Result<()> {
         self.inner.read_pixels(id, rect, out)
@@ -520,7 +573,37 @@ pub(crate) const MESA_FILE_BLOB: u32 = 77;
 /// Host blobs that export as an fd (a memfd), except [`NO_EXPORT`].
 pub(crate) struct HostBlobRenderer {
     inner: SoftwareRenderer,
-    blobs: HashSet<u32>,
+    /// The blobs, made by the renderer or by one of its contexts.
+    blobs: Rc<RefCell<HashSet<u32>>>,
+}
+
+/// A context of [`HostBlobRenderer`]: makes blobs, fences nothing.
+struct HostBlobContext {
+    blobs: Rc<RefCell<HashSet<u32>>>,
+}
+
+impl RenderContext for HostBlobContext {
+    fn attach_resource(&mut self, _id: u32) -> crate::renderer::Result<()> {
+        Ok(())
+    }
+    fn detach_resource(&mut self, _id: u32) -> crate::renderer::Result<()> {
+        Ok(())
+    }
+    fn submit(&mut self, _commands: &[u8]) -> crate::renderer::Result<()> {
+        Ok(())
+    }
+    fn create_fence(&mut self, _ring_idx: u8, _fence_id: u64) -> crate::renderer::Result<()> {
+        Ok(())
+    }
+    fn create_blob(
+        &mut self,
+        id: u32,
+        _args: &CreateBlob,
+        _backing: Option<GuestBacking>,
+    ) -> crate::renderer::Result<()> {
+        self.blobs.borrow_mut().insert(id);
+        Ok(())
+    }
 }
 
 impl Renderer for HostBlobRenderer {
@@ -545,7 +628,7 @@ impl Renderer for HostBlobRenderer {
         self.inner.resource_create_2d(id, f, w, h)
     }
     fn resource_unref(&mut self, id: u32) -> crate::renderer::Result<()> {
-        if self.blobs.remove(&id) {
+        if self.blobs.borrow_mut().remove(&id) {
             return Ok(());
         }
         self.inner.resource_unref(id)
@@ -559,13 +642,17 @@ impl Renderer for HostBlobRenderer {
     fn transfer_to_host_2d(&mut self, id: u32, r: Rect, o: u64) -> crate::renderer::Result<()> {
         self.inner.transfer_to_host_2d(id, r, o)
     }
-    fn context_create(&mut self, _: u32, _: u32, _: &str) -> crate::renderer::Result<()> {
-        Ok(())
+    fn create_context(
+        &mut self,
+        _: u32,
+        _: u32,
+        _: &str,
+    ) -> crate::renderer::Result<Box<dyn RenderContext>> {
+        Ok(Box::new(HostBlobContext {
+            blobs: self.blobs.clone(),
+        }))
     }
-    fn context_destroy(&mut self, _: u32) -> crate::renderer::Result<()> {
-        Ok(())
-    }
-    fn create_fence(&mut self, _: FenceId) -> crate::renderer::Result<()> {
+    fn create_fence(&mut self, _: u32, _: u64) -> crate::renderer::Result<()> {
         Ok(())
     }
     fn poll(&mut self) -> Vec<FenceId> {
@@ -574,15 +661,14 @@ impl Renderer for HostBlobRenderer {
     fn create_blob(
         &mut self,
         id: u32,
-        _ctx: u32,
         _args: &CreateBlob,
         _backing: Option<GuestBacking>,
     ) -> crate::renderer::Result<()> {
-        self.blobs.insert(id);
+        self.blobs.borrow_mut().insert(id);
         Ok(())
     }
     fn export_blob(&mut self, id: u32) -> crate::renderer::Result<ExportedBlob> {
-        if id == NO_EXPORT || !self.blobs.contains(&id) {
+        if id == NO_EXPORT || !self.blobs.borrow().contains(&id) {
             return Err(RendererError::Library("no fd for this blob".into()));
         }
         if id == MESA_FILE_BLOB {
@@ -619,9 +705,6 @@ impl Renderer for HostBlobRenderer {
     fn map_info(&mut self, _id: u32) -> crate::renderer::Result<u32> {
         Ok(DOUBLE_MAP_INFO)
     }
-    fn resource_info(&self, id: u32) -> crate::renderer::Result<ResourceInfo> {
-        self.inner.resource_info(id)
-    }
     fn read_pixels(&mut self, id: u32, r: Rect, o: &mut [u8]) -> crate::renderer::Result<()> {
         self.inner.read_pixels(id, r, o)
     }
@@ -632,7 +715,7 @@ pub(crate) const REGION: u64 = 1 << 20;
 pub(crate) fn host_blob_harness(region: u64) -> (Harness, Rc<RefCell<ShmLog>>) {
     let r = HostBlobRenderer {
         inner: SoftwareRenderer::new(),
-        blobs: HashSet::new(),
+        blobs: Rc::new(RefCell::new(HashSet::new())),
     };
     let config = GpuConfig {
         host_visible_size: region,

@@ -30,15 +30,20 @@
 //!   same inner software renderer: they display, but no gfxstream context can use them.
 //! - **Fences**: the library signals completions on its own threads; they are collected through
 //!   the crate's eventfd ([`Renderer::poll_fd`]).
+//! - **Contexts**: a [`RenderContext`] holds the crate's `Context` (dropping it destroys the
+//!   library's context) and a weak handle on what the renderer shares with its contexts (the
+//!   library, the resources, the pending fences). Neither is `Send`: both stay on the GPU thread.
 //!
 //! The library can be initialised once per process: [`GfxstreamRenderer::new`] fails with
 //! `gfxstream::Error::AlreadyInitialized` on a second call. On a headless Mesa host, set
 //! `EGL_PLATFORM=surfaceless` before calling it (the library blocks in init otherwise; the
 //! crate's watchdog turns that into an error).
 
+use std::cell::{RefCell, RefMut};
 use std::collections::{HashMap, HashSet};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
+use std::rc::{Rc, Weak};
 
 use ::gfxstream::{
     bind, target, BackingMemory, BlobArgs, BlobMem, Capset, Context, FenceRing, Gfxstream,
@@ -47,14 +52,13 @@ use ::gfxstream::{
 use log::{debug, warn};
 
 use super::fence_seq::FenceSeq;
-use super::software::{
-    check_blob_image, check_out_len, copy_rect_to_xrgb, BlobImage, PixelFormat, SoftwareRenderer,
-    BYTES_PER_PIXEL,
-};
+use super::formats::{PixelFormat, BYTES_PER_PIXEL};
+use super::readback::{check_out_len, copy_rect_to_xrgb, BlobImage};
+use super::software::SoftwareRenderer;
 use super::{
-    BlobHandleKind, BlobMapping, BlobScanoutLayout, CapsetInfo, CreateBlob, ExportedBlob, FenceId,
-    GuestBacking, Rect, Renderer, RendererCapabilities, RendererError, ResourceCreate3d,
-    ResourceInfo, Result, Transfer3d,
+    BlobHandleKind, BlobScanoutLayout, CapsetInfo, CreateBlob, ExportedBlob, FenceId, GuestBacking,
+    Rect, RenderContext, Renderer, RendererCapabilities, RendererError, ResourceCreate3d, Result,
+    Transfer3d,
 };
 use crate::protocol::{
     VIRTIO_GPU_BLOB_MEM_GUEST, VIRTIO_GPU_BLOB_MEM_HOST3D, VIRTIO_GPU_FORMAT_B8G8R8A8_UNORM,
@@ -136,11 +140,21 @@ struct LibraryResource {
     exported: Option<(OwnedFd, BlobHandleKind)>,
 }
 
-/// The gfxstream renderer.
+/// The gfxstream renderer; its contexts are `GfxstreamContext`s.
 pub struct GfxstreamRenderer {
-    gfx: Gfxstream,
+    shared: Rc<Shared>,
     capsets: Vec<CapsetInfo>,
-    contexts: HashMap<u32, Context>,
+}
+
+/// What the renderer and its contexts share: the library, and the state a context works on
+/// (it attaches the renderer's resources, creates blobs and fences).
+struct Shared {
+    gfx: Gfxstream,
+    state: RefCell<State>,
+}
+
+/// The renderer's resources and pending fences.
+struct State {
     resources: HashMap<u32, LibraryResource>,
     /// Resources the library is not needed for, held by `soft`: `BLOB_MEM_GUEST` blobs, and 2D
     /// resources in the virtio formats gfxstream has no colour buffer for.
@@ -157,7 +171,7 @@ impl GfxstreamRenderer {
     ///
     /// External blobs with Vulkan get system blobs too, so that host-visible Vulkan memory is
     /// exported as the library's own shared memory, which maps from offset 0 (the host driver's
-    /// handle need not: lavapipe's memory starts 4 KiB into its file).
+    /// handle need not: lavapipe's starts its memory 4 KiB into its file).
     pub fn new(options: &InitOptions) -> std::result::Result<Self, ::gfxstream::Error> {
         let gfx = Gfxstream::init(&with_system_blobs(options))?;
         // Only what the library serves as initialised (no Vulkan capset without USE_VK).
@@ -171,26 +185,124 @@ impl GfxstreamRenderer {
             })
             .collect();
         Ok(GfxstreamRenderer {
-            gfx,
+            shared: Rc::new(Shared {
+                gfx,
+                state: RefCell::new(State {
+                    resources: HashMap::new(),
+                    soft_ids: HashSet::new(),
+                    soft: SoftwareRenderer::new(),
+                    fences: FenceSeq::default(),
+                }),
+            }),
             capsets,
-            contexts: HashMap::new(),
-            resources: HashMap::new(),
-            soft_ids: HashSet::new(),
-            soft: SoftwareRenderer::new(),
-            fences: FenceSeq::default(),
+        })
+    }
+}
+
+impl Shared {
+    /// The shared state, to use or change it.
+    fn state(&self) -> Result<RefMut<'_, State>> {
+        self.state.try_borrow_mut().map_err(|_| {
+            // A call into the adapter from inside the adapter, which the device never makes.
+            RendererError::Library("gfxstream adapter re-entered".into())
         })
     }
 
+    /// Creates `fence` in the library, on the global timeline or a context's ring.
+    fn create_fence(&self, fence: FenceId) -> Result<()> {
+        let ring = match fence.ring_idx {
+            Some(ring_idx) => FenceRing::Context {
+                ctx_id: fence.ctx_id,
+                ring_idx,
+            },
+            None => FenceRing::Global,
+        };
+        let mut state = self.state()?;
+        // The library is handed an id of ours (FenceSeq): its completions arrive from its own
+        // threads, and one of the previous guest's may come after a reset.
+        let id = state.fences.issue(fence);
+        self.gfx.create_fence(ring, id).map_err(|e| {
+            state.fences.withdraw(fence);
+            map_err(e)
+        })
+    }
+
+    /// A 3D transfer of resource `id` (in context `ctx_id`, which gfxstream does not use).
+    fn transfer_3d(&self, ctx_id: u32, id: u32, t: &Transfer3d, to_host: bool) -> Result<()> {
+        let state = self.state()?;
+        let entry = state.resource(id)?;
+        let bx = transfer_box_3d(t);
+        if to_host {
+            debug!(
+                "ctx {ctx_id}: 3D transfer to resource {id} (offset {}, stride {}, level {} are \
+                 ignored by gfxstream)",
+                t.offset, t.stride, t.level
+            );
+            entry
+                .res
+                .transfer_write(&bx, t.offset, None)
+                .map_err(map_err)
+        } else {
+            debug!("ctx {ctx_id}: 3D transfer from resource {id}");
+            entry
+                .res
+                .transfer_read(&bx, t.offset, None)
+                .map_err(map_err)
+        }
+    }
+
+    /// RESOURCE_CREATE_BLOB: host blobs are made by context `ctx`, guest blobs (in a context or
+    /// not) by the inner software renderer.
+    fn create_blob(
+        &self,
+        ctx: Option<&Context>,
+        id: u32,
+        args: &CreateBlob,
+        backing: Option<GuestBacking>,
+    ) -> Result<()> {
+        let mut state = self.state()?;
+        if state.resources.contains_key(&id) || state.soft_ids.contains(&id) {
+            return Err(RendererError::InvalidResourceId(id));
+        }
+        match args.blob_mem {
+            VIRTIO_GPU_BLOB_MEM_GUEST => {
+                state.soft.create_blob(id, args, backing)?;
+                state.soft_ids.insert(id);
+                Ok(())
+            }
+            VIRTIO_GPU_BLOB_MEM_HOST3D => {
+                let ctx = ctx.ok_or(RendererError::InvalidContextId(0))?;
+                let blob = BlobArgs {
+                    mem: BlobMem::Host3d,
+                    // VIRTIO_GPU_BLOB_FLAG_* and STREAM_BLOB_FLAG_* share their values; the
+                    // crate refuses the unknown ones.
+                    flags: args.blob_flags,
+                    blob_id: args.blob_id,
+                    size: args.size,
+                };
+                let res = ctx.create_blob(id, &blob).map_err(map_err)?;
+                state.insert(
+                    id,
+                    LibraryResource {
+                        res,
+                        width: 0,
+                        height: 0,
+                        format: None,
+                        backing: None,
+                        exported: None,
+                    },
+                )
+            }
+            _ => Err(RendererError::Unsupported("BLOB_MEM_HOST3D_GUEST blobs")),
+        }
+    }
+}
+
+impl State {
     fn resource(&self, id: u32) -> Result<&LibraryResource> {
         self.resources
             .get(&id)
             .ok_or(RendererError::InvalidResourceId(id))
-    }
-
-    fn context(&self, ctx_id: u32) -> Result<&Context> {
-        self.contexts
-            .get(&ctx_id)
-            .ok_or(RendererError::InvalidContextId(ctx_id))
     }
 
     fn insert(&mut self, id: u32, res: LibraryResource) -> Result<()> {
@@ -199,6 +311,74 @@ impl GfxstreamRenderer {
         }
         self.resources.insert(id, res);
         Ok(())
+    }
+}
+
+/// A gfxstream context: the library's context handle (dropping it destroys the context) and the
+/// renderer's shared state, which it does not keep alive.
+struct GfxstreamContext {
+    ctx: Context,
+    shared: Weak<Shared>,
+}
+
+impl GfxstreamContext {
+    fn shared(&self) -> Result<Rc<Shared>> {
+        self.shared.upgrade().ok_or_else(|| {
+            RendererError::Library(format!("context {}: the renderer is gone", self.ctx.id()))
+        })
+    }
+}
+
+impl RenderContext for GfxstreamContext {
+    fn attach_resource(&mut self, id: u32) -> Result<()> {
+        let shared = self.shared()?;
+        let state = shared.state()?;
+        if state.soft_ids.contains(&id) {
+            // The library has no such resource: nothing to attach.
+            return Ok(());
+        }
+        self.ctx.attach_resource(&state.resource(id)?.res);
+        Ok(())
+    }
+
+    fn detach_resource(&mut self, id: u32) -> Result<()> {
+        let shared = self.shared()?;
+        let state = shared.state()?;
+        if state.soft_ids.contains(&id) {
+            return Ok(());
+        }
+        self.ctx.detach_resource(&state.resource(id)?.res);
+        Ok(())
+    }
+
+    fn submit(&mut self, commands: &[u8]) -> Result<()> {
+        self.ctx.submit(commands).map_err(map_err)
+    }
+
+    fn create_fence(&mut self, ring_idx: u8, fence_id: u64) -> Result<()> {
+        self.shared()?.create_fence(FenceId {
+            ctx_id: self.ctx.id(),
+            ring_idx: Some(ring_idx),
+            id: fence_id,
+        })
+    }
+
+    fn transfer_to_host_3d(&mut self, id: u32, t: &Transfer3d) -> Result<()> {
+        self.shared()?.transfer_3d(self.ctx.id(), id, t, true)
+    }
+
+    fn transfer_from_host_3d(&mut self, id: u32, t: &Transfer3d) -> Result<()> {
+        self.shared()?.transfer_3d(self.ctx.id(), id, t, false)
+    }
+
+    fn create_blob(
+        &mut self,
+        id: u32,
+        args: &CreateBlob,
+        backing: Option<GuestBacking>,
+    ) -> Result<()> {
+        self.shared()?
+            .create_blob(Some(&self.ctx), id, args, backing)
     }
 }
 
@@ -303,10 +483,11 @@ impl Renderer for GfxstreamRenderer {
     }
 
     fn capset(&mut self, id: u32, version: u32) -> Result<Vec<u8>> {
+        let gfx = &self.shared.gfx;
         let capset = Capset::from_id(id)
-            .filter(|&c| self.gfx.serves(c))
+            .filter(|&c| gfx.serves(c))
             .ok_or_else(|| RendererError::InvalidParameter(format!("capset {id}")))?;
-        self.gfx.capset(capset, version).map_err(map_err)
+        gfx.capset(capset, version).map_err(map_err)
     }
 
     fn resource_create_2d(&mut self, id: u32, format: u32, width: u32, height: u32) -> Result<()> {
@@ -319,7 +500,8 @@ impl Renderer for GfxstreamRenderer {
                 | VIRTIO_GPU_FORMAT_R8G8B8A8_UNORM
                 | VIRTIO_GPU_FORMAT_R8G8B8X8_UNORM
         );
-        if self.resources.contains_key(&id) || self.soft_ids.contains(&id) {
+        let mut state = self.shared.state()?;
+        if state.resources.contains_key(&id) || state.soft_ids.contains(&id) {
             return Err(RendererError::InvalidResourceId(id));
         }
         let pixel_format = match PixelFormat::from_virtio(format) {
@@ -327,8 +509,8 @@ impl Renderer for GfxstreamRenderer {
             _ => {
                 // A 2D-only format (A8R8G8B8, X8R8G8B8, A8B8G8R8, X8B8G8R8), or none: the
                 // software renderer holds (or refuses) it; no gfxstream context can use it.
-                self.soft.resource_create_2d(id, format, width, height)?;
-                self.soft_ids.insert(id);
+                state.soft.resource_create_2d(id, format, width, height)?;
+                state.soft_ids.insert(id);
                 return Ok(());
             }
         };
@@ -342,8 +524,12 @@ impl Renderer for GfxstreamRenderer {
             array_size: 1,
             ..ResourceCreateArgs::default()
         };
-        let res = self.gfx.create_resource(id, &args).map_err(map_err)?;
-        self.insert(
+        let res = self
+            .shared
+            .gfx
+            .create_resource(id, &args)
+            .map_err(map_err)?;
+        state.insert(
             id,
             LibraryResource {
                 res,
@@ -357,7 +543,8 @@ impl Renderer for GfxstreamRenderer {
     }
 
     fn resource_create_3d(&mut self, id: u32, a: &ResourceCreate3d) -> Result<()> {
-        if self.resources.contains_key(&id) || self.soft_ids.contains(&id) {
+        let mut state = self.shared.state()?;
+        if state.resources.contains_key(&id) || state.soft_ids.contains(&id) {
             return Err(RendererError::InvalidResourceId(id));
         }
         let args = ResourceCreateArgs {
@@ -372,7 +559,11 @@ impl Renderer for GfxstreamRenderer {
             nr_samples: a.nr_samples,
             flags: a.flags,
         };
-        let res = self.gfx.create_resource(id, &args).map_err(map_err)?;
+        let res = self
+            .shared
+            .gfx
+            .create_resource(id, &args)
+            .map_err(map_err)?;
         // The RGB formats virgl and virtio-gpu share can be scanned out by read-back.
         let format = PixelFormat::from_virtio(a.format).filter(|_| {
             matches!(
@@ -383,7 +574,7 @@ impl Renderer for GfxstreamRenderer {
                     | VIRTIO_GPU_FORMAT_R8G8B8X8_UNORM
             ) && a.target == target::PIPE_TEXTURE_2D
         });
-        self.insert(
+        state.insert(
             id,
             LibraryResource {
                 res,
@@ -397,21 +588,24 @@ impl Renderer for GfxstreamRenderer {
     }
 
     fn resource_unref(&mut self, id: u32) -> Result<()> {
-        if self.soft_ids.remove(&id) {
-            return self.soft.resource_unref(id);
+        let mut state = self.shared.state()?;
+        if state.soft_ids.remove(&id) {
+            return state.soft.resource_unref(id);
         }
         // Dropping the handle unrefs it in the library, then drops the backing.
-        self.resources
+        state
+            .resources
             .remove(&id)
             .map(drop)
             .ok_or(RendererError::InvalidResourceId(id))
     }
 
     fn attach_backing(&mut self, id: u32, backing: GuestBacking) -> Result<()> {
-        if self.soft_ids.contains(&id) {
-            return self.soft.attach_backing(id, backing);
+        let mut state = self.shared.state()?;
+        if state.soft_ids.contains(&id) {
+            return state.soft.attach_backing(id, backing);
         }
-        let entry = self
+        let entry = state
             .resources
             .get_mut(&id)
             .ok_or(RendererError::InvalidResourceId(id))?;
@@ -427,10 +621,11 @@ impl Renderer for GfxstreamRenderer {
     }
 
     fn detach_backing(&mut self, id: u32) -> Result<()> {
-        if self.soft_ids.contains(&id) {
-            return self.soft.detach_backing(id);
+        let mut state = self.shared.state()?;
+        if state.soft_ids.contains(&id) {
+            return state.soft.detach_backing(id);
         }
-        let entry = self
+        let entry = state
             .resources
             .get_mut(&id)
             .ok_or(RendererError::InvalidResourceId(id))?;
@@ -440,10 +635,11 @@ impl Renderer for GfxstreamRenderer {
     }
 
     fn transfer_to_host_2d(&mut self, id: u32, rect: Rect, offset: u64) -> Result<()> {
-        if self.soft_ids.contains(&id) {
-            return self.soft.transfer_to_host_2d(id, rect, offset);
+        let mut state = self.shared.state()?;
+        if state.soft_ids.contains(&id) {
+            return state.soft.transfer_to_host_2d(id, rect, offset);
         }
-        let entry = self.resource(id)?;
+        let entry = state.resource(id)?;
         if entry.format.is_none() {
             return Err(RendererError::InvalidParameter(format!(
                 "TRANSFER_TO_HOST_2D on resource {id}, which is not a 2D image"
@@ -508,31 +704,20 @@ impl Renderer for GfxstreamRenderer {
             .map_err(map_err)
     }
 
-    fn transfer_to_host_3d(&mut self, ctx_id: u32, id: u32, t: &Transfer3d) -> Result<()> {
-        let entry = self.resource(id)?;
-        debug!(
-            "ctx {ctx_id}: 3D transfer to resource {id} (offset {}, stride {}, level {} are \
-             ignored by gfxstream)",
-            t.offset, t.stride, t.level
-        );
-        let bx = transfer_box_3d(t);
-        entry
-            .res
-            .transfer_write(&bx, t.offset, None)
-            .map_err(map_err)
+    fn transfer_to_host_3d(&mut self, id: u32, t: &Transfer3d) -> Result<()> {
+        self.shared.transfer_3d(0, id, t, true)
     }
 
-    fn transfer_from_host_3d(&mut self, ctx_id: u32, id: u32, t: &Transfer3d) -> Result<()> {
-        let entry = self.resource(id)?;
-        debug!("ctx {ctx_id}: 3D transfer from resource {id}");
-        let bx = transfer_box_3d(t);
-        entry
-            .res
-            .transfer_read(&bx, t.offset, None)
-            .map_err(map_err)
+    fn transfer_from_host_3d(&mut self, id: u32, t: &Transfer3d) -> Result<()> {
+        self.shared.transfer_3d(0, id, t, false)
     }
 
-    fn context_create(&mut self, ctx_id: u32, capset_id: u32, name: &str) -> Result<()> {
+    fn create_context(
+        &mut self,
+        ctx_id: u32,
+        capset_id: u32,
+        name: &str,
+    ) -> Result<Box<dyn RenderContext>> {
         let capset = match capset_id {
             0 => None,
             id => Some(Capset::from_id(id).ok_or_else(|| {
@@ -545,73 +730,45 @@ impl Renderer for GfxstreamRenderer {
         while !name.is_char_boundary(end) {
             end -= 1;
         }
+        // The crate refuses an id in use (ContextExists).
         let ctx = self
+            .shared
             .gfx
             .create_context(ctx_id, &name[..end], capset)
             .map_err(map_err)?;
-        self.contexts.insert(ctx_id, ctx);
-        Ok(())
+        Ok(Box::new(GfxstreamContext {
+            ctx,
+            shared: Rc::downgrade(&self.shared),
+        }))
     }
 
-    fn context_destroy(&mut self, ctx_id: u32) -> Result<()> {
-        self.contexts
-            .remove(&ctx_id)
-            .map(drop)
-            .ok_or(RendererError::InvalidContextId(ctx_id))
-    }
-
-    fn context_attach_resource(&mut self, ctx_id: u32, id: u32) -> Result<()> {
-        if self.soft_ids.contains(&id) {
-            // The library has no such resource: nothing to attach.
-            return Ok(());
-        }
-        let ctx = self.context(ctx_id)?;
-        ctx.attach_resource(&self.resource(id)?.res);
-        Ok(())
-    }
-
-    fn context_detach_resource(&mut self, ctx_id: u32, id: u32) -> Result<()> {
-        if self.soft_ids.contains(&id) {
-            return Ok(());
-        }
-        let ctx = self.context(ctx_id)?;
-        ctx.detach_resource(&self.resource(id)?.res);
-        Ok(())
-    }
-
-    fn submit(&mut self, ctx_id: u32, commands: &[u8]) -> Result<()> {
-        self.context(ctx_id)?.submit(commands).map_err(map_err)
-    }
-
-    fn create_fence(&mut self, fence: FenceId) -> Result<()> {
-        let ring = match fence.ring_idx {
-            Some(ring_idx) => FenceRing::Context {
-                ctx_id: fence.ctx_id,
-                ring_idx,
-            },
-            None => FenceRing::Global,
-        };
-        // The library is handed an id of ours (FenceSeq): its completions arrive from its own
-        // threads, and one of the previous guest's may come after a reset.
-        let id = self.fences.issue(fence);
-        self.gfx.create_fence(ring, id).map_err(|e| {
-            self.fences.withdraw(fence);
-            map_err(e)
+    fn create_fence(&mut self, ctx_id: u32, fence_id: u64) -> Result<()> {
+        self.shared.create_fence(FenceId {
+            ctx_id,
+            ring_idx: None,
+            id: fence_id,
         })
     }
 
     fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
-        Some(self.gfx.fence_fd())
+        Some(self.shared.gfx.fence_fd())
     }
 
     fn poll(&mut self) -> Vec<FenceId> {
+        let mut state = match self.shared.state() {
+            Ok(state) => state,
+            Err(e) => {
+                warn!("poll: {e}");
+                return Vec::new();
+            }
+        };
         let mut done = Vec::new();
-        for f in self.gfx.completed_fences() {
+        for f in self.shared.gfx.completed_fences() {
             let (ctx_id, ring_idx) = match f.ring {
                 FenceRing::Global => (0, None),
                 FenceRing::Context { ctx_id, ring_idx } => (ctx_id, Some(ring_idx)),
             };
-            let released = self.fences.complete(ctx_id, ring_idx, f.fence_id);
+            let released = state.fences.complete(ctx_id, ring_idx, f.fence_id);
             if released.is_empty() {
                 debug!(
                     "completed fence {} ({:?}) is not pending",
@@ -626,55 +783,15 @@ impl Renderer for GfxstreamRenderer {
     fn create_blob(
         &mut self,
         id: u32,
-        ctx_id: u32,
         args: &CreateBlob,
         backing: Option<GuestBacking>,
     ) -> Result<()> {
-        if self.resources.contains_key(&id) || self.soft_ids.contains(&id) {
-            return Err(RendererError::InvalidResourceId(id));
-        }
-        match args.blob_mem {
-            VIRTIO_GPU_BLOB_MEM_GUEST => {
-                self.soft.create_blob(id, ctx_id, args, backing)?;
-                self.soft_ids.insert(id);
-                Ok(())
-            }
-            VIRTIO_GPU_BLOB_MEM_HOST3D => {
-                let ctx = self.context(ctx_id)?;
-                let blob = BlobArgs {
-                    mem: BlobMem::Host3d,
-                    // VIRTIO_GPU_BLOB_FLAG_* and STREAM_BLOB_FLAG_* share their values; the
-                    // crate refuses the unknown ones.
-                    flags: args.blob_flags,
-                    blob_id: args.blob_id,
-                    size: args.size,
-                };
-                let res = ctx.create_blob(id, &blob).map_err(map_err)?;
-                self.insert(
-                    id,
-                    LibraryResource {
-                        res,
-                        width: 0,
-                        height: 0,
-                        format: None,
-                        backing: None,
-                        exported: None,
-                    },
-                )
-            }
-            _ => Err(RendererError::Unsupported("BLOB_MEM_HOST3D_GUEST blobs")),
-        }
-    }
-
-    fn map_blob(&mut self, id: u32) -> Result<BlobMapping> {
-        let _ = self.resource(id)?;
-        // The safe crate only hands out scoped, bounds-checked mappings, and this device has
-        // no host-visible region to put a mapping in; blobs reach other processes by export.
-        Err(RendererError::Unsupported("blob mapping (use export)"))
+        self.shared.create_blob(None, id, args, backing)
     }
 
     fn export_blob(&mut self, id: u32) -> Result<ExportedBlob> {
-        let (fd, kind) = exported_handle(self.resources.get_mut(&id), id)?;
+        let mut state = self.shared.state()?;
+        let (fd, kind) = exported_handle(state.resources.get_mut(&id), id)?;
         let fd = fd
             .try_clone_to_owned()
             .map_err(|e| RendererError::Library(format!("blob {id}: dup of its handle: {e}")))?;
@@ -682,27 +799,17 @@ impl Renderer for GfxstreamRenderer {
     }
 
     fn map_info(&mut self, id: u32) -> Result<u32> {
-        let caching = self.resource(id)?.res.map_caching().map_err(map_err)?;
+        let state = self.shared.state()?;
+        let caching = state.resource(id)?.res.map_caching().map_err(map_err)?;
         Ok(caching.map_info())
     }
 
-    fn resource_info(&self, id: u32) -> Result<ResourceInfo> {
-        if self.soft_ids.contains(&id) {
-            return self.soft.resource_info(id);
-        }
-        let entry = self.resource(id)?;
-        Ok(ResourceInfo {
-            width: entry.width,
-            height: entry.height,
-            fourcc: entry.format.map_or(0, |f| f.fourcc as u32),
-        })
-    }
-
     fn read_pixels(&mut self, id: u32, rect: Rect, out: &mut [u8]) -> Result<()> {
-        if self.soft_ids.contains(&id) {
-            return self.soft.read_pixels(id, rect, out);
+        let mut state = self.shared.state()?;
+        if state.soft_ids.contains(&id) {
+            return state.soft.read_pixels(id, rect, out);
         }
-        let entry = self
+        let entry = state
             .resources
             .get_mut(&id)
             .ok_or(RendererError::InvalidResourceId(id))?;
@@ -748,33 +855,22 @@ impl Renderer for GfxstreamRenderer {
         rect: Rect,
         out: &mut [u8],
     ) -> Result<()> {
-        if self.soft_ids.contains(&id) {
-            return self.soft.read_blob_pixels(id, layout, rect, out);
+        let mut guard = self.shared.state()?;
+        let state = &mut *guard;
+        if state.soft_ids.contains(&id) {
+            return state.soft.read_blob_pixels(id, layout, rect, out);
         }
         let size =
-            self.resource(id)?.res.blob_size().ok_or_else(|| {
+            state.resource(id)?.res.blob_size().ok_or_else(|| {
                 RendererError::InvalidParameter(format!("resource {id} is no blob"))
             })?;
-        let Some(BlobImage {
-            format,
-            row,
-            stride,
-            base,
-        }) = check_blob_image(layout, rect, out, size)?
-        else {
+        let Some(image) = BlobImage::check(layout, rect, out, size)? else {
             return Ok(());
         };
-        // Inside the image, which was checked to lie inside the blob.
-        let src_at = |i: usize| {
-            base + (u64::from(rect.y) + i as u64) * stride
-                + u64::from(rect.x) * u64::from(BYTES_PER_PIXEL)
-        };
-        let mut tmp = vec![0u8; row];
         // External blobs are shared memory: read through the renderer's own handle (the guest's
         // mapping in the host-visible region is another mapping of the same memory). Other
         // host blobs map in-process; a blob that does neither cannot be scanned out.
-        let entry = self.resources.get_mut(&id);
-        let handle = exported_handle(entry, id).and_then(|(fd, kind)| {
+        let handle = exported_handle(state.resources.get_mut(&id), id).and_then(|(fd, kind)| {
             let fd = fd.try_clone_to_owned().map_err(|e| {
                 RendererError::Library(format!("blob {id}: dup of its handle: {e}"))
             })?;
@@ -783,49 +879,48 @@ impl Renderer for GfxstreamRenderer {
         match handle {
             Ok((fd, BlobHandleKind::Shm)) => {
                 let file = std::fs::File::from(fd);
-                for (i, dst) in out.chunks_exact_mut(row).enumerate() {
-                    std::os::unix::fs::FileExt::read_exact_at(&file, &mut tmp, src_at(i))
-                        .map_err(|e| RendererError::Library(format!("blob {id}: read: {e}")))?;
-                    format.row_to_argb8888(&tmp, dst);
-                }
-                Ok(())
+                image.read(out, |at, row| {
+                    std::os::unix::fs::FileExt::read_exact_at(&file, row, at)
+                        .map_err(|e| RendererError::Library(format!("blob {id}: read: {e}")))
+                })
             }
             exported => {
-                let map = self.resource(id)?.res.map().map_err(|e| {
+                let map = state.resource(id)?.res.map().map_err(|e| {
                     RendererError::Library(format!(
                         "blob {id} can neither be read through its handle ({:?}) nor mapped: {e}",
                         exported.map(|(_, k)| k)
                     ))
                 })?;
-                for (i, dst) in out.chunks_exact_mut(row).enumerate() {
-                    map.read(src_at(i), &mut tmp).map_err(map_err)?;
-                    format.row_to_argb8888(&tmp, dst);
-                }
-                Ok(())
+                image.read(out, |at, row| map.read(at, row).map_err(map_err))
             }
         }
     }
 
     fn reset(&mut self) {
-        if !self.resources.is_empty() || !self.contexts.is_empty() {
+        // The device dropped every context already (they went before this call).
+        let mut state = match self.shared.state() {
+            Ok(state) => state,
+            Err(e) => {
+                warn!("reset: {e}");
+                return;
+            }
+        };
+        if !state.resources.is_empty() {
             warn!(
-                "gfxstream renderer reset with {} resources and {} contexts left",
-                self.resources.len(),
-                self.contexts.len()
+                "gfxstream renderer reset with {} resources left",
+                state.resources.len()
             );
         }
-        // Resources first (they may be attached to contexts), then contexts.
-        self.resources.clear();
-        self.contexts.clear();
+        state.resources.clear();
         // Completions already in the library's table are dropped; later ones of the previous
         // guest name no pending fence (FenceSeq).
-        let stale = self.gfx.completed_fences();
+        let stale = self.shared.gfx.completed_fences();
         if !stale.is_empty() {
             debug!("dropped {} fences completed across a reset", stale.len());
         }
-        self.fences.clear();
-        self.soft_ids.clear();
-        self.soft.reset();
+        state.fences.clear();
+        state.soft_ids.clear();
+        state.soft.reset();
     }
 }
 
@@ -863,9 +958,10 @@ mod tests {
         // 64 invalid bytes decode to 64 U+FFFD (192 bytes); 3-byte characters do not divide 64.
         let name = String::from_utf8_lossy(&[0xff; 64]).into_owned();
         assert!(name.len() > gfxstream::MAX_CONTEXT_NAME);
-        r.context_create(1, 0, &name)
+        let ctx = r
+            .create_context(1, 0, &name)
             .expect("context with a cut name");
-        r.context_destroy(1).unwrap();
+        drop(ctx);
     }
 
     #[test]
@@ -948,7 +1044,8 @@ mod tests {
         // A format gfxstream lacks is held by the software renderer, and still displays.
         r.resource_create_2d(2, crate::protocol::VIRTIO_GPU_FORMAT_A8R8G8B8_UNORM, 4, 4)
             .expect("2D-only format");
-        assert_eq!(r.resource_info(2).unwrap().width, 4);
+        r.read_pixels(2, Rect::new(0, 0, 4, 4), &mut [0; 64])
+            .expect("read the 4x4 2D-only resource");
         assert!(r.resource_create_2d(3, 0x7777, 4, 4).is_err());
         r.resource_unref(2).expect("unref 2D-only resource");
         assert!(r
@@ -966,25 +1063,15 @@ mod tests {
         assert_eq!(r.capset(8, 0).unwrap().len(), 16);
         assert!(r.capset(1, 0).is_err());
 
-        r.context_create(1, 8, "gles").expect("context");
-        assert!(r.context_create(2, 1, "virgl").is_err());
+        let mut ctx = r.create_context(1, 8, "gles").expect("context");
+        assert!(r.create_context(2, 1, "virgl").is_err());
         assert!(matches!(
-            r.context_create(1, 8, "again"),
+            r.create_context(1, 8, "again"),
             Err(RendererError::InvalidContextId(1))
         ));
 
-        r.create_fence(FenceId {
-            ctx_id: 1,
-            ring_idx: None,
-            id: 3,
-        })
-        .unwrap();
-        r.create_fence(FenceId {
-            ctx_id: 1,
-            ring_idx: Some(0),
-            id: 9,
-        })
-        .unwrap();
+        r.create_fence(1, 3).unwrap();
+        ctx.create_fence(0, 9).unwrap();
         assert!(r.poll_fd().is_some());
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut got = Vec::new();
@@ -1002,8 +1089,9 @@ mod tests {
             ring_idx: Some(0),
             id: 9
         }));
-        r.context_destroy(1).expect("destroy");
-        assert!(r.context_destroy(1).is_err());
+        // Dropping the context destroys it: its id can be used again.
+        drop(ctx);
+        let _again = r.create_context(1, 8, "again").expect("context again");
     }
 
     #[test]
@@ -1020,15 +1108,19 @@ mod tests {
         };
         let mut r = GfxstreamRenderer::new(&options).expect("gfxstream init");
         // Vulkan memory is then the library's shared memory too, not the host driver's handle.
-        assert!(r.gfx.flags().contains(RendererFlags::USE_SYSTEM_BLOB));
-        r.context_create(1, 8, "blobs").expect("context");
+        assert!(r
+            .shared
+            .gfx
+            .flags()
+            .contains(RendererFlags::USE_SYSTEM_BLOB));
+        let mut ctx = r.create_context(1, 8, "blobs").expect("context");
         let host = CreateBlob {
             blob_mem: VIRTIO_GPU_BLOB_MEM_HOST3D,
             blob_flags: 1,
             blob_id: 0,
             size: 8192,
         };
-        r.create_blob(5, 1, &host, None).expect("host blob");
+        ctx.create_blob(5, &host, None).expect("host blob");
         let first = r.export_blob(5).expect("first export");
         // The library hands its handle over once; the renderer's second export is a duplicate.
         let second = r.export_blob(5).expect("second export");
@@ -1098,22 +1190,26 @@ mod tests {
     #[test]
     fn host_and_soft() {
         let mut r = renderer();
-        r.context_create(1, 8, "blobs").expect("context");
+        let mut ctx = r.create_context(1, 8, "blobs").expect("context");
         let host = CreateBlob {
             blob_mem: VIRTIO_GPU_BLOB_MEM_HOST3D,
             blob_flags: 1,
             blob_id: 0,
             size: 4096,
         };
-        r.create_blob(5, 1, &host, None).expect("host blob");
+        ctx.create_blob(5, &host, None).expect("host blob");
         assert_eq!(
             r.map_info(5).unwrap(),
             crate::protocol::VIRTIO_GPU_MAP_CACHE_CACHED
         );
-        assert!(r.create_blob(6, 9, &host, None).is_err());
+        // A host blob outside any context is refused.
+        assert!(matches!(
+            r.create_blob(6, &host, None),
+            Err(RendererError::InvalidContextId(0))
+        ));
         // Not exportable without external blobs: the scanout read-back maps it in-process.
         assert!(r.export_blob(5).is_err());
-        r.resources[&5]
+        r.shared.state.borrow().resources[&5]
             .res
             .map()
             .expect("map")
@@ -1138,7 +1234,7 @@ mod tests {
             blob_id: 77,
             ..host
         };
-        assert!(r.create_blob(6, 1, &missing, None).is_err());
+        assert!(ctx.create_blob(6, &missing, None).is_err());
 
         let m = mem();
         let (w, h) = (4u32, 2u32);
@@ -1160,8 +1256,7 @@ mod tests {
             }],
         )
         .unwrap();
-        r.create_blob(7, 0, &guest, Some(backing))
-            .expect("guest blob");
+        r.create_blob(7, &guest, Some(backing)).expect("guest blob");
         let layout = BlobScanoutLayout {
             width: w,
             height: h,

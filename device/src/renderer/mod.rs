@@ -1,12 +1,18 @@
-//! The `Renderer` trait: the one seam between the device state (`gpu/`) and a renderer.
+//! The seam between the device state (`gpu/`) and a renderer, in two parts: [`Renderer`], the
+//! device-level part (capabilities, capsets, resources and their backing, 2D transfers, the
+//! global fence timeline and completions, blobs, exports, read-backs, reset), and
+//! [`RenderContext`], one object per rendering context, made by [`Renderer::create_context`] and
+//! owned by the device (resources attached to it, SUBMIT_3D, its 3D transfers, fences on its
+//! rings and blobs made in it). The pixel formats every renderer shares are in [`formats`], the
+//! display read-back code in [`readback`].
 //!
 //! The device validates every guest value it can (ids, rectangles against the resource size,
 //! counts, sizes) before it calls a renderer; a renderer still checks what only it can know
 //! (backing large enough for a transfer, a format it supports) and answers with a typed
 //! [`RendererError`], which the device turns into a `VIRTIO_GPU_RESP_ERR_*`.
 //!
-//! A renderer is **not** required to be `Send`: the daemon runs the whole `VirtioGpu` on one
-//! dedicated thread, because virglrenderer's GL context is thread-affine.
+//! Neither a renderer nor a context is required to be `Send`: the daemon runs the whole
+//! `VirtioGpu` on one dedicated thread, because virglrenderer's GL context is thread-affine.
 //!
 //! Optional parts (3D, contexts, blobs, dmabuf export) have default methods that answer
 //! [`RendererError::Unsupported`]; the device only offers the feature bits that
@@ -24,8 +30,10 @@ pub use crate::protocol::{Box3d, Rect};
 
 pub mod export;
 pub mod fence_seq;
+pub mod formats;
 #[cfg(feature = "gfxstream")]
 pub mod gfxstream;
+pub mod readback;
 pub mod software;
 #[cfg(feature = "virglrenderer")]
 pub mod virgl;
@@ -155,17 +163,6 @@ pub struct BlobScanoutLayout {
     pub offsets: [u32; 4],
 }
 
-/// Size and format of a resource as the renderer knows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ResourceInfo {
-    /// Width in pixels.
-    pub width: u32,
-    /// Height in pixels.
-    pub height: u32,
-    /// DRM fourcc of the pixels.
-    pub fourcc: u32,
-}
-
 /// A resource exported as a dmabuf, for a zero-copy scanout.
 #[derive(Debug)]
 pub struct Dmabuf {
@@ -216,23 +213,11 @@ impl ExportedBlob {
     }
 }
 
-/// A host mapping of a blob (RESOURCE_MAP_BLOB).
-#[derive(Clone, Copy, Debug)]
-pub struct BlobMapping {
-    /// Start of the mapping in this process.
-    pub addr: *mut u8,
-    /// Size in bytes.
-    pub size: u64,
-    /// `VIRTIO_GPU_MAP_CACHE_*`.
-    pub map_info: u32,
-}
-
-/// A fence: a point on a (context, ring) timeline.
+/// A completed fence as [`Renderer::poll`] reports it: a point on a (context, ring) timeline.
 ///
 /// `ring_idx: None` is the device-global timeline (a fence without
-/// `VIRTIO_GPU_FLAG_INFO_RING_IDX`); the device then sets `ctx_id` to the context the command
-/// named, which a renderer may ignore (virglrenderer's global fences do). Ids are the guest's
-/// `fence_id`, full 64 bits.
+/// `VIRTIO_GPU_FLAG_INFO_RING_IDX`), whatever `ctx_id` says. Ids are the guest's `fence_id`,
+/// full 64 bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct FenceId {
     /// The context the fenced command belongs to (0: none).
@@ -457,11 +442,23 @@ impl GuestBacking {
     }
 }
 
-/// A renderer: owns the resources' pixels (or GPU objects), contexts and fences.
+/// The device-level half of a renderer: what it offers, the resources (their pixels or GPU
+/// objects, backing, 2D transfers, blobs, exports, read-backs), the device-global fence timeline
+/// and completions, and the contexts it makes ([`Renderer::create_context`]).
 ///
-/// Resource and context ids are the guest's; the device has already checked that a resource id
-/// passed to any method other than the `*_create*` ones exists, and that rectangles lie inside
-/// the resource.
+/// Resource ids are the guest's; the device has already checked that a resource id passed to
+/// any method other than the `*_create*` ones exists, and that rectangles lie inside the
+/// resource.
+///
+/// # Contexts and their lifetime
+///
+/// A context is an object of its own, a [`RenderContext`], which the device keeps in its context
+/// table (`gpu/contexts.rs`) and which destroys the library's context when dropped. Adapters of
+/// C libraries give it the library's context handle and a shared handle on their own state, so
+/// it stays on the GPU thread (neither trait is `Send`). The device drops every context before
+/// it calls [`Renderer::reset`] and before it drops the renderer (`Drop for VirtioGpu`): no
+/// context outlives its renderer. An adapter must still be safe if one did (its calls then
+/// fail): the safe crates' handles keep their library alive on their own.
 pub trait Renderer {
     /// A short name for logs and `--renderer` ("software", "virglrenderer"...).
     fn name(&self) -> &'static str;
@@ -489,7 +486,8 @@ pub trait Renderer {
         Err(RendererError::Unsupported("3D resources"))
     }
 
-    /// Destroys a resource (its backing goes with it).
+    /// Destroys a resource (its backing goes with it, and the contexts it was attached to lose
+    /// it).
     fn resource_unref(&mut self, id: u32) -> Result<()>;
 
     /// Attaches guest pages as the resource's backing.
@@ -502,50 +500,39 @@ pub trait Renderer {
     /// byte `offset + i * stride`, where `stride = width * bytes_per_pixel` of the resource.
     fn transfer_to_host_2d(&mut self, id: u32, rect: Rect, offset: u64) -> Result<()>;
 
-    /// TRANSFER_TO_HOST_3D.
-    fn transfer_to_host_3d(&mut self, ctx_id: u32, id: u32, transfer: &Transfer3d) -> Result<()> {
-        let _ = (ctx_id, id, transfer);
+    /// TRANSFER_TO_HOST_3D outside any context (the command's `ctx_id` is 0); in a context:
+    /// [`RenderContext::transfer_to_host_3d`].
+    fn transfer_to_host_3d(&mut self, id: u32, transfer: &Transfer3d) -> Result<()> {
+        let _ = (id, transfer);
         Err(RendererError::Unsupported("3D transfers"))
     }
 
-    /// TRANSFER_FROM_HOST_3D.
-    fn transfer_from_host_3d(&mut self, ctx_id: u32, id: u32, transfer: &Transfer3d) -> Result<()> {
-        let _ = (ctx_id, id, transfer);
+    /// TRANSFER_FROM_HOST_3D outside any context; in a context:
+    /// [`RenderContext::transfer_from_host_3d`].
+    fn transfer_from_host_3d(&mut self, id: u32, transfer: &Transfer3d) -> Result<()> {
+        let _ = (id, transfer);
         Err(RendererError::Unsupported("3D transfers"))
     }
 
-    /// Creates a context; `capset_id` is the CONTEXT_INIT capset (0: the renderer's default).
-    fn context_create(&mut self, ctx_id: u32, capset_id: u32, name: &str) -> Result<()> {
+    /// Creates context `ctx_id` (the guest's id, unique while the context lives); `capset_id` is
+    /// the CONTEXT_INIT capset (0: the renderer's default). The device owns the returned object;
+    /// dropping it destroys the context.
+    fn create_context(
+        &mut self,
+        ctx_id: u32,
+        capset_id: u32,
+        name: &str,
+    ) -> Result<Box<dyn RenderContext>> {
         let _ = (ctx_id, capset_id, name);
         Err(RendererError::Unsupported("contexts"))
     }
 
-    /// Destroys a context.
-    fn context_destroy(&mut self, ctx_id: u32) -> Result<()> {
-        let _ = ctx_id;
-        Err(RendererError::Unsupported("contexts"))
-    }
-
-    /// Makes a resource visible to a context.
-    fn context_attach_resource(&mut self, ctx_id: u32, id: u32) -> Result<()> {
-        let _ = (ctx_id, id);
-        Err(RendererError::Unsupported("contexts"))
-    }
-
-    /// Removes a resource from a context.
-    fn context_detach_resource(&mut self, ctx_id: u32, id: u32) -> Result<()> {
-        let _ = (ctx_id, id);
-        Err(RendererError::Unsupported("contexts"))
-    }
-
-    /// Executes a command stream (SUBMIT_3D) in a context.
-    fn submit(&mut self, ctx_id: u32, commands: &[u8]) -> Result<()> {
-        let _ = (ctx_id, commands);
-        Err(RendererError::Unsupported("SUBMIT_3D"))
-    }
-
-    /// Creates a fence that completes once all work submitted before it on its timeline has.
-    fn create_fence(&mut self, fence: FenceId) -> Result<()>;
+    /// Creates fence `fence_id` on the device-global timeline (a fence without
+    /// `VIRTIO_GPU_FLAG_INFO_RING_IDX`); it completes once all work submitted before it has.
+    /// `ctx_id` is the context the fenced command named (0: none), which a renderer may ignore
+    /// (virglrenderer's global fences do). Fences on a context's rings:
+    /// [`RenderContext::create_fence`].
+    fn create_fence(&mut self, ctx_id: u32, fence_id: u64) -> Result<()>;
 
     /// A file descriptor that becomes readable when fences may have completed, if the renderer
     /// has one. Without one, the device polls after every command.
@@ -553,36 +540,25 @@ pub trait Renderer {
         None
     }
 
-    /// Processes completions and returns the fences completed since the last call. A returned
-    /// fence means that every fence with an id `<=` its id on the same timeline is complete.
+    /// Processes completions and returns the fences completed since the last call, on every
+    /// timeline (the global one and the contexts' rings). A returned fence means that every
+    /// fence with an id `<=` its id on the same timeline is complete.
     fn poll(&mut self) -> Vec<FenceId>;
 
-    /// Creates a blob resource. `backing` holds the guest pages for `BLOB_MEM_GUEST` and
-    /// `BLOB_MEM_HOST3D_GUEST`, and is `None` for `BLOB_MEM_HOST3D`.
+    /// Creates a blob resource outside any context: a `BLOB_MEM_GUEST` blob, `backing` holding
+    /// its guest pages. Blobs of a context: [`RenderContext::create_blob`].
     fn create_blob(
         &mut self,
         id: u32,
-        ctx_id: u32,
         args: &CreateBlob,
         backing: Option<GuestBacking>,
     ) -> Result<()> {
-        let _ = (id, ctx_id, args, backing);
+        let _ = (id, args, backing);
         Err(RendererError::Unsupported("blob resources"))
     }
 
-    /// Maps a host blob into this process (RESOURCE_MAP_BLOB).
-    fn map_blob(&mut self, id: u32) -> Result<BlobMapping> {
-        let _ = id;
-        Err(RendererError::Unsupported("blob mapping"))
-    }
-
-    /// Undoes [`Renderer::map_blob`].
-    fn unmap_blob(&mut self, id: u32) -> Result<()> {
-        let _ = id;
-        Err(RendererError::Unsupported("blob mapping"))
-    }
-
-    /// Exports a blob as a file descriptor (e.g. to map it into the guest through a frontend).
+    /// Exports a blob as a file descriptor (to map it into the guest through the frontend,
+    /// RESOURCE_MAP_BLOB).
     fn export_blob(&mut self, id: u32) -> Result<ExportedBlob> {
         let _ = id;
         Err(RendererError::Unsupported("blob export"))
@@ -593,9 +569,6 @@ pub trait Renderer {
         let _ = id;
         Err(RendererError::Unsupported("blob mapping"))
     }
-
-    /// Size and format of a resource.
-    fn resource_info(&self, id: u32) -> Result<ResourceInfo>;
 
     /// Reads `rect` of the resource into `out` as tightly packed little-endian ARGB8888 words
     /// (bytes B, G, R, A; A = 0xff for formats without alpha). This is XRGB8888 for the display
@@ -614,7 +587,8 @@ pub trait Renderer {
     }
 
     /// Like [`Renderer::read_pixels`], for a blob resource shown with SET_SCANOUT_BLOB:
-    /// `layout` says where the image lies in the blob; `rect` is inside the image.
+    /// `layout` says where the image lies in the blob; `rect` is inside the image. Adapters read
+    /// through [`readback::BlobImage`].
     fn read_blob_pixels(
         &mut self,
         id: u32,
@@ -633,9 +607,54 @@ pub trait Renderer {
         Err(RendererError::Unsupported("dmabuf export"))
     }
 
-    /// Drops every resource, context and pending fence (guest reset). The device also unrefs
-    /// every resource and destroys every context it knows before calling this.
+    /// Drops every resource and pending fence (guest reset). The device has unref'd every
+    /// resource it knows and dropped every context before calling this.
     fn reset(&mut self) {}
+}
+
+/// One rendering context (CTX_CREATE), made by [`Renderer::create_context`] and owned by the
+/// device's context table; dropping it destroys the context (CTX_DESTROY, reset).
+///
+/// Resource ids are the guest's, and the device has checked that they exist; the methods act in
+/// this context only.
+pub trait RenderContext {
+    /// Makes a resource visible to the context (CTX_ATTACH_RESOURCE).
+    fn attach_resource(&mut self, id: u32) -> Result<()>;
+
+    /// Removes a resource from the context (CTX_DETACH_RESOURCE).
+    fn detach_resource(&mut self, id: u32) -> Result<()>;
+
+    /// Executes a command stream (SUBMIT_3D).
+    fn submit(&mut self, commands: &[u8]) -> Result<()>;
+
+    /// Creates fence `fence_id` on ring `ring_idx` of the context; [`Renderer::poll`] reports
+    /// its completion (as a [`FenceId`] naming this context and ring).
+    fn create_fence(&mut self, ring_idx: u8, fence_id: u64) -> Result<()>;
+
+    /// TRANSFER_TO_HOST_3D in this context.
+    fn transfer_to_host_3d(&mut self, id: u32, transfer: &Transfer3d) -> Result<()> {
+        let _ = (id, transfer);
+        Err(RendererError::Unsupported("3D transfers"))
+    }
+
+    /// TRANSFER_FROM_HOST_3D in this context.
+    fn transfer_from_host_3d(&mut self, id: u32, transfer: &Transfer3d) -> Result<()> {
+        let _ = (id, transfer);
+        Err(RendererError::Unsupported("3D transfers"))
+    }
+
+    /// Creates a blob resource in this context: a host blob (`BLOB_MEM_HOST3D`, `blob_id`
+    /// names an object of the context; `backing` is `None`), a `BLOB_MEM_HOST3D_GUEST` blob
+    /// (with `backing`), or a guest blob whose command named this context.
+    fn create_blob(
+        &mut self,
+        id: u32,
+        args: &CreateBlob,
+        backing: Option<GuestBacking>,
+    ) -> Result<()> {
+        let _ = (id, args, backing);
+        Err(RendererError::Unsupported("blob resources"))
+    }
 }
 
 #[cfg(test)]

@@ -25,13 +25,20 @@
 //!   exports GBM-allocated buffers only, so the library answers EINVAL and MAP_BLOB fails with
 //!   ERR_UNSPEC.
 //!
+//! Contexts: a [`RenderContext`] holds the crate's `Context` (dropping it destroys the library's
+//! context) and a weak handle on what the renderer shares with its contexts (the library and the
+//! resource table), so that it attaches, transfers and creates blobs on the renderer's
+//! resources. Neither is `Send`: both stay on the thread that initialised the library.
+//!
 //! Guest backing: a [`GuestBacking`] (which keeps the guest memory regions mapped through its
 //! `GuestMemoryMmap` clone) is handed to the library through [`GuestPages`], whose
 //! `BackingMemory` implementation states that contract; the resource owns it while attached.
 
+use std::cell::{RefCell, RefMut};
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::BorrowedFd;
 use std::ptr::NonNull;
+use std::rc::{Rc, Weak};
 
 use log::{debug, warn};
 use virglrenderer::{
@@ -39,11 +46,12 @@ use virglrenderer::{
     VirglRenderer,
 };
 
-use super::software::{check_blob_image, check_out_len, BlobImage, PixelFormat, BYTES_PER_PIXEL};
+use super::formats::{PixelFormat, BYTES_PER_PIXEL};
+use super::readback::{check_out_len, BlobImage};
 use super::{
-    BlobHandleKind, BlobMapping, BlobScanoutLayout, CapsetInfo, CreateBlob, Dmabuf, ExportedBlob,
-    FenceId, GuestBacking, Rect, Renderer, RendererCapabilities, RendererError, ResourceCreate3d,
-    ResourceInfo, Result, Transfer3d,
+    BlobHandleKind, BlobScanoutLayout, CapsetInfo, CreateBlob, Dmabuf, ExportedBlob, FenceId,
+    GuestBacking, Rect, RenderContext, Renderer, RendererCapabilities, RendererError,
+    ResourceCreate3d, Result, Transfer3d,
 };
 
 /// Most global fences waiting for completion at once; the guest cannot queue more commands
@@ -135,13 +143,9 @@ fn substitute_2d_format(format: u32) -> Option<u32> {
     }
 }
 
-/// The virglrenderer [`Renderer`].
+/// The virglrenderer [`Renderer`]; its contexts are `VirglContext`s.
 pub struct VirglGpuRenderer {
-    renderer: VirglRenderer,
-    // Declared after `renderer`, but handles keep the library alive on their own, so the
-    // drop order does not matter for safety.
-    contexts: HashMap<u32, Context>,
-    resources: HashMap<u32, VirglResource>,
+    shared: Rc<Shared>,
     /// Global fences in creation order: (library sequence number, the guest's fence).
     global_pending: VecDeque<(u32, FenceId)>,
     next_global_seq: u32,
@@ -246,9 +250,10 @@ impl VirglGpuRenderer {
             capsets.iter().map(|c| c.id).collect::<Vec<_>>()
         );
         Ok(VirglGpuRenderer {
-            renderer,
-            contexts: HashMap::new(),
-            resources: HashMap::new(),
+            shared: Rc::new(Shared {
+                renderer,
+                resources: RefCell::new(HashMap::new()),
+            }),
             global_pending: VecDeque::new(),
             next_global_seq: 1,
             capsets,
@@ -259,43 +264,105 @@ impl VirglGpuRenderer {
     pub fn offers_capset(&self, id: u32) -> bool {
         self.capsets.iter().any(|c| c.id == id)
     }
+}
 
-    fn resource(&self, id: u32) -> Result<&VirglResource> {
-        self.resources
+/// What the renderer and its contexts share: the library and the resource table (a context
+/// attaches, transfers and creates blobs on the renderer's resources).
+struct Shared {
+    renderer: VirglRenderer,
+    // Declared after `renderer`, but handles keep the library alive on their own, so the
+    // drop order does not matter for safety.
+    resources: RefCell<HashMap<u32, VirglResource>>,
+}
+
+impl Shared {
+    /// Calls `f` with resource `id`.
+    fn with_resource<T>(&self, id: u32, f: impl FnOnce(&VirglResource) -> Result<T>) -> Result<T> {
+        let resources = self.resources.try_borrow().map_err(|_| busy())?;
+        f(resources
             .get(&id)
-            .ok_or(RendererError::InvalidResourceId(id))
+            .ok_or(RendererError::InvalidResourceId(id))?)
     }
 
-    fn context(&self, ctx_id: u32) -> Result<&Context> {
-        self.contexts
-            .get(&ctx_id)
-            .ok_or(RendererError::InvalidContextId(ctx_id))
+    /// The resource table, to change it.
+    fn resources_mut(&self) -> Result<RefMut<'_, HashMap<u32, VirglResource>>> {
+        self.resources.try_borrow_mut().map_err(|_| busy())
     }
 
-    /// The context a 3D transfer runs in: none for ctx 0, else a known context.
-    fn transfer_ctx(&self, ctx_id: u32) -> Result<Option<&Context>> {
-        if ctx_id == 0 {
-            Ok(None)
-        } else {
-            self.context(ctx_id).map(Some)
-        }
-    }
-
-    fn insert_resource(&mut self, id: u32, res: Resource, blob_pages: Option<GuestBacking>) {
-        self.resources.insert(
+    fn insert_resource(
+        &self,
+        id: u32,
+        res: Resource,
+        blob_pages: Option<GuestBacking>,
+        guest_format: Option<u32>,
+    ) -> Result<()> {
+        self.resources_mut()?.insert(
             id,
             VirglResource {
                 res,
                 blob_pages,
-                guest_format: None,
+                guest_format,
             },
         );
+        Ok(())
     }
 
-    /// The `VIRTIO_GPU_FORMAT_*` the guest gave a 2D/3D resource.
-    fn guest_format(r: &VirglResource, args: &virglrenderer::ResourceCreate3d) -> u32 {
-        r.guest_format.unwrap_or(args.format)
+    /// A 3D transfer of resource `id`, in `ctx` or outside any context.
+    fn transfer_3d(
+        &self,
+        ctx: Option<&Context>,
+        id: u32,
+        t: &Transfer3d,
+        to_host: bool,
+    ) -> Result<()> {
+        self.with_resource(id, |r| {
+            if to_host {
+                r.res.transfer_write(ctx, &transfer(t)).map_err(map_err)
+            } else {
+                r.res.transfer_read(ctx, &transfer(t)).map_err(map_err)
+            }
+        })
     }
+
+    /// RESOURCE_CREATE_BLOB, in `ctx` or outside any context.
+    fn create_blob(
+        &self,
+        ctx: Option<&Context>,
+        id: u32,
+        args: &CreateBlob,
+        backing: Option<GuestBacking>,
+    ) -> Result<()> {
+        let mem = BlobMem::from_raw(args.blob_mem).ok_or_else(|| {
+            RendererError::InvalidParameter(format!("blob_mem {}", args.blob_mem))
+        })?;
+        let blob_pages = match mem {
+            BlobMem::Guest => backing.clone(),
+            _ => None,
+        };
+        let backing = backing.map(|b| Box::new(GuestPages(b)) as Box<dyn BackingMemory>);
+        let create = virglrenderer::BlobCreate {
+            mem,
+            flags: args.blob_flags,
+            blob_id: args.blob_id,
+            size: args.size,
+        };
+        let res = self
+            .renderer
+            .create_blob(id, ctx, &create, backing)
+            .map_err(map_err)?;
+        self.insert_resource(id, res, blob_pages, None)
+    }
+}
+
+/// The resource table is borrowed already: a call into the adapter from inside the adapter,
+/// which the device never makes.
+fn busy() -> RendererError {
+    RendererError::Library("virglrenderer adapter re-entered".into())
+}
+
+/// The `VIRTIO_GPU_FORMAT_*` the guest gave a 2D/3D resource.
+fn guest_format(r: &VirglResource, args: &virglrenderer::ResourceCreate3d) -> u32 {
+    r.guest_format.unwrap_or(args.format)
 }
 
 fn transfer(t: &Transfer3d) -> virglrenderer::Transfer {
@@ -312,6 +379,61 @@ fn transfer(t: &Transfer3d) -> virglrenderer::Transfer {
         stride: t.stride,
         layer_stride: t.layer_stride,
         offset: t.offset,
+    }
+}
+
+/// A virglrenderer context: the library's context handle (dropping it destroys the context)
+/// and the renderer's shared state, which it does not keep alive.
+struct VirglContext {
+    ctx: Context,
+    shared: Weak<Shared>,
+}
+
+impl VirglContext {
+    fn shared(&self) -> Result<Rc<Shared>> {
+        self.shared.upgrade().ok_or_else(|| {
+            RendererError::Library(format!("context {}: the renderer is gone", self.ctx.id()))
+        })
+    }
+}
+
+impl RenderContext for VirglContext {
+    fn attach_resource(&mut self, id: u32) -> Result<()> {
+        self.shared()?
+            .with_resource(id, |r| self.ctx.attach(&r.res).map_err(map_err))
+    }
+
+    fn detach_resource(&mut self, id: u32) -> Result<()> {
+        self.shared()?
+            .with_resource(id, |r| self.ctx.detach(&r.res).map_err(map_err))
+    }
+
+    fn submit(&mut self, commands: &[u8]) -> Result<()> {
+        self.ctx.submit_bytes(commands).map_err(map_err)
+    }
+
+    fn create_fence(&mut self, ring_idx: u8, fence_id: u64) -> Result<()> {
+        self.ctx
+            .create_fence(u32::from(ring_idx), fence_id, false)
+            .map_err(map_err)
+    }
+
+    fn transfer_to_host_3d(&mut self, id: u32, t: &Transfer3d) -> Result<()> {
+        self.shared()?.transfer_3d(Some(&self.ctx), id, t, true)
+    }
+
+    fn transfer_from_host_3d(&mut self, id: u32, t: &Transfer3d) -> Result<()> {
+        self.shared()?.transfer_3d(Some(&self.ctx), id, t, false)
+    }
+
+    fn create_blob(
+        &mut self,
+        id: u32,
+        args: &CreateBlob,
+        backing: Option<GuestBacking>,
+    ) -> Result<()> {
+        self.shared()?
+            .create_blob(Some(&self.ctx), id, args, backing)
     }
 }
 
@@ -339,7 +461,7 @@ impl Renderer for VirglGpuRenderer {
                 "capset {id} is not offered"
             )));
         }
-        self.renderer.capset(id, version).map_err(map_err)
+        self.shared.renderer.capset(id, version).map_err(map_err)
     }
 
     fn resource_create_2d(&mut self, id: u32, format: u32, width: u32, height: u32) -> Result<()> {
@@ -348,26 +470,21 @@ impl Renderer for VirglGpuRenderer {
                 "2D format {format}"
             )));
         }
-        let res = match self.renderer.create_resource_2d(id, format, width, height) {
-            Ok(res) => res,
+        let renderer = &self.shared.renderer;
+        let (res, guest_format) = match renderer.create_resource_2d(id, format, width, height) {
+            Ok(res) => (res, None),
             Err(e) => {
                 let Some(twin) = substitute_2d_format(format) else {
                     return Err(map_err(e));
                 };
                 debug!("2D format {format} refused ({e}); holding resource {id} as {twin}");
-                let res = self
-                    .renderer
+                let res = renderer
                     .create_resource_2d(id, twin, width, height)
                     .map_err(map_err)?;
-                self.insert_resource(id, res, None);
-                if let Some(r) = self.resources.get_mut(&id) {
-                    r.guest_format = Some(format);
-                }
-                return Ok(());
+                (res, Some(format))
             }
         };
-        self.insert_resource(id, res, None);
-        Ok(())
+        self.shared.insert_resource(id, res, None, guest_format)
     }
 
     fn resource_create_3d(&mut self, id: u32, args: &ResourceCreate3d) -> Result<()> {
@@ -383,75 +500,80 @@ impl Renderer for VirglGpuRenderer {
             nr_samples: args.nr_samples,
             flags: args.flags,
         };
-        let res = self.renderer.create_resource(id, &args).map_err(map_err)?;
-        self.insert_resource(id, res, None);
-        Ok(())
+        let res = self
+            .shared
+            .renderer
+            .create_resource(id, &args)
+            .map_err(map_err)?;
+        self.shared.insert_resource(id, res, None, None)
     }
 
     fn resource_unref(&mut self, id: u32) -> Result<()> {
-        // Dropping the handle detaches the backing, unrefs the resource, then drops the pages.
-        self.resources
-            .remove(&id)
+        // Dropping the handle detaches the backing, unrefs the resource (the library detaches
+        // it from its contexts), then drops the pages.
+        let removed = self.shared.resources_mut()?.remove(&id);
+        removed
             .map(drop)
             .ok_or(RendererError::InvalidResourceId(id))
     }
 
     fn attach_backing(&mut self, id: u32, backing: GuestBacking) -> Result<()> {
-        let r = self.resource(id)?;
-        r.res
-            .attach_backing(Box::new(GuestPages(backing)))
-            .map_err(map_err)
+        self.shared.with_resource(id, |r| {
+            r.res
+                .attach_backing(Box::new(GuestPages(backing)))
+                .map_err(map_err)
+        })
     }
 
     fn detach_backing(&mut self, id: u32) -> Result<()> {
-        let r = self.resource(id)?;
-        if r.res.detach_backing().is_none() {
-            debug!("resource {id}: detach without backing");
-        }
-        Ok(())
+        self.shared.with_resource(id, |r| {
+            if r.res.detach_backing().is_none() {
+                debug!("resource {id}: detach without backing");
+            }
+            Ok(())
+        })
     }
 
     fn transfer_to_host_2d(&mut self, id: u32, rect: Rect, offset: u64) -> Result<()> {
-        let r = self.resource(id)?;
-        let args = r
-            .res
-            .create_args()
-            .ok_or(RendererError::InvalidResourceId(id))?;
-        let stride = args
-            .width
-            .checked_mul(BYTES_PER_PIXEL)
-            .ok_or_else(|| RendererError::InvalidParameter("stride overflows".into()))?;
-        let t = virglrenderer::Transfer {
-            stride,
-            ..virglrenderer::Transfer::rect_2d(
-                virglrenderer::Rect {
-                    x: rect.x,
-                    y: rect.y,
-                    width: rect.width,
-                    height: rect.height,
-                },
-                offset,
-            )
-        };
-        r.res.transfer_write(None, &t).map_err(map_err)
+        self.shared.with_resource(id, |r| {
+            let args = r
+                .res
+                .create_args()
+                .ok_or(RendererError::InvalidResourceId(id))?;
+            let stride = args
+                .width
+                .checked_mul(BYTES_PER_PIXEL)
+                .ok_or_else(|| RendererError::InvalidParameter("stride overflows".into()))?;
+            let t = virglrenderer::Transfer {
+                stride,
+                ..virglrenderer::Transfer::rect_2d(
+                    virglrenderer::Rect {
+                        x: rect.x,
+                        y: rect.y,
+                        width: rect.width,
+                        height: rect.height,
+                    },
+                    offset,
+                )
+            };
+            r.res.transfer_write(None, &t).map_err(map_err)
+        })
     }
 
-    fn transfer_to_host_3d(&mut self, ctx_id: u32, id: u32, t: &Transfer3d) -> Result<()> {
-        let ctx = self.transfer_ctx(ctx_id)?;
-        let r = self.resource(id)?;
-        r.res.transfer_write(ctx, &transfer(t)).map_err(map_err)
+    fn transfer_to_host_3d(&mut self, id: u32, t: &Transfer3d) -> Result<()> {
+        self.shared.transfer_3d(None, id, t, true)
     }
 
-    fn transfer_from_host_3d(&mut self, ctx_id: u32, id: u32, t: &Transfer3d) -> Result<()> {
-        let ctx = self.transfer_ctx(ctx_id)?;
-        let r = self.resource(id)?;
-        r.res.transfer_read(ctx, &transfer(t)).map_err(map_err)
+    fn transfer_from_host_3d(&mut self, id: u32, t: &Transfer3d) -> Result<()> {
+        self.shared.transfer_3d(None, id, t, false)
     }
 
-    fn context_create(&mut self, ctx_id: u32, capset_id: u32, name: &str) -> Result<()> {
-        if self.contexts.contains_key(&ctx_id) {
-            return Err(RendererError::InvalidContextId(ctx_id));
-        }
+    fn create_context(
+        &mut self,
+        ctx_id: u32,
+        capset_id: u32,
+        name: &str,
+    ) -> Result<Box<dyn RenderContext>> {
         if capset_id != 0 && !self.offers_capset(capset_id) {
             return Err(RendererError::InvalidParameter(format!(
                 "context capset {capset_id} is not offered"
@@ -460,68 +582,46 @@ impl Renderer for VirglGpuRenderer {
         let capset = (capset_id != 0).then_some(capset_id);
         let name = name.as_bytes();
         let name = &name[..name.len().min(virglrenderer::MAX_CONTEXT_NAME_LEN)];
+        // The crate refuses an id in use (ContextIdInUse).
         let ctx = self
+            .shared
             .renderer
             .create_context(ctx_id, name, capset)
             .map_err(map_err)?;
-        self.contexts.insert(ctx_id, ctx);
+        Ok(Box::new(VirglContext {
+            ctx,
+            shared: Rc::downgrade(&self.shared),
+        }))
+    }
+
+    fn create_fence(&mut self, ctx_id: u32, fence_id: u64) -> Result<()> {
+        if self.global_pending.len() >= MAX_PENDING_GLOBAL_FENCES {
+            return Err(RendererError::OutOfMemory(format!(
+                "{MAX_PENDING_GLOBAL_FENCES} global fences pending"
+            )));
+        }
+        let seq = self.next_global_seq;
+        // Sequence numbers wrap; 0 is skipped so it never names a fence.
+        self.next_global_seq = seq.wrapping_add(1).max(1);
+        self.shared.renderer.create_fence(seq).map_err(map_err)?;
+        self.global_pending.push_back((
+            seq,
+            FenceId {
+                ctx_id,
+                ring_idx: None,
+                id: fence_id,
+            },
+        ));
         Ok(())
     }
 
-    fn context_destroy(&mut self, ctx_id: u32) -> Result<()> {
-        self.contexts
-            .remove(&ctx_id)
-            .map(drop)
-            .ok_or(RendererError::InvalidContextId(ctx_id))
-    }
-
-    fn context_attach_resource(&mut self, ctx_id: u32, id: u32) -> Result<()> {
-        let ctx = self.context(ctx_id)?;
-        let r = self.resource(id)?;
-        ctx.attach(&r.res).map_err(map_err)
-    }
-
-    fn context_detach_resource(&mut self, ctx_id: u32, id: u32) -> Result<()> {
-        let ctx = self.context(ctx_id)?;
-        let r = self.resource(id)?;
-        ctx.detach(&r.res).map_err(map_err)
-    }
-
-    fn submit(&mut self, ctx_id: u32, commands: &[u8]) -> Result<()> {
-        self.context(ctx_id)?
-            .submit_bytes(commands)
-            .map_err(map_err)
-    }
-
-    fn create_fence(&mut self, fence: FenceId) -> Result<()> {
-        match fence.ring_idx {
-            Some(ring) => self
-                .context(fence.ctx_id)?
-                .create_fence(u32::from(ring), fence.id, false)
-                .map_err(map_err),
-            None => {
-                if self.global_pending.len() >= MAX_PENDING_GLOBAL_FENCES {
-                    return Err(RendererError::OutOfMemory(format!(
-                        "{MAX_PENDING_GLOBAL_FENCES} global fences pending"
-                    )));
-                }
-                let seq = self.next_global_seq;
-                // Sequence numbers wrap; 0 is skipped so it never names a fence.
-                self.next_global_seq = seq.wrapping_add(1).max(1);
-                self.renderer.create_fence(seq).map_err(map_err)?;
-                self.global_pending.push_back((seq, fence));
-                Ok(())
-            }
-        }
-    }
-
     fn poll_fd(&self) -> Option<BorrowedFd<'_>> {
-        self.renderer.poll_fd()
+        self.shared.renderer.poll_fd()
     }
 
     fn poll(&mut self) -> Vec<FenceId> {
         let mut done = Vec::new();
-        for f in self.renderer.poll() {
+        for f in self.shared.renderer.poll() {
             match f {
                 Fence::Global { fence_id } => {
                     // Completing a global fence completes every earlier one.
@@ -556,55 +656,16 @@ impl Renderer for VirglGpuRenderer {
     fn create_blob(
         &mut self,
         id: u32,
-        ctx_id: u32,
         args: &CreateBlob,
         backing: Option<GuestBacking>,
     ) -> Result<()> {
-        let mem = BlobMem::from_raw(args.blob_mem).ok_or_else(|| {
-            RendererError::InvalidParameter(format!("blob_mem {}", args.blob_mem))
-        })?;
-        let ctx = if ctx_id == 0 {
-            None
-        } else {
-            Some(self.context(ctx_id)?)
-        };
-        let blob_pages = match mem {
-            BlobMem::Guest => backing.clone(),
-            _ => None,
-        };
-        let backing = backing.map(|b| Box::new(GuestPages(b)) as Box<dyn BackingMemory>);
-        let create = virglrenderer::BlobCreate {
-            mem,
-            flags: args.blob_flags,
-            blob_id: args.blob_id,
-            size: args.size,
-        };
-        let res = self
-            .renderer
-            .create_blob(id, ctx, &create, backing)
-            .map_err(map_err)?;
-        self.insert_resource(id, res, blob_pages);
-        Ok(())
-    }
-
-    fn map_blob(&mut self, id: u32) -> Result<BlobMapping> {
-        // The safe crate gives no raw pointer to a mapping; a vhost-user device maps host blobs
-        // into the guest through an exported fd instead (`export_blob`).
-        self.resource(id)?;
-        Err(RendererError::Unsupported(
-            "mapping host blobs into this process",
-        ))
-    }
-
-    fn unmap_blob(&mut self, id: u32) -> Result<()> {
-        self.resource(id)?;
-        Err(RendererError::Unsupported(
-            "mapping host blobs into this process",
-        ))
+        self.shared.create_blob(None, id, args, backing)
     }
 
     fn export_blob(&mut self, id: u32) -> Result<ExportedBlob> {
-        let h = self.resource(id)?.res.export_blob().map_err(map_err)?;
+        let h = self
+            .shared
+            .with_resource(id, |r| r.res.export_blob().map_err(map_err))?;
         let kind = match h.kind {
             virglrenderer::HandleKind::Dmabuf => BlobHandleKind::Dmabuf,
             virglrenderer::HandleKind::Opaque => BlobHandleKind::OpaqueFd,
@@ -614,52 +675,39 @@ impl Renderer for VirglGpuRenderer {
     }
 
     fn map_info(&mut self, id: u32) -> Result<u32> {
-        self.resource(id)?.res.map_info().map_err(map_err)
-    }
-
-    fn resource_info(&self, id: u32) -> Result<ResourceInfo> {
-        let r = self.resource(id)?;
-        let args = r
-            .res
-            .create_args()
-            .ok_or_else(|| RendererError::InvalidParameter(format!("resource {id} is a blob")))?;
-        let fourcc =
-            virglrenderer::format::drm_fourcc(Self::guest_format(r, args)).map_or(0, |f| f as u32);
-        Ok(ResourceInfo {
-            width: args.width,
-            height: args.height,
-            fourcc,
-        })
+        self.shared
+            .with_resource(id, |r| r.res.map_info().map_err(map_err))
     }
 
     fn read_pixels(&mut self, id: u32, rect: Rect, out: &mut [u8]) -> Result<()> {
-        let r = self.resource(id)?;
-        let args = r
-            .res
-            .create_args()
-            .ok_or_else(|| RendererError::InvalidParameter(format!("resource {id} is a blob")))?;
-        let guest_format = Self::guest_format(r, args);
-        let format = PixelFormat::from_virtio(guest_format).ok_or_else(|| {
-            RendererError::InvalidParameter(format!("read-back of format {guest_format}"))
-        })?;
-        let row = check_out_len(rect, out)?;
-        if row == 0 {
-            return Ok(());
-        }
-        // `row` is width * 4 <= out.len(); the crate checks the rectangle against the resource.
-        let stride = u32::try_from(row)
-            .map_err(|_| RendererError::InvalidParameter("row too long".into()))?;
-        let region = virglrenderer::Rect {
-            x: rect.x,
-            y: rect.y,
-            width: rect.width,
-            height: rect.height,
-        };
-        // Read in the resource's byte order straight into `out`, then convert there (nothing
-        // to do for B8G8R8A8; alpha forced to 0xff for the X formats).
-        r.res.read_pixels(region, out, stride).map_err(map_err)?;
-        format.to_argb8888_in_place(out);
-        Ok(())
+        self.shared.with_resource(id, |r| {
+            let args = r.res.create_args().ok_or_else(|| {
+                RendererError::InvalidParameter(format!("resource {id} is a blob"))
+            })?;
+            let guest_format = guest_format(r, args);
+            let format = PixelFormat::from_virtio(guest_format).ok_or_else(|| {
+                RendererError::InvalidParameter(format!("read-back of format {guest_format}"))
+            })?;
+            let row = check_out_len(rect, out)?;
+            if row == 0 {
+                return Ok(());
+            }
+            // `row` is width * 4 <= out.len(); the crate checks the rectangle against the
+            // resource.
+            let stride = u32::try_from(row)
+                .map_err(|_| RendererError::InvalidParameter("row too long".into()))?;
+            let region = virglrenderer::Rect {
+                x: rect.x,
+                y: rect.y,
+                width: rect.width,
+                height: rect.height,
+            };
+            // Read in the resource's byte order straight into `out`, then convert there
+            // (nothing to do for B8G8R8A8; alpha forced to 0xff for the X formats).
+            r.res.read_pixels(region, out, stride).map_err(map_err)?;
+            format.to_argb8888_in_place(out);
+            Ok(())
+        })
     }
 
     fn read_blob_pixels(
@@ -669,89 +717,73 @@ impl Renderer for VirglGpuRenderer {
         rect: Rect,
         out: &mut [u8],
     ) -> Result<()> {
-        let r = self.resource(id)?;
-        let size = r.res.blob_args().map_or(0, |a| a.size);
-        let Some(BlobImage {
-            format,
-            row,
-            stride,
-            base,
-        }) = check_blob_image(layout, rect, out, size)?
-        else {
-            return Ok(());
-        };
-        let mut tmp = vec![0u8; row];
-        let src_at = |i: usize| {
-            // Inside the image, which was checked to lie inside the blob.
-            base + (u64::from(rect.y) + i as u64) * stride
-                + u64::from(rect.x) * u64::from(BYTES_PER_PIXEL)
-        };
-        if let Some(pages) = &r.blob_pages {
-            for (i, dst) in out.chunks_exact_mut(row).enumerate() {
-                pages.read_at(src_at(i), &mut tmp)?;
-                format.row_to_argb8888(&tmp, dst);
+        self.shared.with_resource(id, |r| {
+            let size = r.res.blob_args().map_or(0, |a| a.size);
+            let Some(image) = BlobImage::check(layout, rect, out, size)? else {
+                return Ok(());
+            };
+            if let Some(pages) = &r.blob_pages {
+                return image.read(out, |at, row| pages.read_at(at, row));
             }
-            return Ok(());
-        }
-        // A host blob: map it into this process for the read-back (a persistent GL buffer or
-        // a shared-memory/dmabuf fd; the library refuses what it cannot map) and unmap again.
-        // The guest's own mapping through the host-visible region is a separate one.
-        let mapped = r.res.map().map_err(map_err)?;
-        let read = (|| {
-            if mapped < size {
-                return Err(RendererError::Library(format!(
+            // A host blob: map it into this process for the read-back (a persistent GL buffer
+            // or a shared-memory/dmabuf fd; the library refuses what it cannot map) and unmap
+            // again. The guest's own mapping through the host-visible region is a separate one.
+            let mapped = r.res.map().map_err(map_err)?;
+            let read = if mapped < size {
+                Err(RendererError::Library(format!(
                     "blob {id} maps {mapped} of its {size} bytes"
-                )));
+                )))
+            } else {
+                image.read(out, |at, row| r.res.read_mapped(at, row).map_err(map_err))
+            };
+            if let Err(e) = r.res.unmap() {
+                warn!("blob {id}: unmap after read-back: {e}");
             }
-            for (i, dst) in out.chunks_exact_mut(row).enumerate() {
-                r.res.read_mapped(src_at(i), &mut tmp).map_err(map_err)?;
-                format.row_to_argb8888(&tmp, dst);
-            }
-            Ok(())
-        })();
-        if let Err(e) = r.res.unmap() {
-            warn!("blob {id}: unmap after read-back: {e}");
-        }
-        read
+            read
+        })
     }
 
     fn export_dmabuf(&mut self, id: u32) -> Result<Dmabuf> {
-        let r = self.resource(id)?;
-        let d = r.res.export_dmabuf().map_err(map_err)?;
-        let flags = if r.res.is_blob() {
-            0
-        } else {
-            r.res.info().map_err(map_err)?.flags
-        };
-        let fourcc = match r.guest_format.and_then(PixelFormat::from_virtio) {
-            Some(guest) => guest.fourcc as u32,
-            None => d.fourcc.map_or(0, |f| f as u32),
-        };
-        Ok(Dmabuf {
-            fd: d.fd,
-            width: d.width,
-            height: d.height,
-            stride: d.stride,
-            fourcc,
-            modifier: d.modifier,
-            flags,
+        self.shared.with_resource(id, |r| {
+            let d = r.res.export_dmabuf().map_err(map_err)?;
+            let flags = if r.res.is_blob() {
+                0
+            } else {
+                r.res.info().map_err(map_err)?.flags
+            };
+            let fourcc = match r.guest_format.and_then(PixelFormat::from_virtio) {
+                Some(guest) => guest.fourcc as u32,
+                None => d.fourcc.map_or(0, |f| f as u32),
+            };
+            Ok(Dmabuf {
+                fd: d.fd,
+                width: d.width,
+                height: d.height,
+                stride: d.stride,
+                fourcc,
+                modifier: d.modifier,
+                flags,
+            })
         })
     }
 
     fn reset(&mut self) {
-        if !self.resources.is_empty() || !self.contexts.is_empty() {
-            warn!(
-                "virglrenderer reset with {} resources and {} contexts left",
-                self.resources.len(),
-                self.contexts.len()
-            );
+        // The device dropped every context already (they went before this call).
+        match self.shared.resources_mut() {
+            Ok(mut resources) => {
+                if !resources.is_empty() {
+                    warn!(
+                        "virglrenderer reset with {} resources left",
+                        resources.len()
+                    );
+                }
+                resources.clear();
+            }
+            Err(e) => warn!("reset: {e}"),
         }
-        // Resources first (they may be attached to contexts), then contexts.
-        self.resources.clear();
-        self.contexts.clear();
         self.global_pending.clear();
         // Fences the library reports from before the reset are dropped.
-        let stale = self.renderer.poll();
+        let stale = self.shared.renderer.poll();
         if !stale.is_empty() {
             debug!("dropped {} fences completed across a reset", stale.len());
         }
@@ -913,8 +945,11 @@ mod tests {
             assert!(caps.iter().any(|c| c.id == 2 && c.max_version == 2));
             assert!(r.capset(2, 2).unwrap().len() > 1000);
 
-            r.context_create(1, 0, "test").unwrap();
-            assert!(r.context_create(1, 0, "dup").is_err());
+            let mut ctx = r.create_context(1, 0, "test").unwrap();
+            assert!(matches!(
+                r.create_context(1, 0, "dup"),
+                Err(RendererError::InvalidContextId(1))
+            ));
             let args = ResourceCreate3d {
                 target: PIPE_TEXTURE_2D,
                 format: VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM,
@@ -928,13 +963,17 @@ mod tests {
                 flags: 0,
             };
             r.resource_create_3d(5, &args).unwrap();
-            r.context_attach_resource(1, 5).unwrap();
+            ctx.attach_resource(5).unwrap();
+            assert!(matches!(
+                ctx.attach_resource(6),
+                Err(RendererError::InvalidResourceId(6))
+            ));
             let mut cmd = CommandBuffer::new();
             cmd.create_surface(1, 5, VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM, 0, 0, 0)
                 .set_framebuffer_state(0, &[1])
                 .clear(PIPE_CLEAR_COLOR0, [1.0, 0.0, 0.0, 1.0], 1.0, 0);
-            r.submit(1, &cmd.to_bytes()).unwrap();
-            assert!(r.submit(9, &cmd.to_bytes()).is_err());
+            ctx.submit(&cmd.to_bytes()).unwrap();
+            assert!(ctx.submit(&[1, 2, 3]).is_err());
 
             // Global fences with 64-bit guest ids, and a context fence.
             let g1 = FenceId {
@@ -952,16 +991,11 @@ mod tests {
                 ring_idx: Some(0),
                 id: 7,
             };
-            r.create_fence(g1).unwrap();
-            r.create_fence(c1).unwrap();
-            r.create_fence(g2).unwrap();
-            assert!(r
-                .create_fence(FenceId {
-                    ctx_id: 1,
-                    ring_idx: Some(1),
-                    id: 8
-                })
-                .is_err());
+            r.create_fence(1, g1.id).unwrap();
+            ctx.create_fence(0, c1.id).unwrap();
+            r.create_fence(1, g2.id).unwrap();
+            // Virgl (GL) contexts have ring 0 only.
+            assert!(ctx.create_fence(1, 8).is_err());
             let got = wait_for(r, &[g1, g2, c1]);
             let globals: Vec<_> = got.iter().filter(|f| f.ring_idx.is_none()).collect();
             assert_eq!(globals, vec![&g1, &g2]);
@@ -995,7 +1029,7 @@ mod tests {
                 },
                 ..Default::default()
             };
-            r.transfer_from_host_3d(1, 5, &t).unwrap();
+            ctx.transfer_from_host_3d(5, &t).unwrap();
             let mut g = [0u8; 4];
             m.read_slice(&mut g, GuestAddress(4 * 40 * 29)).unwrap();
             assert_eq!(&g[..3], [0, 0, 255]);
@@ -1005,14 +1039,39 @@ mod tests {
                 r.export_dmabuf(5),
                 Err(RendererError::Unsupported(_))
             ));
-            let info = r.resource_info(5).unwrap();
-            assert_eq!((info.width, info.height), (40, 30));
+            // Outside any context (ctx 0) too.
+            m.write_slice(&[0u8; 4], GuestAddress(4 * 40 * 29)).unwrap();
+            r.transfer_from_host_3d(5, &t).unwrap();
+            m.read_slice(&mut g, GuestAddress(4 * 40 * 29)).unwrap();
+            assert_eq!(&g[..3], [0, 0, 255]);
 
-            // Reset drops everything; ids can be reused.
+            // The device drops its contexts, then resets: everything is gone, ids can be reused.
+            drop(ctx);
             r.reset();
-            r.context_create(1, 0, "again").unwrap();
+            let _again = r.create_context(1, 0, "again").unwrap();
             r.resource_create_3d(5, &args).unwrap();
         });
+    }
+
+    #[test]
+    fn a_context_left_after_its_renderer_fails_its_calls_and_drops_cleanly() {
+        let _guard = LIBRARY.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = VirglGpuRenderer::new(VirglGpuRenderer::default_flags()).unwrap();
+        let mut ctx = r.create_context(1, 0, "orphan").unwrap();
+        r.resource_create_2d(1, VIRTIO_GPU_FORMAT_B8G8R8A8_UNORM, 4, 4)
+            .unwrap();
+        ctx.attach_resource(1).unwrap();
+        // The device never does this (it drops contexts first); the context's handle keeps the
+        // library alive, and what needs the renderer's resources is refused.
+        drop(r);
+        assert!(matches!(
+            ctx.attach_resource(1),
+            Err(RendererError::Library(_))
+        ));
+        drop(ctx);
+        // The library was cleaned up with the last handle: it initialises again.
+        let mut r = VirglGpuRenderer::new(VirglGpuRenderer::default_flags()).unwrap();
+        let _ctx = r.create_context(1, 0, "again").unwrap();
     }
 
     #[test]
@@ -1038,7 +1097,7 @@ mod tests {
                 blob_id: 0,
                 size,
             };
-            r.create_blob(3, 0, &args, Some(backing)).unwrap();
+            r.create_blob(3, &args, Some(backing)).unwrap();
             let layout = BlobScanoutLayout {
                 width: w,
                 height: h,
@@ -1062,7 +1121,6 @@ mod tests {
             assert!(r
                 .read_blob_pixels(3, &bad, Rect::new(0, 0, 1, 1), &mut [0u8; 4])
                 .is_err());
-            assert!(matches!(r.map_blob(3), Err(RendererError::Unsupported(_))));
             r.resource_unref(3).unwrap();
         });
     }
