@@ -128,7 +128,6 @@ impl VirtioGpu {
         entries: Vec<protocol::MemEntry>,
         mem: &GuestMemoryMmap,
     ) -> GpuResult<Response> {
-        self.require_blob("RESOURCE_CREATE_BLOB")?;
         if args.size == 0 {
             return Err(GpuError::InvalidParameter("blob of size 0".into()));
         }
@@ -198,7 +197,6 @@ impl VirtioGpu {
     /// RESOURCE_MAP_BLOB: the checks of the module doc, then the renderer's export is mapped
     /// into the host-visible region through the [`SharedMemoryMapper`].
     pub(super) fn map_blob(&mut self, resource_id: u32, offset: u64) -> GpuResult<Response> {
-        self.require_blob("RESOURCE_MAP_BLOB")?;
         let res = self.resource(resource_id)?;
         let size = res.blob_size.ok_or_else(|| {
             GpuError::InvalidParameter(format!("resource {resource_id} is not a blob"))
@@ -302,7 +300,6 @@ impl VirtioGpu {
 
     /// RESOURCE_UNMAP_BLOB (and RESOURCE_UNREF of a mapped blob): SHMEM_UNMAP of its range.
     pub(super) fn unmap_blob(&mut self, resource_id: u32) -> GpuResult<Response> {
-        self.require_blob("RESOURCE_UNMAP_BLOB")?;
         let res = self.resource(resource_id)?;
         if res.blob_size.is_none() {
             return Err(GpuError::InvalidParameter(format!(

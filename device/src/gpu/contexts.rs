@@ -8,7 +8,6 @@ use log::{debug, warn};
 use super::{GpuError, GpuResult, VirtioGpu};
 use crate::protocol::{
     Response, CTRL_HDR_SIZE, MAX_CAPSET_SIZE, VIRTIO_GPU_CONTEXT_INIT_CAPSET_ID_MASK,
-    VIRTIO_GPU_F_CONTEXT_INIT,
 };
 use crate::renderer::{CapsetInfo, RenderContext, Renderer, RendererCapabilities, RendererError};
 
@@ -40,7 +39,6 @@ impl VirtioGpu {
         context_init: u32,
         name: &str,
     ) -> GpuResult<Response> {
-        self.require_3d("CTX_CREATE")?;
         if ctx_id == 0 || self.contexts.contains_key(&ctx_id) {
             return Err(GpuError::InvalidContextId(ctx_id));
         }
@@ -52,8 +50,7 @@ impl VirtioGpu {
             debug!("CTX_CREATE: reserved context_init bits {context_init:#x} ignored");
         }
         if capset_id != 0 {
-            // A context of a chosen capset is CONTEXT_INIT, which must have been negotiated.
-            self.require(VIRTIO_GPU_F_CONTEXT_INIT, "CTX_CREATE with context_init")?;
+            // CONTEXT_INIT was negotiated: the validation step checked it.
             if !self.capsets.iter().any(|c| c.id == capset_id) {
                 return Err(GpuError::InvalidParameter(format!(
                     "context with unknown capset {capset_id}"
@@ -74,7 +71,6 @@ impl VirtioGpu {
     /// CTX_DESTROY: the entries held on its rings are answered, then the renderer's context is
     /// dropped, which destroys it.
     pub(super) fn ctx_destroy(&mut self, ctx_id: u32) -> GpuResult<Response> {
-        self.require_3d("CTX_DESTROY")?;
         let context = self
             .contexts
             .remove(&ctx_id)
@@ -93,7 +89,6 @@ impl VirtioGpu {
         ctx_id: u32,
         resource_id: u32,
     ) -> GpuResult<Response> {
-        self.require_3d("CTX_ATTACH_RESOURCE")?;
         self.check_context(ctx_id)?;
         self.resource(resource_id)?;
         let context = self.context_mut(ctx_id)?;
@@ -108,7 +103,6 @@ impl VirtioGpu {
         ctx_id: u32,
         resource_id: u32,
     ) -> GpuResult<Response> {
-        self.require_3d("CTX_DETACH_RESOURCE")?;
         self.check_context(ctx_id)?;
         self.resource(resource_id)?;
         let context = self.context_mut(ctx_id)?;
@@ -119,7 +113,6 @@ impl VirtioGpu {
 
     /// SUBMIT_3D: the command stream goes to the context's renderer context.
     pub(super) fn submit_3d(&mut self, ctx_id: u32, commands: &[u8]) -> GpuResult<Response> {
-        self.require_3d("SUBMIT_3D")?;
         self.context_mut(ctx_id)?.render.submit(commands)?;
         Ok(Response::OkNoData)
     }

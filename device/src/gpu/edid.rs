@@ -5,7 +5,7 @@ use log::warn;
 
 use super::{GpuResult, VirtioGpu};
 use crate::display::Display;
-use crate::protocol::{Response, EDID_BLOB_SIZE, VIRTIO_GPU_F_EDID};
+use crate::protocol::{Response, EDID_BLOB_SIZE};
 
 impl VirtioGpu {
     /// GET_EDID: the display's EDID, else one generated for the scanout's mode.
@@ -14,7 +14,6 @@ impl VirtioGpu {
         scanout_id: u32,
         display: &mut dyn Display,
     ) -> GpuResult<Response> {
-        self.require(VIRTIO_GPU_F_EDID, "GET_EDID")?;
         let idx = self.check_scanout(scanout_id)?;
         if let Some(blob) = display.edid(scanout_id).filter(|b| !b.is_empty()) {
             if blob.len() > EDID_BLOB_SIZE {

@@ -51,6 +51,7 @@ mod scanout;
 #[cfg(test)]
 pub(crate) mod test_support;
 mod trim;
+mod validate;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -408,8 +409,8 @@ impl VirtioGpu {
         }
     }
 
-    /// Runs one decoded command: checks that it came on its queue and that its response fits,
-    /// then calls the one method that carries it out, in the room of its concern (the table in
+    /// Runs one decoded command: the validation step first (its queue, the negotiated features,
+    /// that its response fits: [`validate`]), then the one method that carries it out, in the room of its concern (the table in
     /// the module doc).
     fn execute(
         &mut self,
@@ -420,23 +421,7 @@ impl VirtioGpu {
         display: &mut dyn Display,
         writable: usize,
     ) -> GpuResult<Response> {
-        let on_cursor_queue = queue == QueueKind::Cursor;
-        if cmd.is_cursor() != on_cursor_queue {
-            return Err(GpuError::WrongQueue(cmd.name()));
-        }
-        if header.ring().is_some() {
-            // Per-context rings (VIRTIO_GPU_FLAG_INFO_RING_IDX) come with CONTEXT_INIT.
-            self.require(VIRTIO_GPU_F_CONTEXT_INIT, "fence rings (INFO_RING_IDX)")?;
-        }
-        // Cursor-queue buffers may have no writable part at all; anything else must be able to
-        // take its response, checked before the command has any effect.
-        let needed = cmd.response_size();
-        if writable < needed && !(on_cursor_queue && writable == 0) {
-            return Err(GpuError::ResponseTooLarge {
-                needed,
-                available: writable,
-            });
-        }
+        self.validate(queue, header, &cmd, writable)?;
         match cmd {
             GpuCommand::GetDisplayInfo => Ok(self.display_info(display)),
             GpuCommand::ResourceCreate2d {
@@ -602,17 +587,6 @@ impl VirtioGpu {
         } else {
             Err(GpuError::InvalidContextId(ctx_id))
         }
-    }
-
-    /// Checks that 3D (`VIRTIO_GPU_F_VIRGL`) was negotiated for command `what`.
-    fn require_3d(&self, what: &'static str) -> GpuResult<()> {
-        self.require(VIRTIO_GPU_F_VIRGL, what)
-    }
-
-    /// Checks that blob resources (`VIRTIO_GPU_F_RESOURCE_BLOB`) were negotiated for command
-    /// `what`.
-    fn require_blob(&self, what: &'static str) -> GpuResult<()> {
-        self.require(VIRTIO_GPU_F_RESOURCE_BLOB, what)
     }
 }
 

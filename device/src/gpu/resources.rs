@@ -23,10 +23,9 @@ use vm_memory::GuestMemoryMmap;
 
 use super::{GpuError, GpuResult, VirtioGpu};
 use crate::display::Display;
-use crate::protocol::{MemEntry, Rect, Response, VIRTIO_GPU_F_RESOURCE_UUID};
+use crate::protocol::{MemEntry, Rect, Response};
 use crate::renderer::formats::{PixelFormat, BYTES_PER_PIXEL};
 use crate::renderer::{GuestBacking, ResourceCreate3d, Transfer3d};
-use crate::virgl_format::{self, BlockLayout};
 
 /// What the device knows about one resource.
 #[derive(Debug)]
@@ -48,133 +47,6 @@ pub(super) struct ResourceState {
     pub(super) create_3d: Option<ResourceCreate3d>,
     /// Bytes of guest backing attached with RESOURCE_ATTACH_BACKING (`None`: none attached).
     pub(super) backing_len: Option<u64>,
-}
-
-/// Gallium texture targets whose layers are indexed by the box's y (1D arrays) or z (the rest).
-const PIPE_BUFFER: u32 = 0;
-const PIPE_TEXTURE_1D: u32 = 1;
-const PIPE_TEXTURE_3D: u32 = 3;
-const PIPE_TEXTURE_CUBE: u32 = 4;
-const PIPE_TEXTURE_1D_ARRAY: u32 = 6;
-
-/// Largest value of a 3D transfer's box fields and strides: the libraries keep them in `int`s
-/// (libvirglrenderer 0.10.4 takes a `z` of 2^31 or more as negative, and reads out of bounds).
-const MAX_TRANSFER_FIELD: u32 = i32::MAX as u32;
-
-/// Checks a 3D transfer against the resource before any of it reaches a renderer library:
-/// every box field and stride below 2^31, and, for a RESOURCE_CREATE_3D resource, the level
-/// within its levels and the box within that level's width, height and depth or layers (for a
-/// 2D resource: level 0, one layer, inside the resource); then the strides and the bytes the
-/// transfer covers in the backing ([`check_transfer_backing`]).
-fn check_transfer_3d(res: &ResourceState, t: &Transfer3d) -> GpuResult<()> {
-    let b = t.box3d;
-    let fields = [b.x, b.y, b.z, b.w, b.h, b.d, t.stride, t.layer_stride];
-    if fields.iter().any(|&v| v > MAX_TRANSFER_FIELD) {
-        return Err(GpuError::InvalidParameter(format!(
-            "3D transfer field of 2^31 or more: box {b:?}, strides {}/{}",
-            t.stride, t.layer_stride
-        )));
-    }
-    let inside =
-        |start: u32, len: u32, limit: u32| start.checked_add(len).is_some_and(|end| end <= limit);
-    let (width, height, layers) = match &res.create_3d {
-        Some(c) => {
-            if t.level > c.last_level {
-                return Err(GpuError::InvalidParameter(format!(
-                    "3D transfer of level {} of a resource with levels 0..={}",
-                    t.level, c.last_level
-                )));
-            }
-            let level = |v: u32| v.checked_shr(t.level).unwrap_or(0).max(1);
-            let width = level(c.width);
-            match c.target {
-                PIPE_BUFFER => (c.width, 1, 1),
-                PIPE_TEXTURE_1D => (width, 1, 1),
-                // A 1D array keeps its layers in y.
-                PIPE_TEXTURE_1D_ARRAY => (width, c.array_size.max(1), 1),
-                PIPE_TEXTURE_3D => (width, level(c.height), level(c.depth)),
-                PIPE_TEXTURE_CUBE => (width, level(c.height), c.array_size.max(6)),
-                // 2D, rectangle and the arrays: layers in z.
-                _ => (width, level(c.height), c.array_size.max(c.depth).max(1)),
-            }
-        }
-        None if res.blob_size.is_some() => return Ok(()), // the library knows the blob
-        None => {
-            if t.level != 0 {
-                return Err(GpuError::InvalidParameter(format!(
-                    "3D transfer of level {} of a 2D resource",
-                    t.level
-                )));
-            }
-            (res.width, res.height, 1)
-        }
-    };
-    if !inside(b.x, b.w, width) || !inside(b.y, b.h, height) || !inside(b.z, b.d, layers) {
-        return Err(GpuError::InvalidParameter(format!(
-            "3D transfer box {b:?} outside level {} ({width}x{height}, {layers} deep)",
-            t.level
-        )));
-    }
-    check_transfer_backing(res, t, width, height)
-}
-
-/// The strides of a 3D transfer (zero, or at least what one row of blocks and one layer of the
-/// box take) and the bytes it covers in the guest backing (offset plus size within the backing).
-/// Zero strides are the level's: what libvirglrenderer uses in their place. The box is already
-/// known to lie within the level, `width` x `height` texels.
-fn check_transfer_backing(
-    res: &ResourceState,
-    t: &Transfer3d,
-    width: u32,
-    height: u32,
-) -> GpuResult<()> {
-    let b = t.box3d;
-    let layout = match &res.create_3d {
-        // A buffer's width counts bytes, whatever its format says.
-        Some(c) if c.target == PIPE_BUFFER => BlockLayout::AT_LEAST_ONE_BYTE,
-        Some(c) => virgl_format::block_layout(c.format).unwrap_or(BlockLayout::AT_LEAST_ONE_BYTE),
-        // Every virtio-gpu 2D format has 4-byte pixels.
-        None => BlockLayout::texels_of(BYTES_PER_PIXEL),
-    };
-    let invalid = |what: String| Err(GpuError::InvalidParameter(what));
-    // All below 2^31 * 2^31 * 16: no u64 product or sum here can overflow.
-    let row = u64::from(layout.blocks_x(b.w)) * u64::from(layout.bytes);
-    let rows = u64::from(layout.blocks_y(b.h));
-    if t.stride != 0 && u64::from(t.stride) < row {
-        return invalid(format!(
-            "3D transfer stride {} below the {row} bytes of a row of the box {b:?}",
-            t.stride
-        ));
-    }
-    let stride = match t.stride {
-        0 => u64::from(layout.blocks_x(width)) * u64::from(layout.bytes),
-        s => u64::from(s),
-    };
-    let layer = stride * rows;
-    if t.layer_stride != 0 && u64::from(t.layer_stride) < layer {
-        return invalid(format!(
-            "3D transfer layer stride {} below the {layer} bytes of a layer of the box {b:?}",
-            t.layer_stride
-        ));
-    }
-    if b.w == 0 || b.h == 0 || b.d == 0 {
-        return Ok(()); // nothing is copied
-    }
-    let layer_stride = match t.layer_stride {
-        0 => stride * u64::from(layout.blocks_y(height)),
-        s => u64::from(s),
-    };
-    let size = u64::from(b.d - 1) * layer_stride + (rows - 1) * stride + row;
-    let Some(backing) = res.backing_len else {
-        return Ok(()); // the renderer answers for a resource without backing
-    };
-    match t.offset.checked_add(size) {
-        Some(end) if end <= backing => Ok(()),
-        _ => invalid(format!(
-            "3D transfer of {size} bytes at offset {} past the {backing}-byte backing",
-            t.offset
-        )),
-    }
 }
 
 impl VirtioGpu {
@@ -252,7 +124,6 @@ impl VirtioGpu {
         resource_id: u32,
         args: ResourceCreate3d,
     ) -> GpuResult<Response> {
-        self.require_3d("RESOURCE_CREATE_3D")?;
         // An estimate: 4 bytes per texel of every layer, mip levels and samples aside.
         let hostmem = u64::from(args.width)
             .checked_mul(u64::from(args.height))
@@ -350,51 +221,17 @@ impl VirtioGpu {
         Ok(Response::OkNoData)
     }
 
-    /// TRANSFER_TO_HOST_2D: guest backing -> the resource, inside the resource.
+    /// TRANSFER_TO_HOST_2D: guest backing -> the resource, inside the resource and the backing
+    /// (checked by the validation step).
     pub(super) fn transfer_to_host_2d(
         &mut self,
         resource_id: u32,
         rect: Rect,
         offset: u64,
     ) -> GpuResult<Response> {
-        let res = self.resource(resource_id)?;
-        if res.blob_size.is_some() {
-            return Err(GpuError::InvalidParameter(format!(
-                "TRANSFER_TO_HOST_2D on blob {resource_id}"
-            )));
-        }
-        if !rect.is_inside(res.width, res.height) {
-            return Err(GpuError::InvalidParameter(format!(
-                "{rect:?} outside {}x{}",
-                res.width, res.height
-            )));
-        }
-        self.renderer
-            .transfer_to_host_2d(resource_id, rect, offset)?;
+        let transfer = self.check_transfer_2d(resource_id, rect, offset)?;
+        self.renderer.transfer_to_host_2d(resource_id, &transfer)?;
         Ok(Response::OkNoData)
-    }
-
-    /// 3D transfers may name context 0 (no context); any other must exist.
-    fn check_transfer_ctx(&self, ctx_id: u32) -> GpuResult<()> {
-        if ctx_id == 0 {
-            Ok(())
-        } else {
-            self.check_context(ctx_id)
-        }
-    }
-
-    /// What both 3D transfers check: 3D negotiated, the context, and the transfer against the
-    /// resource ([`check_transfer_3d`]).
-    fn check_3d_transfer(
-        &self,
-        what: &'static str,
-        ctx_id: u32,
-        resource_id: u32,
-        transfer: &Transfer3d,
-    ) -> GpuResult<()> {
-        self.require_3d(what)?;
-        self.check_transfer_ctx(ctx_id)?;
-        check_transfer_3d(self.resource(resource_id)?, transfer)
     }
 
     /// TRANSFER_TO_HOST_3D, in the context it names or (context 0) outside any.
@@ -404,13 +241,13 @@ impl VirtioGpu {
         resource_id: u32,
         transfer: &Transfer3d,
     ) -> GpuResult<Response> {
-        self.check_3d_transfer("TRANSFER_TO_HOST_3D", ctx_id, resource_id, transfer)?;
+        let transfer = self.check_transfer_3d(ctx_id, resource_id, transfer)?;
         match ctx_id {
-            0 => self.renderer.transfer_to_host_3d(resource_id, transfer)?,
+            0 => self.renderer.transfer_to_host_3d(resource_id, &transfer)?,
             _ => self
                 .context_mut(ctx_id)?
                 .render
-                .transfer_to_host_3d(resource_id, transfer)?,
+                .transfer_to_host_3d(resource_id, &transfer)?,
         }
         Ok(Response::OkNoData)
     }
@@ -422,20 +259,21 @@ impl VirtioGpu {
         resource_id: u32,
         transfer: &Transfer3d,
     ) -> GpuResult<Response> {
-        self.check_3d_transfer("TRANSFER_FROM_HOST_3D", ctx_id, resource_id, transfer)?;
+        let transfer = self.check_transfer_3d(ctx_id, resource_id, transfer)?;
         match ctx_id {
-            0 => self.renderer.transfer_from_host_3d(resource_id, transfer)?,
+            0 => self
+                .renderer
+                .transfer_from_host_3d(resource_id, &transfer)?,
             _ => self
                 .context_mut(ctx_id)?
                 .render
-                .transfer_from_host_3d(resource_id, transfer)?,
+                .transfer_from_host_3d(resource_id, &transfer)?,
         }
         Ok(Response::OkNoData)
     }
 
     /// RESOURCE_ASSIGN_UUID: the resource's uuid, made at the first request.
     pub(super) fn assign_uuid(&mut self, resource_id: u32) -> GpuResult<Response> {
-        self.require(VIRTIO_GPU_F_RESOURCE_UUID, "RESOURCE_ASSIGN_UUID")?;
         self.resource(resource_id)?;
         let fresh = self.new_uuid(resource_id);
         let res = self

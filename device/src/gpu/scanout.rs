@@ -155,7 +155,6 @@ impl VirtioGpu {
         layout: BlobScanoutLayout,
         display: &mut dyn Display,
     ) -> GpuResult<Response> {
-        self.require_blob("SET_SCANOUT_BLOB")?;
         let idx = self.check_scanout(scanout_id)?;
         if resource_id == 0 {
             self.disable_scanout(idx, display);

@@ -241,10 +241,9 @@ impl Renderer for ManualFenceRenderer {
     fn transfer_to_host_2d(
         &mut self,
         id: u32,
-        rect: Rect,
-        offset: u64,
+        t: &crate::renderer::CheckedTransfer2d,
     ) -> crate::renderer::Result<()> {
-        self.inner.transfer_to_host_2d(id, rect, offset)
+        self.inner.transfer_to_host_2d(id, t)
     }
     fn create_context(
         &mut self,
@@ -639,8 +638,12 @@ impl Renderer for HostBlobRenderer {
     fn detach_backing(&mut self, id: u32) -> crate::renderer::Result<()> {
         self.inner.detach_backing(id)
     }
-    fn transfer_to_host_2d(&mut self, id: u32, r: Rect, o: u64) -> crate::renderer::Result<()> {
-        self.inner.transfer_to_host_2d(id, r, o)
+    fn transfer_to_host_2d(
+        &mut self,
+        id: u32,
+        t: &crate::renderer::CheckedTransfer2d,
+    ) -> crate::renderer::Result<()> {
+        self.inner.transfer_to_host_2d(id, t)
     }
     fn create_context(
         &mut self,

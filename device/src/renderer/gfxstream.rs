@@ -56,9 +56,9 @@ use super::formats::{PixelFormat, BYTES_PER_PIXEL};
 use super::readback::{check_out_len, copy_rect_to_xrgb, BlobImage};
 use super::software::SoftwareRenderer;
 use super::{
-    BlobHandleKind, BlobScanoutLayout, CapsetInfo, CreateBlob, ExportedBlob, FenceId, GuestBacking,
-    Rect, RenderContext, Renderer, RendererCapabilities, RendererError, ResourceCreate3d, Result,
-    Transfer3d,
+    BlobHandleKind, BlobScanoutLayout, CapsetInfo, CheckedTransfer2d, CheckedTransfer3d,
+    CreateBlob, ExportedBlob, FenceId, GuestBacking, Rect, RenderContext, Renderer,
+    RendererCapabilities, RendererError, ResourceCreate3d, Result, Transfer3d,
 };
 use crate::protocol::{
     VIRTIO_GPU_BLOB_MEM_GUEST, VIRTIO_GPU_BLOB_MEM_HOST3D, VIRTIO_GPU_FORMAT_B8G8R8A8_UNORM,
@@ -363,12 +363,13 @@ impl RenderContext for GfxstreamContext {
         })
     }
 
-    fn transfer_to_host_3d(&mut self, id: u32, t: &Transfer3d) -> Result<()> {
-        self.shared()?.transfer_3d(self.ctx.id(), id, t, true)
+    fn transfer_to_host_3d(&mut self, id: u32, t: &CheckedTransfer3d) -> Result<()> {
+        self.shared()?.transfer_3d(self.ctx.id(), id, t.get(), true)
     }
 
-    fn transfer_from_host_3d(&mut self, id: u32, t: &Transfer3d) -> Result<()> {
-        self.shared()?.transfer_3d(self.ctx.id(), id, t, false)
+    fn transfer_from_host_3d(&mut self, id: u32, t: &CheckedTransfer3d) -> Result<()> {
+        self.shared()?
+            .transfer_3d(self.ctx.id(), id, t.get(), false)
     }
 
     fn create_blob(
@@ -634,21 +635,17 @@ impl Renderer for GfxstreamRenderer {
         Ok(())
     }
 
-    fn transfer_to_host_2d(&mut self, id: u32, rect: Rect, offset: u64) -> Result<()> {
+    fn transfer_to_host_2d(&mut self, id: u32, t: &CheckedTransfer2d) -> Result<()> {
         let mut state = self.shared.state()?;
         if state.soft_ids.contains(&id) {
-            return state.soft.transfer_to_host_2d(id, rect, offset);
+            return state.soft.transfer_to_host_2d(id, t);
         }
+        // Inside the resource and the backing: the device checked both (CheckedTransfer2d).
+        let (rect, offset) = (t.rect(), t.offset());
         let entry = state.resource(id)?;
         if entry.format.is_none() {
             return Err(RendererError::InvalidParameter(format!(
                 "TRANSFER_TO_HOST_2D on resource {id}, which is not a 2D image"
-            )));
-        }
-        if !rect.is_inside(entry.width, entry.height) {
-            return Err(RendererError::InvalidParameter(format!(
-                "{rect:?} outside {}x{}",
-                entry.width, entry.height
             )));
         }
         if rect.is_empty() {
@@ -673,17 +670,6 @@ impl Renderer for GfxstreamRenderer {
         // they are.
         debug!("resource {id}: 2D transfer of {rect:?} at offset {offset}: staging copy");
         let row_len = u64::from(rect.width) * bpp;
-        let last = stride
-            .checked_mul(u64::from(rect.height - 1))
-            .and_then(|v| v.checked_add(offset))
-            .and_then(|v| v.checked_add(row_len))
-            .filter(|&end| end <= backing.len());
-        if last.is_none() {
-            return Err(RendererError::InvalidParameter(format!(
-                "transfer of {rect:?} at offset {offset} beyond the {}-byte backing",
-                backing.len()
-            )));
-        }
         let mut staging = vec![0u8; image_len(entry.width, entry.height)?];
         entry
             .res
@@ -704,12 +690,12 @@ impl Renderer for GfxstreamRenderer {
             .map_err(map_err)
     }
 
-    fn transfer_to_host_3d(&mut self, id: u32, t: &Transfer3d) -> Result<()> {
-        self.shared.transfer_3d(0, id, t, true)
+    fn transfer_to_host_3d(&mut self, id: u32, t: &CheckedTransfer3d) -> Result<()> {
+        self.shared.transfer_3d(0, id, t.get(), true)
     }
 
-    fn transfer_from_host_3d(&mut self, id: u32, t: &Transfer3d) -> Result<()> {
-        self.shared.transfer_3d(0, id, t, false)
+    fn transfer_from_host_3d(&mut self, id: u32, t: &CheckedTransfer3d) -> Result<()> {
+        self.shared.transfer_3d(0, id, t.get(), false)
     }
 
     fn create_context(

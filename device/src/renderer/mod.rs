@@ -19,6 +19,7 @@
 //! [`Renderer::capabilities`] claims, so a guest reaching a default method gets an error
 //! response, never a crash.
 
+pub use checked::{CheckedTransfer2d, CheckedTransfer3d, ResourceShape};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use vm_memory::{
@@ -28,6 +29,7 @@ use vm_memory::{
 
 pub use crate::protocol::{Box3d, Rect};
 
+pub mod checked;
 pub mod export;
 pub mod fence_seq;
 pub mod formats;
@@ -496,20 +498,22 @@ pub trait Renderer {
     /// Detaches the resource's backing.
     fn detach_backing(&mut self, id: u32) -> Result<()>;
 
-    /// Copies `rect` of the resource from its backing: row `i` of the rectangle starts at backing
-    /// byte `offset + i * stride`, where `stride = width * bytes_per_pixel` of the resource.
-    fn transfer_to_host_2d(&mut self, id: u32, rect: Rect, offset: u64) -> Result<()>;
+    /// Copies the transfer's rectangle of the resource from its backing: row `i` of the
+    /// rectangle starts at backing byte `offset + i * stride`, where `stride = width * 4`. The
+    /// device checked the rectangle against the resource and the bytes against the backing
+    /// ([`CheckedTransfer2d`]): a renderer does not check them again.
+    fn transfer_to_host_2d(&mut self, id: u32, transfer: &CheckedTransfer2d) -> Result<()>;
 
     /// TRANSFER_TO_HOST_3D outside any context (the command's `ctx_id` is 0); in a context:
     /// [`RenderContext::transfer_to_host_3d`].
-    fn transfer_to_host_3d(&mut self, id: u32, transfer: &Transfer3d) -> Result<()> {
+    fn transfer_to_host_3d(&mut self, id: u32, transfer: &CheckedTransfer3d) -> Result<()> {
         let _ = (id, transfer);
         Err(RendererError::Unsupported("3D transfers"))
     }
 
     /// TRANSFER_FROM_HOST_3D outside any context; in a context:
     /// [`RenderContext::transfer_from_host_3d`].
-    fn transfer_from_host_3d(&mut self, id: u32, transfer: &Transfer3d) -> Result<()> {
+    fn transfer_from_host_3d(&mut self, id: u32, transfer: &CheckedTransfer3d) -> Result<()> {
         let _ = (id, transfer);
         Err(RendererError::Unsupported("3D transfers"))
     }
@@ -632,13 +636,13 @@ pub trait RenderContext {
     fn create_fence(&mut self, ring_idx: u8, fence_id: u64) -> Result<()>;
 
     /// TRANSFER_TO_HOST_3D in this context.
-    fn transfer_to_host_3d(&mut self, id: u32, transfer: &Transfer3d) -> Result<()> {
+    fn transfer_to_host_3d(&mut self, id: u32, transfer: &CheckedTransfer3d) -> Result<()> {
         let _ = (id, transfer);
         Err(RendererError::Unsupported("3D transfers"))
     }
 
     /// TRANSFER_FROM_HOST_3D in this context.
-    fn transfer_from_host_3d(&mut self, id: u32, transfer: &Transfer3d) -> Result<()> {
+    fn transfer_from_host_3d(&mut self, id: u32, transfer: &CheckedTransfer3d) -> Result<()> {
         let _ = (id, transfer);
         Err(RendererError::Unsupported("3D transfers"))
     }

@@ -17,8 +17,8 @@ use log::{debug, warn};
 use super::formats::{PixelFormat, BYTES_PER_PIXEL};
 use super::readback::{check_out_len, copy_rect_to_xrgb, read_blob_image};
 use super::{
-    BlobScanoutLayout, CreateBlob, FenceId, GuestBacking, Rect, Renderer, RendererCapabilities,
-    RendererError, Result,
+    BlobScanoutLayout, CheckedTransfer2d, CreateBlob, FenceId, GuestBacking, Rect, Renderer,
+    RendererCapabilities, RendererError, Result,
 };
 use crate::protocol::VIRTIO_GPU_BLOB_MEM_GUEST;
 
@@ -148,12 +148,12 @@ impl Renderer for SoftwareRenderer {
         }
     }
 
-    fn transfer_to_host_2d(&mut self, id: u32, rect: Rect, offset: u64) -> Result<()> {
+    fn transfer_to_host_2d(&mut self, id: u32, t: &CheckedTransfer2d) -> Result<()> {
         let res = self
             .resources
             .get_mut(&id)
             .ok_or(RendererError::InvalidResourceId(id))?;
-        let (width, height) = (res.width, res.height);
+        let width = res.width;
         let (pixels, backing) = match &mut res.kind {
             ResourceKind::Image {
                 pixels, backing, ..
@@ -167,31 +167,15 @@ impl Renderer for SoftwareRenderer {
         let backing = backing.as_ref().ok_or_else(|| {
             RendererError::InvalidParameter(format!("resource {id} has no backing"))
         })?;
-        if !rect.is_inside(width, height) {
-            return Err(RendererError::InvalidParameter(format!(
-                "{rect:?} outside {width}x{height}"
-            )));
-        }
+        // Inside the resource and the backing: the device checked both (CheckedTransfer2d).
+        let (rect, offset) = (t.rect(), t.offset());
         if rect.is_empty() {
             return Ok(());
         }
         let bpp = u64::from(BYTES_PER_PIXEL);
-        // Rows of the resource and of the backing: the spec's 2D transfer has stride width * bpp.
-        let stride = u64::from(width) * bpp;
+        let stride = u64::from(t.stride());
         let row_len = u64::from(rect.width) * bpp;
-        // The whole source range must lie in the backing: no partial transfer.
-        let last = stride
-            .checked_mul(u64::from(rect.height - 1))
-            .and_then(|v| v.checked_add(offset))
-            .and_then(|v| v.checked_add(row_len))
-            .filter(|&end| end <= backing.len())
-            .ok_or_else(|| {
-                RendererError::InvalidParameter(format!(
-                    "transfer of {rect:?} at offset {offset} beyond the {}-byte backing",
-                    backing.len()
-                ))
-            })?;
-        debug!("transfer {rect:?} of resource {id}, offset {offset}, backing end {last}");
+        debug!("transfer {rect:?} of resource {id}, offset {offset}");
         // All values below are bounded by the resource size (a usize allocation).
         let row_usize = row_len as usize;
         if rect.x == 0 && rect.width == width {
@@ -341,8 +325,30 @@ impl Renderer for SoftwareRenderer {
 
 #[cfg(test)]
 mod tests {
-    use super::super::BackingEntry;
+    use super::super::{BackingEntry, ResourceShape};
     use super::*;
+
+    /// TRANSFER_TO_HOST_2D as the device runs it: the validation step's check, then the
+    /// renderer.
+    fn xfer(r: &mut SoftwareRenderer, id: u32, rect: Rect, offset: u64) -> Result<()> {
+        let res = r
+            .resources
+            .get(&id)
+            .ok_or(RendererError::InvalidResourceId(id))?;
+        let (shape, backing) = match &res.kind {
+            ResourceKind::Image { backing, .. } => (
+                ResourceShape::Plain2d {
+                    width: res.width,
+                    height: res.height,
+                },
+                backing.as_ref().map(GuestBacking::len),
+            ),
+            ResourceKind::GuestBlob { .. } => (ResourceShape::Blob, None),
+        };
+        let t = CheckedTransfer2d::check(rect, offset, shape, backing)
+            .map_err(RendererError::InvalidParameter)?;
+        r.transfer_to_host_2d(id, &t)
+    }
     use crate::protocol::{
         VIRTIO_GPU_FORMAT_B8G8R8A8_UNORM, VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM,
         VIRTIO_GPU_FORMAT_X8R8G8B8_UNORM,
@@ -438,7 +444,7 @@ mod tests {
         // Transfer only the rect (2,1) 3x3: offset is the byte offset of its first pixel.
         let rect = Rect::new(2, 1, 3, 3);
         let offset = u64::from((w + 2) * 4); // row 1, column 2
-        r.transfer_to_host_2d(1, rect, offset).unwrap();
+        xfer(&mut r, 1, rect, offset).unwrap();
         let mut out = vec![0u8; (w * h * 4) as usize];
         r.read_pixels(1, Rect::new(0, 0, w, h), &mut out).unwrap();
         for y in 0..h {
@@ -482,7 +488,7 @@ mod tests {
             .unwrap(),
         )
         .unwrap();
-        r.transfer_to_host_2d(9, Rect::new(1, 2, 2, 2), 3).unwrap();
+        xfer(&mut r, 9, Rect::new(1, 2, 2, 2), 3).unwrap();
         let mut out = vec![0u8; 2 * 2 * 4];
         r.read_pixels(9, Rect::new(1, 2, 2, 2), &mut out).unwrap();
         // X8R8G8B8: bytes X,R,G,B -> output B,G,R,0xff. Row 1 of the source starts one stride
@@ -527,8 +533,7 @@ mod tests {
         )
         .unwrap();
         // Rows 1..3, all columns: offset of pixel (0, 1).
-        r.transfer_to_host_2d(2, Rect::new(0, 1, w, 2), u64::from(w * 4))
-            .unwrap();
+        xfer(&mut r, 2, Rect::new(0, 1, w, 2), u64::from(w * 4)).unwrap();
         let mut out = vec![0u8; (w * h * 4) as usize];
         r.read_pixels(2, Rect::new(0, 0, w, h), &mut out).unwrap();
         let mut want = vec![[0u8; 4]; 3];
@@ -540,9 +545,7 @@ mod tests {
         want.extend([[0u8; 4]; 3]);
         assert_eq!(out, want.concat());
         // Past the end of the backing by one row: refused.
-        assert!(r
-            .transfer_to_host_2d(2, Rect::new(0, 1, w, 3), u64::from(w * 4) + 1)
-            .is_err());
+        assert!(xfer(&mut r, 2, Rect::new(0, 1, w, 3), u64::from(w * 4) + 1).is_err());
     }
 
     #[test]
@@ -553,7 +556,7 @@ mod tests {
             .unwrap();
         // No backing yet.
         assert!(matches!(
-            r.transfer_to_host_2d(1, Rect::new(0, 0, 4, 4), 0),
+            xfer(&mut r, 1, Rect::new(0, 0, 4, 4), 0),
             Err(RendererError::InvalidParameter(_))
         ));
         // A backing one byte short of the full image.
@@ -569,12 +572,10 @@ mod tests {
             .unwrap(),
         )
         .unwrap();
-        assert!(r.transfer_to_host_2d(1, Rect::new(0, 0, 4, 4), 0).is_err());
-        assert!(r.transfer_to_host_2d(1, Rect::new(0, 0, 4, 3), 0).is_ok());
-        assert!(r
-            .transfer_to_host_2d(1, Rect::new(0, 0, 1, 1), u64::MAX - 2)
-            .is_err());
-        assert!(r.transfer_to_host_2d(1, Rect::new(3, 3, 2, 1), 0).is_err());
+        assert!(xfer(&mut r, 1, Rect::new(0, 0, 4, 4), 0).is_err());
+        assert!(xfer(&mut r, 1, Rect::new(0, 0, 4, 3), 0).is_ok());
+        assert!(xfer(&mut r, 1, Rect::new(0, 0, 1, 1), u64::MAX - 2).is_err());
+        assert!(xfer(&mut r, 1, Rect::new(3, 3, 2, 1), 0).is_err());
         // Attaching twice is refused.
         assert!(r
             .attach_backing(
@@ -583,7 +584,7 @@ mod tests {
             )
             .is_err());
         r.detach_backing(1).unwrap();
-        assert!(r.transfer_to_host_2d(1, Rect::new(0, 0, 1, 1), 0).is_err());
+        assert!(xfer(&mut r, 1, Rect::new(0, 0, 1, 1), 0).is_err());
     }
 
     #[test]
@@ -709,7 +710,7 @@ mod tests {
             Err(RendererError::Unsupported(_))
         ));
         // 2D operations on a blob are refused.
-        assert!(r.transfer_to_host_2d(4, Rect::new(0, 0, 1, 1), 0).is_err());
+        assert!(xfer(&mut r, 4, Rect::new(0, 0, 1, 1), 0).is_err());
         assert!(r.read_pixels(4, Rect::new(0, 0, 1, 1), &mut one).is_err());
     }
 

@@ -46,12 +46,12 @@ use virglrenderer::{
     VirglRenderer,
 };
 
-use super::formats::{PixelFormat, BYTES_PER_PIXEL};
+use super::formats::PixelFormat;
 use super::readback::{check_out_len, BlobImage};
 use super::{
-    BlobHandleKind, BlobScanoutLayout, CapsetInfo, CreateBlob, Dmabuf, ExportedBlob, FenceId,
-    GuestBacking, Rect, RenderContext, Renderer, RendererCapabilities, RendererError,
-    ResourceCreate3d, Result, Transfer3d,
+    BlobHandleKind, BlobScanoutLayout, CapsetInfo, CheckedTransfer2d, CheckedTransfer3d,
+    CreateBlob, Dmabuf, ExportedBlob, FenceId, GuestBacking, Rect, RenderContext, Renderer,
+    RendererCapabilities, RendererError, ResourceCreate3d, Result, Transfer3d,
 };
 
 /// Most global fences waiting for completion at once; the guest cannot queue more commands
@@ -418,12 +418,14 @@ impl RenderContext for VirglContext {
             .map_err(map_err)
     }
 
-    fn transfer_to_host_3d(&mut self, id: u32, t: &Transfer3d) -> Result<()> {
-        self.shared()?.transfer_3d(Some(&self.ctx), id, t, true)
+    fn transfer_to_host_3d(&mut self, id: u32, t: &CheckedTransfer3d) -> Result<()> {
+        self.shared()?
+            .transfer_3d(Some(&self.ctx), id, t.get(), true)
     }
 
-    fn transfer_from_host_3d(&mut self, id: u32, t: &Transfer3d) -> Result<()> {
-        self.shared()?.transfer_3d(Some(&self.ctx), id, t, false)
+    fn transfer_from_host_3d(&mut self, id: u32, t: &CheckedTransfer3d) -> Result<()> {
+        self.shared()?
+            .transfer_3d(Some(&self.ctx), id, t.get(), false)
     }
 
     fn create_blob(
@@ -534,38 +536,31 @@ impl Renderer for VirglGpuRenderer {
         })
     }
 
-    fn transfer_to_host_2d(&mut self, id: u32, rect: Rect, offset: u64) -> Result<()> {
+    fn transfer_to_host_2d(&mut self, id: u32, t: &CheckedTransfer2d) -> Result<()> {
+        let rect = t.rect();
+        let transfer = virglrenderer::Transfer {
+            stride: t.stride(),
+            ..virglrenderer::Transfer::rect_2d(
+                virglrenderer::Rect {
+                    x: rect.x,
+                    y: rect.y,
+                    width: rect.width,
+                    height: rect.height,
+                },
+                t.offset(),
+            )
+        };
         self.shared.with_resource(id, |r| {
-            let args = r
-                .res
-                .create_args()
-                .ok_or(RendererError::InvalidResourceId(id))?;
-            let stride = args
-                .width
-                .checked_mul(BYTES_PER_PIXEL)
-                .ok_or_else(|| RendererError::InvalidParameter("stride overflows".into()))?;
-            let t = virglrenderer::Transfer {
-                stride,
-                ..virglrenderer::Transfer::rect_2d(
-                    virglrenderer::Rect {
-                        x: rect.x,
-                        y: rect.y,
-                        width: rect.width,
-                        height: rect.height,
-                    },
-                    offset,
-                )
-            };
-            r.res.transfer_write(None, &t).map_err(map_err)
+            r.res.transfer_write(None, &transfer).map_err(map_err)
         })
     }
 
-    fn transfer_to_host_3d(&mut self, id: u32, t: &Transfer3d) -> Result<()> {
-        self.shared.transfer_3d(None, id, t, true)
+    fn transfer_to_host_3d(&mut self, id: u32, t: &CheckedTransfer3d) -> Result<()> {
+        self.shared.transfer_3d(None, id, t.get(), true)
     }
 
-    fn transfer_from_host_3d(&mut self, id: u32, t: &Transfer3d) -> Result<()> {
-        self.shared.transfer_3d(None, id, t, false)
+    fn transfer_from_host_3d(&mut self, id: u32, t: &CheckedTransfer3d) -> Result<()> {
+        self.shared.transfer_3d(None, id, t.get(), false)
     }
 
     fn create_context(
@@ -802,8 +797,29 @@ mod tests {
     use virglrenderer::protocol::{CommandBuffer, PIPE_CLEAR_COLOR0};
     use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-    use super::super::BackingEntry;
+    use super::super::{BackingEntry, ResourceShape};
     use super::*;
+
+    /// TRANSFER_TO_HOST_2D as the device runs it on a `w` x `h` 2D resource: the validation
+    /// step's check (its backing is whole when attached), then the renderer.
+    fn xfer(
+        r: &mut VirglGpuRenderer,
+        id: u32,
+        rect: Rect,
+        offset: u64,
+        (w, h): (u32, u32),
+    ) -> Result<()> {
+        let backing = r
+            .shared
+            .with_resource(id, |e| Ok(e.res.has_backing().then(|| e.res.backing_len())))?;
+        let shape = ResourceShape::Plain2d {
+            width: w,
+            height: h,
+        };
+        let t = CheckedTransfer2d::check(rect, offset, shape, backing)
+            .map_err(RendererError::InvalidParameter)?;
+        r.transfer_to_host_2d(id, &t)
+    }
     use crate::protocol::{
         Box3d, VIRTIO_GPU_FORMAT_B8G8R8A8_UNORM, VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM,
         VIRTIO_GPU_FORMAT_R8G8B8A8_UNORM,
@@ -883,7 +899,7 @@ mod tests {
             r.resource_create_2d(1, VIRTIO_GPU_FORMAT_R8G8B8A8_UNORM, w, h)
                 .unwrap();
             r.attach_backing(1, backing).unwrap();
-            r.transfer_to_host_2d(1, Rect::new(0, 0, w, h), 0).unwrap();
+            xfer(r, 1, Rect::new(0, 0, w, h), 0, (w, h)).unwrap();
 
             let mut out = vec![0u8; len];
             r.read_pixels(1, Rect::new(0, 0, w, h), &mut out).unwrap();
@@ -899,7 +915,7 @@ mod tests {
             m.write_slice(&new[..split], GuestAddress(0x1000)).unwrap();
             m.write_slice(&new[split..], GuestAddress(0x20_0000))
                 .unwrap();
-            r.transfer_to_host_2d(1, sub, offset).unwrap();
+            xfer(r, 1, sub, offset, (w, h)).unwrap();
             r.read_pixels(1, Rect::new(0, 0, w, h), &mut out).unwrap();
             for y in 0..h {
                 for x in 0..w {
@@ -929,7 +945,7 @@ mod tests {
             assert!(r.resource_create_2d(2, 9999, 4, 4).is_err());
             // Detach + unref.
             r.detach_backing(1).unwrap();
-            assert!(r.transfer_to_host_2d(1, Rect::new(0, 0, w, h), 0).is_err());
+            assert!(xfer(r, 1, Rect::new(0, 0, w, h), 0, (w, h)).is_err());
             r.resource_unref(1).unwrap();
             assert!(matches!(
                 r.resource_unref(1),
@@ -1029,6 +1045,8 @@ mod tests {
                 },
                 ..Default::default()
             };
+            let t = CheckedTransfer3d::check(&t, ResourceShape::Texture(&args), Some(40 * 30 * 4))
+                .unwrap();
             ctx.transfer_from_host_3d(5, &t).unwrap();
             let mut g = [0u8; 4];
             m.read_slice(&mut g, GuestAddress(4 * 40 * 29)).unwrap();
