@@ -920,7 +920,7 @@ mod tests {
     use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
     use super::*;
-    use crate::renderer::BackingEntry;
+    use crate::renderer::{BackingEntry, ResourceShape};
 
     fn renderer() -> GfxstreamRenderer {
         if std::env::var_os("EGL_PLATFORM").is_none() {
@@ -973,7 +973,16 @@ mod tests {
         )
         .unwrap();
         r.attach_backing(1, backing).expect("attach");
-        r.transfer_to_host_2d(1, Rect::new(0, 0, w, h), 0)
+        let whole = u64::from(w * h * 4);
+        // As the device runs it: the validation step's check, then the renderer.
+        let checked = |rect: Rect, offset: u64| {
+            let shape = ResourceShape::Plain2d {
+                width: w,
+                height: h,
+            };
+            CheckedTransfer2d::check(rect, offset, shape, Some(whole))
+        };
+        r.transfer_to_host_2d(1, &checked(Rect::new(0, 0, w, h), 0).unwrap())
             .expect("transfer");
 
         let mut out = vec![0u8; (w * h * 4) as usize];
@@ -997,7 +1006,7 @@ mod tests {
                 m.write_slice(&marker, GuestAddress(at)).unwrap();
             }
         }
-        r.transfer_to_host_2d(1, Rect::new(5, 2, 4, 3), 0)
+        r.transfer_to_host_2d(1, &checked(Rect::new(5, 2, 4, 3), 0).unwrap())
             .expect("offset transfer");
         let mut out = vec![0u8; (w * h * 4) as usize];
         r.read_pixels(1, Rect::new(0, 0, w, h), &mut out)
@@ -1026,7 +1035,7 @@ mod tests {
         assert!(r
             .read_pixels(1, Rect::new(15, 0, 2, 1), &mut [0; 8])
             .is_err());
-        assert!(r.transfer_to_host_2d(1, Rect::new(0, 0, w, h), 64).is_err());
+        assert!(checked(Rect::new(0, 0, w, h), 64).is_err());
         // A format gfxstream lacks is held by the software renderer, and still displays.
         r.resource_create_2d(2, crate::protocol::VIRTIO_GPU_FORMAT_A8R8G8B8_UNORM, 4, 4)
             .expect("2D-only format");
