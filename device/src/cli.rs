@@ -9,12 +9,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-/// Default of `--max-hostmem`: host memory all resources together may use (QEMU's default for
-/// virtio-gpu's `max_hostmem`).
-pub const DEFAULT_MAX_HOSTMEM: u64 = 256 << 20;
-
-/// Most scanouts a virtio-gpu device can have (the spec's `VIRTIO_GPU_MAX_SCANOUTS`).
-pub const MAX_SCANOUTS: u32 = 16;
+pub use crate::limits::{DEFAULT_MAX_HOSTMEM, MAX_SCANOUTS};
 
 /// `--venus`: whether the virglrenderer renderer offers Venus (Vulkan, capset 4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]

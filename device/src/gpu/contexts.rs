@@ -1,11 +1,13 @@
 //! Rendering contexts (3D): CTX_CREATE, CTX_DESTROY, CTX_ATTACH_RESOURCE, CTX_DETACH_RESOURCE,
 //! SUBMIT_3D, and the capsets a context is made for (GET_CAPSET_INFO, GET_CAPSET).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use log::{debug, warn};
 
+use super::budget::{Charge, Use};
 use super::{GpuError, GpuResult, VirtioGpu};
+use crate::limits::{CONTEXT_ATTACHMENT_BYTES, CONTEXT_RECORD_BYTES};
 use crate::protocol::{
     Response, CTRL_HDR_SIZE, MAX_CAPSET_SIZE, VIRTIO_GPU_CONTEXT_INIT_CAPSET_ID_MASK,
     VIRTIO_GPU_F_CONTEXT_INIT,
@@ -15,8 +17,10 @@ use crate::renderer::{CapsetInfo, Renderer, RendererCapabilities, RendererError}
 #[derive(Debug)]
 /// What the device knows about one context.
 pub(super) struct ContextState {
-    /// The resources attached to it.
-    pub(super) resources: HashSet<u32>,
+    /// Its record's charge to the host memory budget.
+    pub(super) record: Charge,
+    /// The resources attached to it, each with its charge.
+    pub(super) resources: HashMap<u32, Charge>,
 }
 
 impl VirtioGpu {
@@ -47,21 +51,36 @@ impl VirtioGpu {
                 )));
             }
         }
-        self.renderer.context_create(ctx_id, capset_id, name)?;
+        let record = self.budget.charge(Use::Context, CONTEXT_RECORD_BYTES)?;
+        if let Err(e) = self.renderer.context_create(ctx_id, capset_id, name) {
+            self.budget.release(record);
+            return Err(e.into());
+        }
         self.contexts.insert(
             ctx_id,
             ContextState {
-                resources: HashSet::new(),
+                record,
+                resources: HashMap::new(),
             },
         );
         Ok(Response::OkNoData)
+    }
+
+    /// Gives back the charges of a context's record and attachments.
+    pub(super) fn release_context_charges(&mut self, ctx: ContextState) {
+        self.budget.release(ctx.record);
+        for (_, c) in ctx.resources {
+            self.budget.release(c);
+        }
     }
 
     /// CTX_DESTROY: the entries held on its rings are answered, then the renderer destroys it.
     pub(super) fn ctx_destroy(&mut self, ctx_id: u32) -> GpuResult<Response> {
         self.require_3d("CTX_DESTROY")?;
         self.check_context(ctx_id)?;
-        self.contexts.remove(&ctx_id);
+        if let Some(ctx) = self.contexts.remove(&ctx_id) {
+            self.release_context_charges(ctx);
+        }
         // The context's rings cannot complete any more: answer what they hold.
         self.release_context_rings(ctx_id);
         self.renderer.context_destroy(ctx_id)?;
@@ -79,9 +98,28 @@ impl VirtioGpu {
         self.require_3d("CTX_ATTACH_RESOURCE")?;
         self.check_context(ctx_id)?;
         self.resource(resource_id)?;
-        self.renderer.context_attach_resource(ctx_id, resource_id)?;
-        if let Some(c) = self.contexts.get_mut(&ctx_id) {
-            c.resources.insert(resource_id);
+        let attached = self
+            .contexts
+            .get(&ctx_id)
+            .is_some_and(|c| c.resources.contains_key(&resource_id));
+        let charge = if attached {
+            None
+        } else {
+            Some(
+                self.budget
+                    .charge(Use::Attachment, CONTEXT_ATTACHMENT_BYTES)?,
+            )
+        };
+        if let Err(e) = self.renderer.context_attach_resource(ctx_id, resource_id) {
+            self.budget.release_opt(charge);
+            return Err(e.into());
+        }
+        match (self.contexts.get_mut(&ctx_id), charge) {
+            (Some(c), Some(charge)) => {
+                c.resources.insert(resource_id, charge);
+            }
+            (None, charge) => self.budget.release_opt(charge),
+            (Some(_), None) => {}
         }
         Ok(Response::OkNoData)
     }
@@ -97,7 +135,7 @@ impl VirtioGpu {
         self.resource(resource_id)?;
         self.renderer.context_detach_resource(ctx_id, resource_id)?;
         if let Some(c) = self.contexts.get_mut(&ctx_id) {
-            c.resources.remove(&resource_id);
+            self.budget.release_opt(c.resources.remove(&resource_id));
         }
         Ok(Response::OkNoData)
     }

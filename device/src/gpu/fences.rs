@@ -9,19 +9,20 @@
 //!   reports a fence with an id `>=` on that timeline (the spec's rule), so an error never
 //!   overtakes earlier fenced work. Only when the renderer refuses the fence is the entry
 //!   published at once. Destroying a context releases the entries held on its rings.
+//! * **Budget.** Each held entry is charged to the host memory budget (`HELD_FENCE_BYTES`)
+//!   before its command runs (`VirtioGpu::charge_fence`); over the budget the command is
+//!   refused with ERR_OUT_OF_MEMORY and answered at once, unless it only frees memory (UNREF,
+//!   DETACH_BACKING, CTX_DESTROY, CTX_DETACH_RESOURCE, UNMAP_BLOB), which runs and is held
+//!   uncharged. The charge goes back when the entry is released.
 
 use std::os::fd::BorrowedFd;
 
+use super::budget::Charge;
 use super::{UsedEntry, VirtioGpu};
 use crate::protocol::{self, CtrlHeader};
 use crate::renderer::FenceId;
 
-/// Most fenced entries held at once, waiting for their fences. A driver cannot have more
-/// chains outstanding than its queues hold (2 queues of at most 32768 descriptors), so more
-/// means the guest made descriptors available again that the device still holds; each would
-/// cost host memory until a fence that may never complete. A fenced command beyond this bound
-/// is answered at once (logged), like one whose fence the renderer refuses.
-pub const MAX_HELD_FENCES: usize = 2 * 32768;
+pub use crate::limits::MAX_HELD_FENCES;
 
 /// A fence timeline: `(ctx_id, Some(ring))`, or `(0, None)` for the global one.
 pub(super) type TimelineKey = (u32, Option<u8>);
@@ -38,6 +39,8 @@ fn timeline(fence: &FenceId) -> TimelineKey {
 pub(super) struct HeldEntry {
     fence_id: u64,
     entry: UsedEntry,
+    /// Its charge to the host memory budget (none for an uncharged command that frees memory).
+    pub(super) charge: Option<Charge>,
 }
 
 impl VirtioGpu {
@@ -60,6 +63,7 @@ impl VirtioGpu {
         &mut self,
         header: &CtrlHeader,
         used: UsedEntry,
+        charge: Option<Charge>,
     ) -> Option<UsedEntry> {
         let fence = FenceId {
             ctx_id: header.ctx_id,
@@ -68,6 +72,7 @@ impl VirtioGpu {
         };
         if fence.ring_idx.is_some_and(|r| r >= protocol::MAX_RINGS) {
             // Already answered ERR_INVALID_PARAMETER; there is no such timeline to wait on.
+            self.budget.release_opt(charge);
             return Some(used);
         }
         let held: usize = self.pending.values().map(Vec::len).sum();
@@ -76,6 +81,7 @@ impl VirtioGpu {
                 "fence {fence:?}: {held} fenced commands already held (more than the queues \
                  hold); answering at once"
             ));
+            self.budget.release_opt(charge);
             return Some(used);
         }
         if let Err(e) = self.renderer.create_fence(fence) {
@@ -83,6 +89,7 @@ impl VirtioGpu {
             self.guest_error(format_args!(
                 "fence {fence:?} refused ({e}); answering at once"
             ));
+            self.budget.release_opt(charge);
             return Some(used);
         }
         self.pending
@@ -91,29 +98,29 @@ impl VirtioGpu {
             .push(HeldEntry {
                 fence_id: fence.id,
                 entry: used,
+                charge,
             });
         self.collect_completions();
         let pos = self.ready.iter().position(|e| *e == used)?;
         Some(self.ready.remove(pos))
     }
 
-    /// Moves every held entry whose fence the renderer reports complete to `ready`.
+    /// Moves every held entry whose fence the renderer reports complete to `ready`, and gives
+    /// its charge back.
     fn collect_completions(&mut self) {
         for done in self.renderer.poll() {
             let key = timeline(&done);
-            if let Some(list) = self.pending.get_mut(&key) {
-                let ready = &mut self.ready;
-                list.retain(|h| {
-                    if h.fence_id <= done.id {
-                        ready.push(h.entry);
-                        false
-                    } else {
-                        true
-                    }
-                });
-                if list.is_empty() {
-                    self.pending.remove(&key);
-                }
+            let Some(list) = self.pending.remove(&key) else {
+                continue;
+            };
+            let (complete, waiting): (Vec<HeldEntry>, Vec<HeldEntry>) =
+                list.into_iter().partition(|h| h.fence_id <= done.id);
+            for h in complete {
+                self.ready.push(h.entry);
+                self.budget.release_opt(h.charge);
+            }
+            if !waiting.is_empty() {
+                self.pending.insert(key, waiting);
             }
         }
     }
@@ -128,8 +135,9 @@ impl VirtioGpu {
             .copied()
             .collect();
         for k in keys {
-            if let Some(list) = self.pending.remove(&k) {
-                self.ready.extend(list.into_iter().map(|h| h.entry));
+            for h in self.pending.remove(&k).unwrap_or_default() {
+                self.ready.push(h.entry);
+                self.budget.release_opt(h.charge);
             }
         }
     }
