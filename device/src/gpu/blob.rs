@@ -391,6 +391,10 @@ pub(super) fn host_page_size() -> u64 {
 #[cfg(test)]
 mod tests {
     use crate::gpu::test_support::*;
+    use crate::gpu::GpuConfig;
+    use crate::limits::{
+        BACKING_ENTRY_BYTES, BACKING_RECORD_BYTES, CONTEXT_RECORD_BYTES, RESOURCE_RECORD_BYTES,
+    };
     use crate::protocol::tests::le32s;
     use crate::protocol::*;
 
@@ -673,5 +677,56 @@ mod tests {
         );
         assert_eq!(h.cmd(&map_cmd(10, 0)), VIRTIO_GPU_RESP_ERR_UNSPEC);
         assert!(log.borrow().calls.is_empty());
+    }
+
+    /// Host blobs are charged whole pages, guest blobs their record and entry list; refused at
+    /// the limit, given back on UNREF and reset.
+    #[test]
+    fn blobs_are_charged_whole_pages_and_entry_lists() {
+        // The harness's context, two records and 12 KiB of pages.
+        let ctx = CONTEXT_RECORD_BYTES;
+        let limit = ctx + 2 * RESOURCE_RECORD_BYTES + 4096 + 8192;
+        let (mut h, _) = host_blob_harness_with(GpuConfig {
+            max_hostmem: limit,
+            ..GpuConfig::default()
+        });
+        h.gpu.map_alignment = 4096;
+        let host = VIRTIO_GPU_BLOB_MEM_HOST3D;
+        assert_eq!(
+            h.cmd(&create_blob_cmd(1, host, 0, 1, &[])),
+            VIRTIO_GPU_RESP_OK_NODATA
+        );
+        assert_eq!(h.budget_used(), ctx + RESOURCE_RECORD_BYTES + 4096);
+        assert_eq!(
+            h.cmd(&create_blob_cmd(2, host, 0, 8193, &[])),
+            VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY
+        );
+        assert_eq!(
+            h.cmd(&create_blob_cmd(2, host, 0, 8192, &[])),
+            VIRTIO_GPU_RESP_OK_NODATA
+        );
+        assert_eq!(h.budget_used(), limit);
+        assert_eq!(h.unref(1), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(h.budget_used(), ctx + RESOURCE_RECORD_BYTES + 8192);
+        // A guest blob: its record and its entry list.
+        let guest = VIRTIO_GPU_BLOB_MEM_GUEST;
+        let entries = [(DATA_BASE, 4096), (DATA_BASE + 4096, 4096)];
+        assert_eq!(
+            h.cmd(&create_blob_cmd(3, guest, 0, 8192, &entries)),
+            VIRTIO_GPU_RESP_OK_NODATA
+        );
+        assert_eq!(
+            h.budget_used(),
+            ctx + 2 * RESOURCE_RECORD_BYTES + 8192 + 2 * BACKING_ENTRY_BYTES + BACKING_RECORD_BYTES
+        );
+        // A backing too short for its blob is not charged.
+        assert_eq!(h.unref(3), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(
+            h.cmd(&create_blob_cmd(3, guest, 0, 8193, &entries)),
+            VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER
+        );
+        assert_eq!(h.budget_used(), ctx + RESOURCE_RECORD_BYTES + 8192);
+        h.gpu.reset();
+        assert_eq!(h.budget_used(), 0);
     }
 }

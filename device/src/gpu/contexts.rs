@@ -229,6 +229,7 @@ pub(super) fn offered_capsets(
 mod tests {
     use crate::gpu::test_support::*;
     use crate::gpu::{GpuConfig, QueueKind};
+    use crate::limits::{CONTEXT_ATTACHMENT_BYTES, CONTEXT_RECORD_BYTES, RESOURCE_RECORD_BYTES};
     use crate::protocol::tests::{hdr, le32s};
     use crate::protocol::*;
 
@@ -315,5 +316,54 @@ mod tests {
             h.cmd(&hdr(VIRTIO_GPU_CMD_CTX_DESTROY, 0, 0, 1, 0)),
             VIRTIO_GPU_RESP_ERR_INVALID_CONTEXT_ID
         );
+    }
+
+    /// Contexts and their attachments are charged; refused at the limit; CTX_DETACH_RESOURCE,
+    /// CTX_DESTROY, RESOURCE_UNREF and reset give the charges back.
+    #[test]
+    fn contexts_and_attachments_are_charged() {
+        let resources = 2 * (RESOURCE_RECORD_BYTES + 4);
+        let limit = resources + 2 * CONTEXT_RECORD_BYTES + CONTEXT_ATTACHMENT_BYTES;
+        let mut h = Harness::new(
+            Box::new(StagingRenderer::new(false)),
+            GpuConfig {
+                max_hostmem: limit,
+                ..GpuConfig::default()
+            },
+        );
+        let attach = VIRTIO_GPU_CMD_CTX_ATTACH_RESOURCE;
+        let detach = VIRTIO_GPU_CMD_CTX_DETACH_RESOURCE;
+        assert_eq!(h.create_2d(1, 1, 1, 1), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(h.create_2d(2, 1, 1, 1), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(h.ctx_create(1, 0), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(h.ctx_create(2, 0), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(h.ctx_cmd(attach, 1, &[1, 0]), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(h.budget_used(), limit);
+        assert_eq!(
+            h.ctx_cmd(attach, 1, &[2, 0]),
+            VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY
+        );
+        // Attaching again costs nothing more.
+        assert_eq!(h.ctx_cmd(attach, 1, &[1, 0]), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(h.ctx_cmd(detach, 1, &[1, 0]), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(h.budget_used(), limit - CONTEXT_ATTACHMENT_BYTES);
+        assert_eq!(h.ctx_cmd(attach, 1, &[2, 0]), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(h.ctx_create(3, 0), VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY);
+        // CTX_DESTROY gives back the context and its attachments.
+        assert_eq!(
+            h.ctx_cmd(VIRTIO_GPU_CMD_CTX_DESTROY, 1, &[]),
+            VIRTIO_GPU_RESP_OK_NODATA
+        );
+        assert_eq!(h.budget_used(), resources + CONTEXT_RECORD_BYTES);
+        assert_eq!(h.ctx_create(3, 0), VIRTIO_GPU_RESP_OK_NODATA);
+        // RESOURCE_UNREF gives back its attachments.
+        assert_eq!(h.ctx_cmd(attach, 2, &[2, 0]), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(h.unref(2), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(
+            h.budget_used(),
+            RESOURCE_RECORD_BYTES + 4 + 2 * CONTEXT_RECORD_BYTES
+        );
+        h.gpu.reset();
+        assert_eq!(h.budget_used(), 0);
     }
 }

@@ -148,6 +148,7 @@ mod tests {
     use super::*;
     use crate::gpu::test_support::*;
     use crate::gpu::{GpuConfig, QueueKind, MAX_HELD_FENCES};
+    use crate::limits::{CONTEXT_RECORD_BYTES, HELD_FENCE_BYTES, RESOURCE_RECORD_BYTES};
     use crate::protocol::tests::{hdr, le32s};
     use crate::protocol::*;
 
@@ -383,5 +384,81 @@ mod tests {
         assert!(r.used.is_some());
         assert_eq!(h.resp_type(&r), VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER);
         assert!(log.borrow().fences.is_empty());
+    }
+
+    /// Each held entry is charged; at the limit a fenced command is refused (not run) with
+    /// ERR_OUT_OF_MEMORY and answered at once, except one that frees memory; completion,
+    /// CTX_DESTROY and reset give the charges back.
+    #[test]
+    fn held_fences_are_charged_and_refused_at_the_budget() {
+        let limit = 3 * HELD_FENCE_BYTES + RESOURCE_RECORD_BYTES + 4;
+        let (mut h, log) = Harness::manual(GpuConfig {
+            max_hostmem: limit,
+            ..GpuConfig::default()
+        });
+        assert_eq!(h.create_2d(1, 1, 1, 1), VIRTIO_GPU_RESP_OK_NODATA);
+        let dinfo = |fence| fenced(VIRTIO_GPU_CMD_GET_DISPLAY_INFO, &[], fence, 0, None);
+        for fence in 1..=3 {
+            assert!(h.send(&dinfo(fence)).used.is_none(), "fence {fence} held");
+        }
+        assert_eq!(h.budget_used(), limit);
+        // Over the budget: answered at once, with ERR_OUT_OF_MEMORY.
+        let r = h.send(&dinfo(4));
+        assert_eq!(r.used.map(|u| u.head_index), Some(r.head));
+        assert_eq!(h.resp_type(&r), VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY);
+        // A refused command does not run.
+        let create = fenced(
+            VIRTIO_GPU_CMD_RESOURCE_CREATE_2D,
+            &le32s(&[2, 1, 1, 1]),
+            4,
+            0,
+            None,
+        );
+        let r = h.send(&create);
+        assert_eq!(h.resp_type(&r), VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY);
+        assert!(r.used.is_some() && !h.gpu.resources.contains_key(&2));
+        // One that frees memory runs, and is held (uncharged) behind the earlier fences.
+        let unref = fenced(VIRTIO_GPU_CMD_RESOURCE_UNREF, &le32s(&[1, 0]), 5, 0, None);
+        let r = h.send(&unref);
+        assert!(r.used.is_none());
+        assert_eq!(h.resp_type(&r), VIRTIO_GPU_RESP_OK_NODATA);
+        assert!(!h.gpu.resources.contains_key(&1));
+        assert_eq!(h.budget_used(), 3 * HELD_FENCE_BYTES);
+        // Completion gives the charges back.
+        log.borrow_mut().complete.push(FenceId {
+            ctx_id: 0,
+            ring_idx: None,
+            id: 5,
+        });
+        assert_eq!(h.gpu.poll_fences().len(), 4);
+        assert_eq!(h.budget_used(), 0);
+        // So does CTX_DESTROY for the entries on its rings.
+        let mut cc = le32s(&[4, VIRTIO_GPU_CAPSET_VIRGL2]);
+        cc.extend_from_slice(&[0u8; 64]);
+        let mut create = hdr(VIRTIO_GPU_CMD_CTX_CREATE, 0, 0, 1, 0);
+        create.extend_from_slice(&cc);
+        assert_eq!(h.cmd(&create), VIRTIO_GPU_RESP_OK_NODATA);
+        for fence in 1..=2 {
+            let r = h.send(&fenced(
+                VIRTIO_GPU_CMD_SUBMIT_3D,
+                &le32s(&[0, 0]),
+                fence,
+                1,
+                Some(0),
+            ));
+            assert!(r.used.is_none());
+        }
+        assert_eq!(h.budget_used(), CONTEXT_RECORD_BYTES + 2 * HELD_FENCE_BYTES);
+        let destroy = hdr(VIRTIO_GPU_CMD_CTX_DESTROY, 0, 0, 1, 0);
+        assert_eq!(h.cmd(&destroy), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(h.gpu.poll_fences().len(), 2);
+        assert_eq!(h.budget_used(), 0);
+        // And reset.
+        for fence in 6..=7 {
+            assert!(h.send(&dinfo(fence)).used.is_none());
+        }
+        assert_eq!(h.budget_used(), 2 * HELD_FENCE_BYTES);
+        h.gpu.reset();
+        assert_eq!(h.budget_used(), 0);
     }
 }

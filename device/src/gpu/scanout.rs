@@ -697,4 +697,53 @@ mod tests {
         assert_eq!(h.cmd(&sb(10, Rect::new(0, 0, 16, 8))), ok);
         assert_eq!(h.display.calls, vec![Call::Scanout(0, 16, 8)]);
     }
+
+    /// The flush buffer is charged: a flush that would grow it beyond the budget is refused
+    /// with ERR_OUT_OF_MEMORY; reset gives it back.
+    #[test]
+    fn flush_buffer_is_charged_and_refused_at_the_budget() {
+        let (w, ht) = (64u32, 64u32);
+        let resource = crate::limits::RESOURCE_RECORD_BYTES
+            + u64::from(w * ht * 4)
+            + crate::limits::BACKING_ENTRY_BYTES
+            + crate::limits::BACKING_RECORD_BYTES;
+        let mut h = Harness::new(
+            Box::new(crate::renderer::software::SoftwareRenderer::new()),
+            GpuConfig {
+                max_hostmem: resource + 1000,
+                ..GpuConfig::default()
+            },
+        );
+        write_image(&h, w, ht);
+        h.create_2d(1, VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM, w, ht);
+        h.attach(1, &[(DATA_BASE, w * ht * 4)]);
+        h.transfer(1, Rect::new(0, 0, w, ht), 0);
+        h.set_scanout(0, 1, Rect::new(0, 0, w, ht));
+        assert_eq!(h.budget_used(), resource);
+        // Whole rows are lent by the renderer: no buffer.
+        assert_eq!(
+            h.flush(1, Rect::new(0, 0, w, ht)),
+            VIRTIO_GPU_RESP_OK_NODATA
+        );
+        assert_eq!(h.budget_used(), resource);
+        // A partial 10x10 needs 400 bytes, 20x20 1600: over the 1000 left.
+        assert_eq!(
+            h.flush(1, Rect::new(1, 1, 10, 10)),
+            VIRTIO_GPU_RESP_OK_NODATA
+        );
+        assert_eq!(h.budget_used(), resource + 400);
+        h.display.calls.clear();
+        assert_eq!(
+            h.flush(1, Rect::new(1, 1, 20, 20)),
+            VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY
+        );
+        assert!(h.display.calls.is_empty());
+        assert_eq!(
+            h.flush(1, Rect::new(2, 2, 15, 15)),
+            VIRTIO_GPU_RESP_OK_NODATA
+        );
+        assert_eq!(h.budget_used(), resource + 900);
+        h.gpu.reset();
+        assert_eq!(h.budget_used(), 0);
+    }
 }

@@ -509,6 +509,23 @@ impl Harness {
         ))
     }
 
+    /// CTX_CREATE of context `ctx` with capset `capset` (0: the renderer's default).
+    pub(crate) fn ctx_create(&mut self, ctx: u32, capset: u32) -> u32 {
+        let mut v = hdr(VIRTIO_GPU_CMD_CTX_CREATE, 0, 0, ctx, 0);
+        v.extend_from_slice(&le32s(&[4, capset]));
+        let mut name = [0u8; 64];
+        name[..4].copy_from_slice(b"test");
+        v.extend_from_slice(&name);
+        self.cmd(&v)
+    }
+
+    /// A context command (`CTX_DESTROY` and the like) of context `ctx` with body `body`.
+    pub(crate) fn ctx_cmd(&mut self, type_: u32, ctx: u32, body: &[u32]) -> u32 {
+        let mut v = hdr(type_, 0, 0, ctx, 0);
+        v.extend_from_slice(&le32s(body));
+        self.cmd(&v)
+    }
+
     pub(crate) fn unref(&mut self, id: u32) -> u32 {
         self.cmd(&req(VIRTIO_GPU_CMD_RESOURCE_UNREF, &le32s(&[id, 0])))
     }
@@ -780,13 +797,17 @@ impl Renderer for HostBlobRenderer {
 pub(crate) const REGION: u64 = 1 << 20;
 
 pub(crate) fn host_blob_harness(region: u64) -> (Harness, Rc<RefCell<ShmLog>>) {
+    host_blob_harness_with(GpuConfig {
+        host_visible_size: region,
+        ..GpuConfig::default()
+    })
+}
+
+/// [`host_blob_harness`] with `config`.
+pub(crate) fn host_blob_harness_with(config: GpuConfig) -> (Harness, Rc<RefCell<ShmLog>>) {
     let r = HostBlobRenderer {
         inner: SoftwareRenderer::new(),
         blobs: HashSet::new(),
-    };
-    let config = GpuConfig {
-        host_visible_size: region,
-        ..GpuConfig::default()
     };
     let mut h = Harness::new(Box::new(r), config);
     // The tests assume 4 KiB pages.
