@@ -26,8 +26,10 @@
 //! | any command with `VIRTIO_GPU_FLAG_FENCE` (after it ran) | `fences.rs` |
 //!
 //! Besides: `blob.rs` also has the [`SharedMemoryMapper`] and the host-visible region's
-//! mappings, `fences.rs` the fence poll fd and [`VirtioGpu::poll_fences`], `resources.rs` the
-//! host-memory accounting, `trim.rs` the hand-back of freed heap memory, and `test_support.rs`
+//! mappings, `fences.rs` the fence poll fd and [`VirtioGpu::poll_fences`], `budget.rs` the host
+//! memory budget every guest-driven allocation is charged to (`--max-hostmem`: what is counted,
+//! at what size, and what cannot be), `trim.rs` the hand-back of freed heap memory, and
+//! `test_support.rs`
 //! (tests only) the harness and test doubles the rooms' tests share. Each room's tests sit at its
 //! end.
 //!
@@ -39,7 +41,8 @@
 //!   gives none); the entry is then published with length 0.
 //!
 //! The other decisions are documented where they are carried out: fences in `fences.rs`, host
-//! memory and backing errors in `resources.rs`, blob mapping in `blob.rs`.
+//! memory in `budget.rs` and `resources.rs`, backing errors in `resources.rs`, blob mapping in
+//! `blob.rs`.
 
 mod blob;
 mod budget;
