@@ -29,9 +29,8 @@
 //! mappings, `fences.rs` the fence poll fd and [`VirtioGpu::poll_fences`], `budget.rs` the host
 //! memory budget every guest-driven allocation is charged to (`--max-hostmem`: what is counted,
 //! at what size, and what cannot be), `trim.rs` the hand-back of freed heap memory, and
-//! `test_support.rs`
-//! (tests only) the harness and test doubles the rooms' tests share. Each room's tests sit at its
-//! end.
+//! `test_support.rs` (tests only) the harness and test doubles the rooms' tests share. Each
+//! room's tests sit at its end.
 //!
 //! # Decisions
 //!
