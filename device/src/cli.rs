@@ -9,12 +9,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-/// Default of `--max-hostmem`: host memory all resources together may use (QEMU's default for
-/// virtio-gpu's `max_hostmem`).
-pub const DEFAULT_MAX_HOSTMEM: u64 = 256 << 20;
-
-/// Most scanouts a virtio-gpu device can have (the spec's `VIRTIO_GPU_MAX_SCANOUTS`).
-pub const MAX_SCANOUTS: u32 = 16;
+pub use crate::limits::{DEFAULT_MAX_HOSTMEM, MAX_SCANOUTS};
 
 /// `--venus`: whether the virglrenderer renderer offers Venus (Vulkan, capset 4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -231,9 +226,15 @@ pub struct Cli {
     #[arg(long)]
     pub headless: bool,
 
-    /// Most host memory all guest resources together may take, in bytes; suffixes K, M and G
-    /// (powers of 1024) are accepted. A resource that would exceed it is refused with
-    /// VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY.
+    /// The host memory budget: most host memory the guest can make this process allocate, in
+    /// bytes; suffixes K, M and G (powers of 1024) are accepted. Counted at their real size, before
+    /// they are allocated: resources' pixels (every mip level, layer and sample at the format's
+    /// size), host blobs (whole pages), the records of resources, contexts, backings (per entry)
+    /// and held fences, a renderer library's copy of a backing (gfxstream's staging copy) and the
+    /// scanout read-back buffer. What would pass the budget is refused with
+    /// VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY. Not counted: what the GL or Vulkan driver allocates
+    /// inside the renderer library (its contexts, shaders, objects a context creates in its own
+    /// command stream, Venus's render server): bound that with a cgroup or the sandbox.
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "256M")]
     pub max_hostmem: u64,
 
@@ -550,6 +551,8 @@ mod tests {
             "--render-node",
             "--headless",
             "--max-hostmem",
+            "ERR_OUT_OF_MEMORY",
+            "cgroup",
             "--num-scanouts",
             "RUST_LOG",
         ] {

@@ -11,7 +11,6 @@ use std::time::Duration;
 use vhost::vhost_user::gpu_message::{
     VhostUserGpuCursorPos, VhostUserGpuCursorUpdate, VhostUserGpuDMABUFScanout,
     VhostUserGpuDMABUFScanout2, VhostUserGpuEdidRequest, VhostUserGpuScanout, VhostUserGpuUpdate,
-    VIRTIO_GPU_MAX_SCANOUTS,
 };
 use vhost::vhost_user::message::VhostUserU64;
 use vhost::vhost_user::GpuBackend;
@@ -141,14 +140,8 @@ pub const GPU_PROTOCOL_F_DMABUF2: u64 = 1 << 1;
 /// The GPU-socket protocol features this backend can use.
 pub const GPU_PROTOCOL_FEATURES_SUPPORTED: u64 = GPU_PROTOCOL_F_EDID | GPU_PROTOCOL_F_DMABUF2;
 
-/// Largest pixel payload of one VHOST_USER_GPU_UPDATE message. The protocol has no limit of its
-/// own (vhost's `GpuBackend` takes up to `u32::MAX` bytes, QEMU allocates whatever the header
-/// says), so a big damage rectangle is split into several updates of at most this many bytes:
-/// it bounds the frontend's allocation per message and keeps the socket moving.
-pub const MAX_UPDATE_PAYLOAD_BYTES: usize = 4 << 20;
-
-/// Size of an EDID blob in `virtio_gpu_resp_edid`.
-pub const EDID_BLOB_SIZE: usize = 1024;
+pub use crate::limits::MAX_UPDATE_PAYLOAD_BYTES;
+pub use crate::protocol::EDID_BLOB_SIZE;
 
 /// `VIRTIO_GPU_RESP_OK_DISPLAY_INFO`.
 const RESP_OK_DISPLAY_INFO: u32 = 0x1101;
@@ -159,7 +152,7 @@ const RESP_OK_EDID: u32 = 0x1104;
 const BYTES_PER_PIXEL: usize = 4;
 
 /// Number of scanouts a display may know about (the spec's maximum).
-pub const MAX_SCANOUTS: usize = VIRTIO_GPU_MAX_SCANOUTS;
+pub const MAX_SCANOUTS: usize = crate::limits::MAX_SCANOUTS as usize;
 
 /// No display peer: every picture is dropped, queries are unanswered (the device then uses its
 /// own defaults and generated EDID). Used with `--headless` and before the first

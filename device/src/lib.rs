@@ -5,6 +5,7 @@ pub mod backend;
 pub mod cli;
 pub mod display;
 pub mod gpu;
+pub mod limits;
 pub mod log_limit;
 pub mod protocol;
 pub mod renderer;

@@ -7,9 +7,9 @@
 use std::time::{Duration, Instant};
 
 /// Lines let through per window by [`LogLimiter::default`].
-pub const LINES_PER_WINDOW: u32 = 10;
+pub use crate::limits::LOG_LINES_PER_WINDOW as LINES_PER_WINDOW;
 /// The window of [`LogLimiter::default`].
-pub const WINDOW: Duration = Duration::from_secs(1);
+pub use crate::limits::LOG_WINDOW as WINDOW;
 
 /// At most `per_window` lines per `window`; the rest are counted.
 #[derive(Debug)]

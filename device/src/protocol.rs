@@ -154,24 +154,9 @@ pub const VIRTIO_GPU_FORMAT_R8G8B8X8_UNORM: u32 = 134;
 /// The shared memory id of the host-visible region (`VIRTIO_GPU_SHM_ID_HOST_VISIBLE`).
 pub const VIRTIO_GPU_SHM_ID_HOST_VISIBLE: u8 = 1;
 
-/// Rings per context with `VIRTIO_GPU_FLAG_INFO_RING_IDX`: `ring_idx` is 0..=63 (spec).
-pub const MAX_RINGS: u8 = 64;
-
-/// Most `virtio_gpu_mem_entry`s in one ATTACH_BACKING / CREATE_BLOB (QEMU's bound). Stops a
-/// guest from making the device allocate and walk an arbitrarily long list; 16384 entries of
-/// 4 KiB pages already describe 64 MiB, and the Linux driver coalesces contiguous pages.
-pub const MAX_BACKING_ENTRIES: u32 = 16384;
-
-/// Largest SUBMIT_3D command stream, in bytes: 1 MiB. The stream is copied into a host buffer
-/// before the renderer runs it, so this bounds that allocation. Mesa's virgl winsys never
-/// submits more than `VIRGL_MAX_CMDBUF_DWORDS` (64 Ki dwords = 256 KiB) at once and Venus uses
-/// shared-memory rings with small submits; 1 MiB leaves four times that headroom.
-pub const MAX_SUBMIT_3D_SIZE: u32 = 1 << 20;
-
-/// Largest capset the device hands to the guest, in bytes: 64 KiB. virgl's VIRGL2 capset is
-/// 1376 bytes, Venus's a few hundred; a renderer announcing more is not offered (the response is
-/// built in one host buffer of that size).
-pub const MAX_CAPSET_SIZE: u32 = 64 * 1024;
+// The bounds of guest-supplied counts and sizes this decoder enforces (one value each, with
+// their reasons, in `limits.rs`).
+pub use crate::limits::{MAX_BACKING_ENTRIES, MAX_CAPSET_SIZE, MAX_RINGS, MAX_SUBMIT_3D_SIZE};
 
 /// Size of the EDID blob inside `virtio_gpu_resp_edid`.
 pub const EDID_BLOB_SIZE: usize = 1024;

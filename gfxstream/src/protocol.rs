@@ -6,8 +6,9 @@ use std::ops::BitOr;
 
 use crate::error::{Error, Result};
 
-/// The largest capset this binding copies. gfxstream's largest (Vulkan) is 104 bytes.
-pub const MAX_CAPSET_SIZE: u32 = 4096;
+/// The largest capset this binding copies: 64 KiB, what virtio-gpu devices hand to a guest in
+/// one response (gfxstream's largest capset, Vulkan's, is 104 bytes).
+pub const MAX_CAPSET_SIZE: u32 = 64 * 1024;
 /// The longest context debug name (virtio-gpu's `debug_name` is 64 bytes).
 pub const MAX_CONTEXT_NAME: usize = 64;
 /// The highest ring index of a context fence (virtio-gpu allows 64 rings per context).

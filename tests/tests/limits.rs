@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use vhost_user_gpu_tests::protocol::{format, resp, Command, QueueId};
+use vhost_user_gpu_tests::protocol::{format, resp, Command, MemEntry, QueueId};
 use vhost_user_gpu_tests::FrontendOptions;
 
 fn max_hostmem_is_enforced_and_freed_on_unref(rd: Renderer) {
@@ -46,6 +46,87 @@ fn max_hostmem_is_enforced_and_freed_on_unref(rd: Renderer) {
         1024,
     ))
     .check(&p, "4 MiB after freeing 4 MiB");
+}
+
+/// The daemon's anonymous resident memory (heap and anonymous mappings) in bytes.
+fn rss_anon(p: &vhost_user_gpu_tests::BackendProcess) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", p.pid()))
+        .unwrap_or_else(|e| panic!("status of the daemon: {e}"));
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no RssAnon in {status}"));
+    kib << 10
+}
+
+/// Resources with the longest backing lists the protocol allows (16384 entries) are refused
+/// once their lists' host memory reaches --max-hostmem (they used to be uncounted: 16384 such
+/// resources held about 10 GiB of host heap under the default budget), the daemon's memory
+/// stays within the budget, and unref and a reconnect (device reset) give it back.
+fn long_backing_lists_are_refused_within_the_budget(rd: Renderer) {
+    if is_qemu() {
+        return; // QEMU's backend has no --max-hostmem.
+    }
+    const BUDGET: u64 = 16 << 20;
+    let p = spawn(&backend_command_for(rd).arg("--max-hostmem").arg("16M"));
+    let mut fe = connect(&p, FrontendOptions::default());
+    // 16384 entries naming the same 4 bytes of one page of the connection's guest memory.
+    let entries = |fe: &vhost_user_gpu_tests::GpuFrontend| {
+        let addr = fe.memory().alloc(4096, 4096).unwrap();
+        vec![MemEntry { addr, length: 4 }; 16384]
+    };
+    let list = entries(&fe);
+    // Warm up (the renderer's first resource), then measure.
+    fe.ok(&Command::resource_create_2d(
+        1000,
+        format::B8G8R8X8_UNORM,
+        1,
+        1,
+    ))
+    .check(&p, "warm-up create");
+    fe.ok(&Command::attach_backing(1000, &list[..1]))
+        .check(&p, "warm-up attach");
+    fe.ok(&Command::resource_unref(1000))
+        .check(&p, "warm-up unref");
+    let before = rss_anon(&p);
+    let fill = |fe: &mut vhost_user_gpu_tests::GpuFrontend, list: &[MemEntry]| -> u32 {
+        for id in 1..=64u32 {
+            fe.ok(&Command::resource_create_2d(
+                id,
+                format::B8G8R8X8_UNORM,
+                1,
+                1,
+            ))
+            .check(&p, "create 1x1");
+            let r = fe.request(&Command::attach_backing(id, list)).unwrap();
+            if r.hdr.ty != resp::OK_NODATA {
+                assert_resp(&r, resp::ERR_OUT_OF_MEMORY, "a list past the budget", &p);
+                return id - 1;
+            }
+        }
+        panic!("64 lists of 16384 entries (128 MiB of host lists) were all accepted");
+    };
+    let attached = fill(&mut fe, &list);
+    // Each list is charged 16384 x 128 bytes + 256: seven fit in 16 MiB with their records.
+    assert_eq!(attached, 7, "lists accepted");
+    let grown = rss_anon(&p).saturating_sub(before);
+    eprintln!("daemon anonymous memory grew {grown} bytes for {attached} lists");
+    assert!(grown <= BUDGET, "{grown} bytes past a {BUDGET}-byte budget");
+    // Unref gives it back.
+    for id in 1..=attached + 1 {
+        fe.ok(&Command::resource_unref(id)).check(&p, "unref");
+    }
+    assert_eq!(fill(&mut fe, &list), attached, "lists accepted after unref");
+    // So does the reset of a new connection (its resources are left behind here).
+    drop(fe);
+    let mut fe = connect(&p, FrontendOptions::default());
+    let list = entries(&fe);
+    assert_eq!(
+        fill(&mut fe, &list),
+        attached,
+        "lists accepted after a reconnect"
+    );
 }
 
 fn full_queue_and_wrapping_slots(rd: Renderer) {
@@ -206,6 +287,7 @@ fn event_idx_every_completion_is_signalled(rd: Renderer) {
 
 per_renderer!(
     max_hostmem_is_enforced_and_freed_on_unref,
+    long_backing_lists_are_refused_within_the_budget,
     full_queue_and_wrapping_slots,
     many_small_resources,
     ring_indices_wrap_past_65535,

@@ -10,8 +10,9 @@ use crate::error::{Errno, Error, Result};
 use crate::renderer::Inner;
 use crate::resource::Resource;
 
-/// Largest command stream accepted by [`Context::submit`], in 32-bit words (64 MiB).
-pub const MAX_SUBMIT_WORDS: usize = 16 * 1024 * 1024;
+/// Largest command stream accepted by [`Context::submit`], in 32-bit words: 256 Ki words (1 MiB),
+/// four times Mesa's virgl command buffer (`VIRGL_MAX_CMDBUF_DWORDS`).
+pub const MAX_SUBMIT_WORDS: usize = 256 * 1024;
 
 /// Largest ring index of a per-context fence (virtio-gpu allows 64 rings, 0..=63).
 pub const MAX_RING_IDX: u32 = 63;

@@ -29,8 +29,9 @@ pub const CAPSET_VENUS: u32 = 4;
 /// Capset id of the DRM native-context capset, available with [`RendererFlags::DRM`].
 pub const CAPSET_DRM: u32 = 6;
 
-/// Largest capset this crate will allocate for (the VIRGL2 capset is about 1.4 KiB).
-pub const MAX_CAPSET_SIZE: u32 = 256 * 1024;
+/// Largest capset this crate will allocate for: 64 KiB (the VIRGL2 capset is 1376 bytes, Venus's
+/// a few hundred; virtio-gpu devices hand capsets to the guest in one response buffer).
+pub const MAX_CAPSET_SIZE: u32 = 64 * 1024;
 /// Largest number of backing ranges (iovecs) per resource; QEMU caps `nr_entries` the same.
 pub const MAX_BACKING_RANGES: usize = 16 * 1024;
 /// Longest context debug name passed to the library (the virtio-gpu `debug_name` field).

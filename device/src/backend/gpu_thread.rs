@@ -46,8 +46,7 @@ use crate::protocol::VIRTIO_GPU_SHM_ID_HOST_VISIBLE;
 pub const CONTROL_QUEUE: usize = 0;
 /// Index of the cursor queue.
 pub const CURSOR_QUEUE: usize = 1;
-/// Number of virtqueues of a virtio-gpu device.
-pub const NUM_QUEUES: usize = 2;
+pub use crate::limits::NUM_QUEUES;
 
 /// How long `GET_VRING_BASE` (stop a queue) waits for the GPU thread to finish the batch it is
 /// working on. QEMU closes the display socket before it stops the queues, so a batch waiting

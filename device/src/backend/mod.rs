@@ -50,9 +50,7 @@ pub use serve::serve;
 use gpu_thread::GuestMemory;
 use vring::GpuVring;
 
-/// Largest virtqueue the device accepts (SET_VRING_NUM above it is refused). QEMU uses 256 for
-/// virtio-gpu; 1024 leaves room without letting a frontend size rings at will.
-pub const MAX_QUEUE_SIZE: usize = 1024;
+pub use crate::limits::MAX_QUEUE_SIZE;
 
 /// Transport features offered besides the device's own bits.
 pub const TRANSPORT_FEATURES: u64 = (1 << VIRTIO_F_VERSION_1)

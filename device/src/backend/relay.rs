@@ -30,12 +30,7 @@ use super::{BackendError, VhostUserGpuBackend};
 /// Size of a vhost-user message header (request, flags, size: three native `u32`s).
 const HEADER_SIZE: usize = 12;
 
-/// Largest payload relayed. vhost-user messages on the main socket are at most 4 KiB
-/// (`vhost::vhost_user::message::MAX_MSG_SIZE`); a larger size is a broken peer.
-pub const MAX_RELAY_PAYLOAD: usize = 64 << 10;
-
-/// Most descriptors relayed with one message (vhost's `MAX_ATTACHED_FD_ENTRIES`).
-pub const MAX_RELAY_FDS: usize = 32;
+pub use crate::limits::{MAX_RELAY_FDS, MAX_RELAY_PAYLOAD};
 
 /// Serves the frontend on the connected socket `frontend` until it disconnects.
 pub fn serve_connected(

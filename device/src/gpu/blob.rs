@@ -23,6 +23,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use log::{debug, warn};
 use vm_memory::GuestMemoryMmap;
 
+use super::budget::{self, Charge, Use};
 use super::resources::ResourceState;
 use super::{GpuError, GpuResult, VirtioGpu};
 use crate::protocol::{
@@ -31,10 +32,7 @@ use crate::protocol::{
 };
 use crate::renderer::{CreateBlob, GuestBacking, RendererError};
 
-/// Most blobs mapped into the host-visible region at once; one more is ERR_OUT_OF_MEMORY. Each
-/// is a mapping in the frontend's process (QEMU's region is a memory region per mapping), so the
-/// guest must not create them without bound.
-pub const MAX_BLOB_MAPPINGS: usize = 16384;
+pub use crate::limits::MAX_BLOB_MAPPINGS;
 
 /// Alignment of RESOURCE_MAP_BLOB offsets and of mapping lengths, in bytes, when the host's page
 /// size cannot be read. The device uses the host page size (`sysconf(_SC_PAGESIZE)`): the
@@ -118,8 +116,9 @@ impl VirtioGpu {
         }
     }
 
-    /// RESOURCE_CREATE_BLOB: a guest blob (guest memory), or a host blob of context `ctx_id`
-    /// (its size reserved as host memory).
+    /// RESOURCE_CREATE_BLOB: a guest blob (guest memory), or a host blob of context `ctx_id`.
+    /// Its record, a host blob's pages (its size rounded up to host pages) and the entry list
+    /// of its backing are charged to the host memory budget before anything is built.
     pub(super) fn create_blob(
         &mut self,
         ctx_id: u32,
@@ -131,13 +130,18 @@ impl VirtioGpu {
         if args.size == 0 {
             return Err(GpuError::InvalidParameter("blob of size 0".into()));
         }
-        let (hostmem, backing) = match args.blob_mem {
-            VIRTIO_GPU_BLOB_MEM_GUEST => (0, Some(GuestBacking::new(mem.clone(), entries)?)),
+        // (host pages, whether it has a backing)
+        let (host_pages, with_backing) = match args.blob_mem {
+            VIRTIO_GPU_BLOB_MEM_GUEST => (None, true),
             VIRTIO_GPU_BLOB_MEM_HOST3D | VIRTIO_GPU_BLOB_MEM_HOST3D_GUEST => {
                 if !self.caps.blob_host {
                     return Err(GpuError::NotOffered("host blobs"));
                 }
                 self.check_context(ctx_id)?;
+                let pages = (
+                    Use::HostBlob,
+                    budget::host_blob(args.size, self.map_alignment),
+                );
                 if args.blob_mem == VIRTIO_GPU_BLOB_MEM_HOST3D {
                     if !entries.is_empty() {
                         debug!(
@@ -145,23 +149,28 @@ impl VirtioGpu {
                             entries.len()
                         );
                     }
-                    (args.size, None)
+                    (Some(pages), false)
                 } else {
-                    (args.size, Some(GuestBacking::new(mem.clone(), entries)?))
+                    (Some(pages), true)
                 }
             }
             other => return Err(GpuError::InvalidParameter(format!("blob_mem {other}"))),
         };
-        if let Some(b) = &backing {
-            if b.len() < args.size {
-                return Err(GpuError::InvalidParameter(format!(
-                    "blob {resource_id} of {} bytes with {} bytes of backing",
-                    args.size,
-                    b.len()
-                )));
+        let mut charges = self.reserve_resource(resource_id, host_pages)?;
+        let backing = if with_backing {
+            match self.blob_backing(resource_id, &args, entries, mem) {
+                Ok((meta, backing)) => {
+                    charges.backing = Some(meta);
+                    Some(backing)
+                }
+                Err(e) => {
+                    self.release_resource_charges(charges);
+                    return Err(e);
+                }
             }
-        }
-        self.reserve_resource(resource_id, hostmem)?;
+        } else {
+            None
+        };
         // Made in the context the command names (host blobs always name one); a guest blob may
         // name none, and without 3D there are no contexts to name.
         let created = if ctx_id != 0 && self.caps.three_d {
@@ -173,7 +182,7 @@ impl VirtioGpu {
             self.renderer.create_blob(resource_id, &args, backing)
         };
         if let Err(e) = created {
-            self.release_hostmem(hostmem);
+            self.release_resource_charges(charges);
             return Err(e.into());
         }
         self.resources.insert(
@@ -181,7 +190,7 @@ impl VirtioGpu {
             ResourceState {
                 width: 0,
                 height: 0,
-                hostmem,
+                charges,
                 blob_size: Some(args.size),
                 blob_mem: args.blob_mem,
                 blob_flags: args.blob_flags,
@@ -192,6 +201,33 @@ impl VirtioGpu {
             },
         );
         Ok(Response::OkNoData)
+    }
+
+    /// The backing of a new blob: its entry list charged, then built from `entries` and checked
+    /// to cover the blob.
+    fn blob_backing(
+        &mut self,
+        resource_id: u32,
+        args: &CreateBlob,
+        entries: Vec<protocol::MemEntry>,
+        mem: &GuestMemoryMmap,
+    ) -> GpuResult<(Charge, GuestBacking)> {
+        let meta = self.charge_backing(entries.len())?;
+        match GuestBacking::new(mem.clone(), entries) {
+            Ok(b) if b.len() >= args.size => Ok((meta, b)),
+            Ok(b) => {
+                self.budget.release(meta);
+                Err(GpuError::InvalidParameter(format!(
+                    "blob {resource_id} of {} bytes with {} bytes of backing",
+                    args.size,
+                    b.len()
+                )))
+            }
+            Err(e) => {
+                self.budget.release(meta);
+                Err(e.into())
+            }
+        }
     }
 
     /// RESOURCE_MAP_BLOB: the checks of the module doc, then the renderer's export is mapped
@@ -360,6 +396,10 @@ pub(super) fn host_page_size() -> u64 {
 #[cfg(test)]
 mod tests {
     use crate::gpu::test_support::*;
+    use crate::gpu::GpuConfig;
+    use crate::limits::{
+        BACKING_ENTRY_BYTES, BACKING_RECORD_BYTES, CONTEXT_RECORD_BYTES, RESOURCE_RECORD_BYTES,
+    };
     use crate::protocol::tests::le32s;
     use crate::protocol::*;
 
@@ -669,5 +709,56 @@ mod tests {
         // Without 3D there are no contexts: the id a guest blob names means nothing.
         let mut soft = Harness::software();
         assert_eq!(soft.cmd(&in_ctx(1, VIRTIO_GPU_BLOB_MEM_GUEST, 7)), ok);
+    }
+
+    /// Host blobs are charged whole pages, guest blobs their record and entry list; refused at
+    /// the limit, given back on UNREF and reset.
+    #[test]
+    fn blobs_are_charged_whole_pages_and_entry_lists() {
+        // The harness's context, two records and 12 KiB of pages.
+        let ctx = CONTEXT_RECORD_BYTES;
+        let limit = ctx + 2 * RESOURCE_RECORD_BYTES + 4096 + 8192;
+        let (mut h, _) = host_blob_harness_with(GpuConfig {
+            max_hostmem: limit,
+            ..GpuConfig::default()
+        });
+        h.gpu.map_alignment = 4096;
+        let host = VIRTIO_GPU_BLOB_MEM_HOST3D;
+        assert_eq!(
+            h.cmd(&create_blob_cmd(1, host, 0, 1, &[])),
+            VIRTIO_GPU_RESP_OK_NODATA
+        );
+        assert_eq!(h.budget_used(), ctx + RESOURCE_RECORD_BYTES + 4096);
+        assert_eq!(
+            h.cmd(&create_blob_cmd(2, host, 0, 8193, &[])),
+            VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY
+        );
+        assert_eq!(
+            h.cmd(&create_blob_cmd(2, host, 0, 8192, &[])),
+            VIRTIO_GPU_RESP_OK_NODATA
+        );
+        assert_eq!(h.budget_used(), limit);
+        assert_eq!(h.unref(1), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(h.budget_used(), ctx + RESOURCE_RECORD_BYTES + 8192);
+        // A guest blob: its record and its entry list.
+        let guest = VIRTIO_GPU_BLOB_MEM_GUEST;
+        let entries = [(DATA_BASE, 4096), (DATA_BASE + 4096, 4096)];
+        assert_eq!(
+            h.cmd(&create_blob_cmd(3, guest, 0, 8192, &entries)),
+            VIRTIO_GPU_RESP_OK_NODATA
+        );
+        assert_eq!(
+            h.budget_used(),
+            ctx + 2 * RESOURCE_RECORD_BYTES + 8192 + 2 * BACKING_ENTRY_BYTES + BACKING_RECORD_BYTES
+        );
+        // A backing too short for its blob is not charged.
+        assert_eq!(h.unref(3), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(
+            h.cmd(&create_blob_cmd(3, guest, 0, 8193, &entries)),
+            VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER
+        );
+        assert_eq!(h.budget_used(), ctx + RESOURCE_RECORD_BYTES + 8192);
+        h.gpu.reset();
+        assert_eq!(h.budget_used(), 0);
     }
 }

@@ -1,11 +1,13 @@
 //! Rendering contexts (3D): CTX_CREATE, CTX_DESTROY, CTX_ATTACH_RESOURCE, CTX_DETACH_RESOURCE,
 //! SUBMIT_3D, and the capsets a context is made for (GET_CAPSET_INFO, GET_CAPSET).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use log::{debug, warn};
 
+use super::budget::{Charge, Use};
 use super::{GpuError, GpuResult, VirtioGpu};
+use crate::limits::{CONTEXT_ATTACHMENT_BYTES, CONTEXT_RECORD_BYTES};
 use crate::protocol::{
     Response, CTRL_HDR_SIZE, MAX_CAPSET_SIZE, VIRTIO_GPU_CONTEXT_INIT_CAPSET_ID_MASK,
 };
@@ -18,8 +20,10 @@ use crate::renderer::{CapsetInfo, RenderContext, Renderer, RendererCapabilities,
 /// reset or dropped (`VirtioGpu::reset`, `Drop for VirtioGpu`): a context never outlives its
 /// renderer.
 pub(super) struct ContextState {
-    /// The resources attached to it.
-    pub(super) resources: HashSet<u32>,
+    /// Its record's charge to the host memory budget.
+    pub(super) record: Charge,
+    /// The resources attached to it, each with its charge.
+    pub(super) resources: HashMap<u32, Charge>,
     /// The renderer's context.
     pub(super) render: Box<dyn RenderContext>,
 }
@@ -57,19 +61,36 @@ impl VirtioGpu {
                 )));
             }
         }
-        let render = self.renderer.create_context(ctx_id, capset_id, name)?;
+        let record = self.budget.charge(Use::Context, CONTEXT_RECORD_BYTES)?;
+        let render = match self.renderer.create_context(ctx_id, capset_id, name) {
+            Ok(r) => r,
+            Err(e) => {
+                self.budget.release(record);
+                return Err(e.into());
+            }
+        };
         self.contexts.insert(
             ctx_id,
             ContextState {
-                resources: HashSet::new(),
+                record,
+                resources: HashMap::new(),
                 render,
             },
         );
         Ok(Response::OkNoData)
     }
 
+    /// Gives back the charges of a context's record and attachments, and drops it (which
+    /// destroys the renderer's context).
+    pub(super) fn release_context_charges(&mut self, ctx: ContextState) {
+        self.budget.release(ctx.record);
+        for (_, c) in ctx.resources {
+            self.budget.release(c);
+        }
+    }
+
     /// CTX_DESTROY: the entries held on its rings are answered, then the renderer's context is
-    /// dropped, which destroys it.
+    /// dropped, which destroys it, and its charges are given back.
     pub(super) fn ctx_destroy(&mut self, ctx_id: u32) -> GpuResult<Response> {
         let context = self
             .contexts
@@ -77,7 +98,7 @@ impl VirtioGpu {
             .ok_or(GpuError::InvalidContextId(ctx_id))?;
         // The context's rings cannot complete any more: answer what they hold.
         self.release_context_rings(ctx_id);
-        drop(context);
+        self.release_context_charges(context);
         self.trimmer.dirty = true;
         self.trimmer.maybe_trim();
         Ok(Response::OkNoData)
@@ -91,9 +112,33 @@ impl VirtioGpu {
     ) -> GpuResult<Response> {
         self.check_context(ctx_id)?;
         self.resource(resource_id)?;
-        let context = self.context_mut(ctx_id)?;
-        context.render.attach_resource(resource_id)?;
-        context.resources.insert(resource_id);
+        let attached = self
+            .contexts
+            .get(&ctx_id)
+            .is_some_and(|c| c.resources.contains_key(&resource_id));
+        let charge = if attached {
+            None
+        } else {
+            Some(
+                self.budget
+                    .charge(Use::Attachment, CONTEXT_ATTACHMENT_BYTES)?,
+            )
+        };
+        if let Err(e) = self
+            .context_mut(ctx_id)?
+            .render
+            .attach_resource(resource_id)
+        {
+            self.budget.release_opt(charge);
+            return Err(e.into());
+        }
+        match (self.contexts.get_mut(&ctx_id), charge) {
+            (Some(c), Some(charge)) => {
+                c.resources.insert(resource_id, charge);
+            }
+            (None, charge) => self.budget.release_opt(charge),
+            (Some(_), None) => {}
+        }
         Ok(Response::OkNoData)
     }
 
@@ -107,7 +152,8 @@ impl VirtioGpu {
         self.resource(resource_id)?;
         let context = self.context_mut(ctx_id)?;
         context.render.detach_resource(resource_id)?;
-        context.resources.remove(&resource_id);
+        let charge = context.resources.remove(&resource_id);
+        self.budget.release_opt(charge);
         Ok(Response::OkNoData)
     }
 
@@ -198,6 +244,7 @@ pub(super) fn offered_capsets(
 mod tests {
     use crate::gpu::test_support::*;
     use crate::gpu::{GpuConfig, QueueKind};
+    use crate::limits::{CONTEXT_ATTACHMENT_BYTES, CONTEXT_RECORD_BYTES, RESOURCE_RECORD_BYTES};
     use crate::protocol::tests::{hdr, le32s};
     use crate::protocol::*;
 
@@ -350,5 +397,54 @@ mod tests {
         );
         assert_eq!(h.cmd(&submit(2, 0xb2)), VIRTIO_GPU_RESP_OK_NODATA);
         assert_eq!(log.borrow().submits.len(), 3);
+    }
+
+    /// Contexts and their attachments are charged; refused at the limit; CTX_DETACH_RESOURCE,
+    /// CTX_DESTROY, RESOURCE_UNREF and reset give the charges back.
+    #[test]
+    fn contexts_and_attachments_are_charged() {
+        let resources = 2 * (RESOURCE_RECORD_BYTES + 4);
+        let limit = resources + 2 * CONTEXT_RECORD_BYTES + CONTEXT_ATTACHMENT_BYTES;
+        let mut h = Harness::new(
+            Box::new(StagingRenderer::new(false)),
+            GpuConfig {
+                max_hostmem: limit,
+                ..GpuConfig::default()
+            },
+        );
+        let attach = VIRTIO_GPU_CMD_CTX_ATTACH_RESOURCE;
+        let detach = VIRTIO_GPU_CMD_CTX_DETACH_RESOURCE;
+        assert_eq!(h.create_2d(1, 1, 1, 1), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(h.create_2d(2, 1, 1, 1), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(h.ctx_create(1, 0), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(h.ctx_create(2, 0), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(h.ctx_cmd(attach, 1, &[1, 0]), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(h.budget_used(), limit);
+        assert_eq!(
+            h.ctx_cmd(attach, 1, &[2, 0]),
+            VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY
+        );
+        // Attaching again costs nothing more.
+        assert_eq!(h.ctx_cmd(attach, 1, &[1, 0]), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(h.ctx_cmd(detach, 1, &[1, 0]), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(h.budget_used(), limit - CONTEXT_ATTACHMENT_BYTES);
+        assert_eq!(h.ctx_cmd(attach, 1, &[2, 0]), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(h.ctx_create(3, 0), VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY);
+        // CTX_DESTROY gives back the context and its attachments.
+        assert_eq!(
+            h.ctx_cmd(VIRTIO_GPU_CMD_CTX_DESTROY, 1, &[]),
+            VIRTIO_GPU_RESP_OK_NODATA
+        );
+        assert_eq!(h.budget_used(), resources + CONTEXT_RECORD_BYTES);
+        assert_eq!(h.ctx_create(3, 0), VIRTIO_GPU_RESP_OK_NODATA);
+        // RESOURCE_UNREF gives back its attachments.
+        assert_eq!(h.ctx_cmd(attach, 2, &[2, 0]), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(h.unref(2), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(
+            h.budget_used(),
+            RESOURCE_RECORD_BYTES + 4 + 2 * CONTEXT_RECORD_BYTES
+        );
+        h.gpu.reset();
+        assert_eq!(h.budget_used(), 0);
     }
 }

@@ -10,19 +10,20 @@
 //!   `>=` on that timeline (the spec's rule), so an error never overtakes earlier fenced work.
 //!   Only when the renderer refuses the fence (or the ring's context does not exist) is the entry
 //!   published at once. Destroying a context releases the entries held on its rings.
+//! * **Budget.** Each held entry is charged to the host memory budget (`HELD_FENCE_BYTES`)
+//!   before its command runs (`VirtioGpu::charge_fence`); over the budget the command is
+//!   refused with ERR_OUT_OF_MEMORY and answered at once, unless it only frees memory (UNREF,
+//!   DETACH_BACKING, CTX_DESTROY, CTX_DETACH_RESOURCE, UNMAP_BLOB), which runs and is held
+//!   uncharged. The charge goes back when the entry is released.
 
 use std::os::fd::BorrowedFd;
 
+use super::budget::Charge;
 use super::{UsedEntry, VirtioGpu};
 use crate::protocol::{self, CtrlHeader};
 use crate::renderer::{FenceId, RendererError};
 
-/// Most fenced entries held at once, waiting for their fences. A driver cannot have more
-/// chains outstanding than its queues hold (2 queues of at most 32768 descriptors), so more
-/// means the guest made descriptors available again that the device still holds; each would
-/// cost host memory until a fence that may never complete. A fenced command beyond this bound
-/// is answered at once (logged), like one whose fence the renderer refuses.
-pub const MAX_HELD_FENCES: usize = 2 * 32768;
+pub use crate::limits::MAX_HELD_FENCES;
 
 /// A fence timeline: `(ctx_id, Some(ring))`, or `(0, None)` for the global one.
 pub(super) type TimelineKey = (u32, Option<u8>);
@@ -39,6 +40,8 @@ fn timeline(fence: &FenceId) -> TimelineKey {
 pub(super) struct HeldEntry {
     fence_id: u64,
     entry: UsedEntry,
+    /// Its charge to the host memory budget (none for an uncharged command that frees memory).
+    pub(super) charge: Option<Charge>,
 }
 
 impl VirtioGpu {
@@ -61,6 +64,7 @@ impl VirtioGpu {
         &mut self,
         header: &CtrlHeader,
         used: UsedEntry,
+        charge: Option<Charge>,
     ) -> Option<UsedEntry> {
         let fence = FenceId {
             ctx_id: header.ctx_id,
@@ -69,6 +73,7 @@ impl VirtioGpu {
         };
         if fence.ring_idx.is_some_and(|r| r >= protocol::MAX_RINGS) {
             // Already answered ERR_INVALID_PARAMETER; there is no such timeline to wait on.
+            self.budget.release_opt(charge);
             return Some(used);
         }
         let held: usize = self.pending.values().map(Vec::len).sum();
@@ -77,6 +82,7 @@ impl VirtioGpu {
                 "fence {fence:?}: {held} fenced commands already held (more than the queues \
                  hold); answering at once"
             ));
+            self.budget.release_opt(charge);
             return Some(used);
         }
         let created = match fence.ring_idx {
@@ -91,6 +97,7 @@ impl VirtioGpu {
             self.guest_error(format_args!(
                 "fence {fence:?} refused ({e}); answering at once"
             ));
+            self.budget.release_opt(charge);
             return Some(used);
         }
         self.pending
@@ -99,29 +106,29 @@ impl VirtioGpu {
             .push(HeldEntry {
                 fence_id: fence.id,
                 entry: used,
+                charge,
             });
         self.collect_completions();
         let pos = self.ready.iter().position(|e| *e == used)?;
         Some(self.ready.remove(pos))
     }
 
-    /// Moves every held entry whose fence the renderer reports complete to `ready`.
+    /// Moves every held entry whose fence the renderer reports complete to `ready`, and gives
+    /// its charge back.
     fn collect_completions(&mut self) {
         for done in self.renderer.poll() {
             let key = timeline(&done);
-            if let Some(list) = self.pending.get_mut(&key) {
-                let ready = &mut self.ready;
-                list.retain(|h| {
-                    if h.fence_id <= done.id {
-                        ready.push(h.entry);
-                        false
-                    } else {
-                        true
-                    }
-                });
-                if list.is_empty() {
-                    self.pending.remove(&key);
-                }
+            let Some(list) = self.pending.remove(&key) else {
+                continue;
+            };
+            let (complete, waiting): (Vec<HeldEntry>, Vec<HeldEntry>) =
+                list.into_iter().partition(|h| h.fence_id <= done.id);
+            for h in complete {
+                self.ready.push(h.entry);
+                self.budget.release_opt(h.charge);
+            }
+            if !waiting.is_empty() {
+                self.pending.insert(key, waiting);
             }
         }
     }
@@ -136,8 +143,9 @@ impl VirtioGpu {
             .copied()
             .collect();
         for k in keys {
-            if let Some(list) = self.pending.remove(&k) {
-                self.ready.extend(list.into_iter().map(|h| h.entry));
+            for h in self.pending.remove(&k).unwrap_or_default() {
+                self.ready.push(h.entry);
+                self.budget.release_opt(h.charge);
             }
         }
     }
@@ -148,6 +156,7 @@ mod tests {
     use super::*;
     use crate::gpu::test_support::*;
     use crate::gpu::{GpuConfig, QueueKind, MAX_HELD_FENCES};
+    use crate::limits::{CONTEXT_RECORD_BYTES, HELD_FENCE_BYTES, RESOURCE_RECORD_BYTES};
     use crate::protocol::tests::{hdr, le32s};
     use crate::protocol::*;
 
@@ -394,5 +403,81 @@ mod tests {
         assert!(r.used.is_some());
         assert_eq!(h.resp_type(&r), VIRTIO_GPU_RESP_ERR_INVALID_PARAMETER);
         assert!(log.borrow().fences.is_empty());
+    }
+
+    /// Each held entry is charged; at the limit a fenced command is refused (not run) with
+    /// ERR_OUT_OF_MEMORY and answered at once, except one that frees memory; completion,
+    /// CTX_DESTROY and reset give the charges back.
+    #[test]
+    fn held_fences_are_charged_and_refused_at_the_budget() {
+        let limit = 3 * HELD_FENCE_BYTES + RESOURCE_RECORD_BYTES + 4;
+        let (mut h, log) = Harness::manual(GpuConfig {
+            max_hostmem: limit,
+            ..GpuConfig::default()
+        });
+        assert_eq!(h.create_2d(1, 1, 1, 1), VIRTIO_GPU_RESP_OK_NODATA);
+        let dinfo = |fence| fenced(VIRTIO_GPU_CMD_GET_DISPLAY_INFO, &[], fence, 0, None);
+        for fence in 1..=3 {
+            assert!(h.send(&dinfo(fence)).used.is_none(), "fence {fence} held");
+        }
+        assert_eq!(h.budget_used(), limit);
+        // Over the budget: answered at once, with ERR_OUT_OF_MEMORY.
+        let r = h.send(&dinfo(4));
+        assert_eq!(r.used.map(|u| u.head_index), Some(r.head));
+        assert_eq!(h.resp_type(&r), VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY);
+        // A refused command does not run.
+        let create = fenced(
+            VIRTIO_GPU_CMD_RESOURCE_CREATE_2D,
+            &le32s(&[2, 1, 1, 1]),
+            4,
+            0,
+            None,
+        );
+        let r = h.send(&create);
+        assert_eq!(h.resp_type(&r), VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY);
+        assert!(r.used.is_some() && !h.gpu.resources.contains_key(&2));
+        // One that frees memory runs, and is held (uncharged) behind the earlier fences.
+        let unref = fenced(VIRTIO_GPU_CMD_RESOURCE_UNREF, &le32s(&[1, 0]), 5, 0, None);
+        let r = h.send(&unref);
+        assert!(r.used.is_none());
+        assert_eq!(h.resp_type(&r), VIRTIO_GPU_RESP_OK_NODATA);
+        assert!(!h.gpu.resources.contains_key(&1));
+        assert_eq!(h.budget_used(), 3 * HELD_FENCE_BYTES);
+        // Completion gives the charges back.
+        log.borrow_mut().complete.push(FenceId {
+            ctx_id: 0,
+            ring_idx: None,
+            id: 5,
+        });
+        assert_eq!(h.gpu.poll_fences().len(), 4);
+        assert_eq!(h.budget_used(), 0);
+        // So does CTX_DESTROY for the entries on its rings.
+        let mut cc = le32s(&[4, VIRTIO_GPU_CAPSET_VIRGL2]);
+        cc.extend_from_slice(&[0u8; 64]);
+        let mut create = hdr(VIRTIO_GPU_CMD_CTX_CREATE, 0, 0, 1, 0);
+        create.extend_from_slice(&cc);
+        assert_eq!(h.cmd(&create), VIRTIO_GPU_RESP_OK_NODATA);
+        for fence in 1..=2 {
+            let r = h.send(&fenced(
+                VIRTIO_GPU_CMD_SUBMIT_3D,
+                &le32s(&[0, 0]),
+                fence,
+                1,
+                Some(0),
+            ));
+            assert!(r.used.is_none());
+        }
+        assert_eq!(h.budget_used(), CONTEXT_RECORD_BYTES + 2 * HELD_FENCE_BYTES);
+        let destroy = hdr(VIRTIO_GPU_CMD_CTX_DESTROY, 0, 0, 1, 0);
+        assert_eq!(h.cmd(&destroy), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(h.gpu.poll_fences().len(), 2);
+        assert_eq!(h.budget_used(), 0);
+        // And reset.
+        for fence in 6..=7 {
+            assert!(h.send(&dinfo(fence)).used.is_none());
+        }
+        assert_eq!(h.budget_used(), 2 * HELD_FENCE_BYTES);
+        h.gpu.reset();
+        assert_eq!(h.budget_used(), 0);
     }
 }

@@ -26,10 +26,11 @@
 //! | any command with `VIRTIO_GPU_FLAG_FENCE` (after it ran) | `fences.rs` |
 //!
 //! Besides: `blob.rs` also has the [`SharedMemoryMapper`] and the host-visible region's
-//! mappings, `fences.rs` the fence poll fd and [`VirtioGpu::poll_fences`], `resources.rs` the
-//! host-memory accounting, `trim.rs` the hand-back of freed heap memory, and `test_support.rs`
-//! (tests only) the harness and test doubles the rooms' tests share. Each room's tests sit at its
-//! end.
+//! mappings, `fences.rs` the fence poll fd and [`VirtioGpu::poll_fences`], `budget.rs` the host
+//! memory budget every guest-driven allocation is charged to (`--max-hostmem`: what is counted,
+//! at what size, and what cannot be), `trim.rs` the hand-back of freed heap memory, and
+//! `test_support.rs` (tests only) the harness and test doubles the rooms' tests share. Each
+//! room's tests sit at its end.
 //!
 //! # Decisions
 //!
@@ -39,9 +40,11 @@
 //!   gives none); the entry is then published with length 0.
 //!
 //! The other decisions are documented where they are carried out: fences in `fences.rs`, host
-//! memory and backing errors in `resources.rs`, blob mapping in `blob.rs`.
+//! memory in `budget.rs` and `resources.rs`, backing errors in `resources.rs`, blob mapping in
+//! `blob.rs`.
 
 mod blob;
+mod budget;
 mod contexts;
 mod cursor;
 mod edid;
@@ -62,18 +65,21 @@ use virtio_queue::{DescriptorChain, Writer};
 use vm_memory::GuestMemoryMmap;
 
 pub use self::blob::{SharedMemoryMapper, DEFAULT_MAP_ALIGNMENT, MAX_BLOB_MAPPINGS};
+pub use self::budget::{OverBudget, Use as BudgetUse};
 pub use self::edid::generate_edid;
 pub use self::fences::MAX_HELD_FENCES;
 pub use self::scanout::{FLUSH_BUFFER_KEEP_BYTES, MAX_SCANOUT_DIMENSION};
 pub use self::trim::{TRIM_AFTER_RELEASED_BYTES, TRIM_MIN_INTERVAL};
 
 use self::blob::{host_page_size, BlobMap};
+use self::budget::{Charge, HostBudget};
 use self::contexts::{offered_capsets, ContextState};
 use self::fences::{HeldEntry, TimelineKey};
 use self::resources::ResourceState;
 use self::scanout::{default_modes, FlushBuffer, ScanoutState};
 use self::trim::HeapTrimmer;
 use crate::display::{Display, DisplayMode};
+use crate::limits;
 use crate::log_limit::{suppressed_note, LogLimiter};
 use crate::protocol::{
     self, CtrlHeader, ErrorCode, GpuCommand, Response, VIRTIO_GPU_F_CONTEXT_INIT,
@@ -90,7 +96,8 @@ use crate::renderer::{
 pub struct GpuConfig {
     /// Number of scanouts, 1..=16 (clamped).
     pub num_scanouts: u32,
-    /// Most host memory all resources together may use, in bytes (`--max-hostmem`).
+    /// The host memory budget in bytes (`--max-hostmem`): what the guest can make the host
+    /// allocate, charged at its real size (`gpu/budget.rs` says what is counted).
     pub max_hostmem: u64,
     /// Most resources alive at once; more is ERR_OUT_OF_MEMORY.
     pub max_resources: usize,
@@ -111,9 +118,9 @@ impl Default for GpuConfig {
     fn default() -> Self {
         GpuConfig {
             num_scanouts: 1,
-            max_hostmem: 256 << 20,
-            max_resources: 16384,
-            max_contexts: 1024,
+            max_hostmem: limits::DEFAULT_MAX_HOSTMEM,
+            max_resources: limits::DEFAULT_MAX_RESOURCES,
+            max_contexts: limits::DEFAULT_MAX_CONTEXTS,
             edid: true,
             default_width: 1024,
             default_height: 768,
@@ -163,16 +170,9 @@ pub enum GpuError {
     /// `max_contexts` contexts exist already.
     #[error("context limit of {0} reached")]
     TooManyContexts(usize),
-    /// The resource would exceed `max_hostmem`.
-    #[error("host memory limit: {requested} bytes requested, {used} of {max} in use")]
-    HostMemory {
-        /// Bytes asked for.
-        requested: u64,
-        /// Bytes in use.
-        used: u64,
-        /// The limit.
-        max: u64,
-    },
+    /// The allocation would exceed the host memory budget (`max_hostmem`).
+    #[error(transparent)]
+    HostMemory(#[from] OverBudget),
     /// The command belongs to a feature this device does not offer.
     #[error("{0} is not offered by this device")]
     NotOffered(&'static str),
@@ -205,7 +205,7 @@ impl GpuError {
             GpuError::InvalidParameter(_) | GpuError::Backing(_) => ErrorCode::InvalidParameter,
             GpuError::TooManyResources(_)
             | GpuError::TooManyContexts(_)
-            | GpuError::HostMemory { .. } => ErrorCode::OutOfMemory,
+            | GpuError::HostMemory(_) => ErrorCode::OutOfMemory,
             GpuError::NotOffered(_)
             | GpuError::WrongQueue(_)
             | GpuError::ResponseTooLarge { .. } => ErrorCode::Unspec,
@@ -241,7 +241,8 @@ pub struct VirtioGpu {
     contexts: HashMap<u32, ContextState>,
     /// Last known scanout layout (from the display or the defaults).
     modes: Vec<DisplayMode>,
-    hostmem_used: u64,
+    /// What the guest made the host allocate, against `config.max_hostmem`.
+    budget: HostBudget,
     /// Fenced entries not yet published, per timeline, in arrival order.
     pending: HashMap<TimelineKey, Vec<HeldEntry>>,
     /// Entries released by a completion, waiting for `poll_fences`.
@@ -286,7 +287,7 @@ impl VirtioGpu {
             resources: HashMap::new(),
             contexts: HashMap::new(),
             modes,
-            hostmem_used: 0,
+            budget: HostBudget::new(config.max_hostmem),
             pending: HashMap::new(),
             ready: Vec::new(),
             uuid_keys: Default::default(),
@@ -383,15 +384,26 @@ impl VirtioGpu {
                 return Some(entry(len));
             }
         };
+        // A fenced command's held entry is charged before the command runs: refused, the
+        // command does not run (ERR_OUT_OF_MEMORY) and is answered at once.
+        let fence_charge;
         let response = match protocol::decode_command(&header, &mut reader) {
             Err(e) => {
                 self.guest_error(format_args!("{queue:?} command {:#x}: {e}", header.type_));
+                fence_charge = self.charge_fence(&header, false);
                 Response::Err(e.error_code())
             }
             Ok(cmd) => {
                 let name = cmd.name();
                 debug!("{queue:?} {name} {header:?}");
-                match self.execute(queue, &header, cmd, mem, display, writer.available_bytes()) {
+                fence_charge = self.charge_fence(&header, frees_memory(&cmd));
+                let result = match &fence_charge {
+                    Err(e) => Err(GpuError::HostMemory(*e)),
+                    Ok(_) => {
+                        self.execute(queue, &header, cmd, mem, display, writer.available_bytes())
+                    }
+                };
+                match result {
                     Ok(r) => r,
                     Err(e) => {
                         self.guest_error(format_args!("{name}: {e}"));
@@ -402,10 +414,9 @@ impl VirtioGpu {
         };
         let len = write_response(&mut writer, &response, Some(&header));
         let used = entry(len);
-        if header.is_fenced() {
-            self.hold_fenced(&header, used)
-        } else {
-            Some(used)
+        match fence_charge {
+            Ok(charge) if header.is_fenced() => self.hold_fenced(&header, used, charge),
+            _ => Some(used),
         }
     }
 
@@ -530,23 +541,39 @@ impl VirtioGpu {
     }
 
     /// Guest reset / frontend disconnect: drop every resource, context, scanout and pending
-    /// fence.
+    /// fence, and give back every charge of the host memory budget.
     pub fn reset(&mut self) {
+        debug!(
+            "reset: {} of {} bytes of the host memory budget in use",
+            self.budget.used(),
+            self.budget.limit()
+        );
         self.unmap_all();
-        for (id, _) in self.resources.drain() {
+        for (id, res) in std::mem::take(&mut self.resources) {
+            self.release_resource_charges(res.charges);
             if let Err(e) = self.renderer.resource_unref(id) {
                 debug!("reset: unref {id}: {e}");
             }
         }
-        // Dropping a context destroys it in the renderer, before the renderer forgets the rest.
-        self.contexts.clear();
+        // Dropping a context destroys it in the renderer, before the renderer forgets the rest;
+        // its charges go back to the budget.
+        for (_, ctx) in std::mem::take(&mut self.contexts) {
+            self.release_context_charges(ctx);
+        }
         self.renderer.reset();
         self.scanouts = vec![ScanoutState::default(); self.config.num_scanouts as usize];
         self.modes = default_modes(&self.config);
-        self.hostmem_used = 0;
-        self.pending.clear();
+        for (_, held) in std::mem::take(&mut self.pending) {
+            for h in held {
+                self.budget.release_opt(h.charge);
+            }
+        }
         self.ready.clear();
-        self.flush_buffer = FlushBuffer::default();
+        std::mem::take(&mut self.flush_buffer).free(&mut self.budget);
+        let leaked = self.budget.clear();
+        if leaked != 0 {
+            warn!("reset: {leaked} bytes of the host memory budget were not given back");
+        }
         self.trimmer.dirty = true;
         self.trimmer.last = None;
         self.trimmer.maybe_trim();
@@ -588,6 +615,39 @@ impl VirtioGpu {
             Err(GpuError::InvalidContextId(ctx_id))
         }
     }
+
+    /// The budget charge of a fenced command's held entry (`None` without a fence). Over the
+    /// budget, a command that only frees memory (`frees`) runs and is held uncharged (bounded
+    /// by MAX_HELD_FENCES), so that a guest at its limit can still give memory back.
+    fn charge_fence(
+        &mut self,
+        header: &CtrlHeader,
+        frees: bool,
+    ) -> Result<Option<Charge>, OverBudget> {
+        if !header.is_fenced() {
+            return Ok(None);
+        }
+        match self
+            .budget
+            .charge(BudgetUse::HeldFence, limits::HELD_FENCE_BYTES)
+        {
+            Ok(c) => Ok(Some(c)),
+            Err(_) if frees => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Whether `cmd` only gives memory back (it runs even when its fence cannot be charged).
+fn frees_memory(cmd: &GpuCommand) -> bool {
+    matches!(
+        cmd,
+        GpuCommand::ResourceUnref { .. }
+            | GpuCommand::ResourceDetachBacking { .. }
+            | GpuCommand::CtxDestroy
+            | GpuCommand::CtxDetachResource { .. }
+            | GpuCommand::ResourceUnmapBlob { .. }
+    )
 }
 
 /// Writes `response` (with `request`'s fence info) into the writable part and returns the bytes

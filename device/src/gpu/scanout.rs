@@ -6,20 +6,14 @@ use std::os::fd::AsFd;
 
 use log::debug;
 
+use super::budget::{Charge, HostBudget, Use};
 use super::{GpuConfig, GpuError, GpuResult, VirtioGpu};
 use crate::display::{Display, DisplayMode, DmabufScanout};
 use crate::protocol::{DisplayInfoEntry, Rect, Response, VIRTIO_GPU_BLOB_MEM_GUEST};
 use crate::renderer::formats::{PixelFormat, BYTES_PER_PIXEL};
 use crate::renderer::{BlobHandleKind, BlobScanoutLayout, RendererError};
 
-/// Largest scanout width or height in pixels. A flush of a whole scanout builds one pixel buffer
-/// of `width * height * 4` bytes for the display, so this bounds that buffer (16384 x 16384 is
-/// 1 GiB; real modes stay far below).
-pub const MAX_SCANOUT_DIMENSION: u32 = 16384;
-
-/// The largest flush buffer kept between flushes: 64 MiB, two 3840x2160 frames of 4 bytes a
-/// pixel. A flush needing more (up to `MAX_SCANOUT_DIMENSION^2 * 4`) frees it afterwards.
-pub const FLUSH_BUFFER_KEEP_BYTES: usize = 64 << 20;
+pub use crate::limits::{FLUSH_BUFFER_KEEP_BYTES, MAX_SCANOUT_DIMENSION};
 
 /// What one scanout shows.
 #[derive(Clone, Copy, Debug, Default)]
@@ -36,25 +30,45 @@ pub(super) struct ScanoutState {
 
 /// A flush's pixels that are kept (grown fallibly, never zeroed again) from one flush to the
 /// next, so that a flush neither allocates nor clears memory; one larger than
-/// [`FLUSH_BUFFER_KEEP_BYTES`] is freed after its flush.
+/// [`FLUSH_BUFFER_KEEP_BYTES`] is freed after its flush. Its length is charged to the host
+/// memory budget while it exists.
 #[derive(Default)]
-pub(super) struct FlushBuffer(Vec<u8>);
+pub(super) struct FlushBuffer {
+    buf: Vec<u8>,
+    charge: Option<Charge>,
+}
 
 impl FlushBuffer {
-    /// `len` bytes of the buffer (whatever an earlier flush left there).
-    fn get(&mut self, len: usize) -> Result<&mut [u8], std::collections::TryReserveError> {
-        if self.0.len() < len {
-            self.0.try_reserve_exact(len - self.0.len())?;
-            self.0.resize(len, 0);
+    /// `len` bytes of the buffer (whatever an earlier flush left there). Growing it charges
+    /// the new length to `budget` first (the old buffer is freed and its charge released
+    /// before, so that a grown buffer is not counted twice).
+    fn get(&mut self, len: usize, budget: &mut HostBudget) -> Result<&mut [u8], String> {
+        if self.buf.len() < len {
+            self.free(budget);
+            let charge = budget
+                .charge(Use::FlushBuffer, len as u64)
+                .map_err(|e| e.to_string())?;
+            if let Err(e) = self.buf.try_reserve_exact(len) {
+                budget.release(charge);
+                return Err(e.to_string());
+            }
+            self.buf.resize(len, 0);
+            self.charge = Some(charge);
         }
-        Ok(&mut self.0[..len])
+        Ok(&mut self.buf[..len])
     }
 
     /// Frees the buffer if it grew beyond [`FLUSH_BUFFER_KEEP_BYTES`].
-    fn trim(&mut self) {
-        if self.0.len() > FLUSH_BUFFER_KEEP_BYTES {
-            self.0 = Vec::new();
+    fn trim(&mut self, budget: &mut HostBudget) {
+        if self.buf.len() > FLUSH_BUFFER_KEEP_BYTES {
+            self.free(budget);
         }
+    }
+
+    /// Frees the buffer and gives its charge back.
+    pub(super) fn free(&mut self, budget: &mut HostBudget) {
+        self.buf = Vec::new();
+        budget.release_opt(self.charge.take());
     }
 }
 
@@ -246,6 +260,7 @@ impl VirtioGpu {
             renderer,
             scanouts,
             flush_buffer,
+            budget,
             ..
         } = self;
         for (i, s) in scanouts.iter().enumerate() {
@@ -268,15 +283,17 @@ impl VirtioGpu {
                     continue;
                 }
             }
-            // Bounded by MAX_SCANOUT_DIMENSION^2 * 4 (and by the resource, itself bounded by
-            // max_hostmem or guest memory); still allocated fallibly.
+            // Bounded by MAX_SCANOUT_DIMENSION^2 * 4, charged to the host memory budget, and
+            // allocated fallibly.
             let len = damage.width as usize * damage.height as usize * BYTES_PER_PIXEL as usize;
-            let pixels = match flush_buffer.get(len) {
+            let pixels = match flush_buffer.get(len, budget) {
                 Ok(p) => p,
                 Err(e) => {
                     // Returned as the command's error, which is logged rate limited.
                     debug!("flush of resource {resource_id}: {len} bytes: {e}");
-                    first_error.get_or_insert(RendererError::OutOfMemory(format!("{len} bytes")));
+                    first_error.get_or_insert(RendererError::OutOfMemory(format!(
+                        "flush buffer of {len} bytes: {e}"
+                    )));
                     continue;
                 }
             };
@@ -292,7 +309,7 @@ impl VirtioGpu {
                 }
             }
         }
-        flush_buffer.trim();
+        flush_buffer.trim(budget);
         match first_error {
             Some(e) => Err(e.into()),
             None => Ok(Response::OkNoData),
@@ -434,18 +451,28 @@ mod tests {
 
     #[test]
     fn flush_buffer_is_reused_and_freed_when_large() {
+        let mut budget = HostBudget::new(1 << 30);
         let mut b = FlushBuffer::default();
-        b.get(64).unwrap().fill(7);
-        let p = b.0.as_ptr();
-        assert_eq!(b.get(16).unwrap().len(), 16);
-        b.trim();
-        assert_eq!((b.0.as_ptr(), b.0.len()), (p, 64), "kept, not reallocated");
+        b.get(64, &mut budget).unwrap().fill(7);
+        let p = b.buf.as_ptr();
+        assert_eq!(b.get(16, &mut budget).unwrap().len(), 16);
+        b.trim(&mut budget);
         assert_eq!(
-            b.get(FLUSH_BUFFER_KEEP_BYTES + 4).unwrap().len(),
+            (b.buf.as_ptr(), b.buf.len()),
+            (p, 64),
+            "kept, not reallocated"
+        );
+        assert_eq!(budget.used_for(Use::FlushBuffer), 64);
+        assert_eq!(
+            b.get(FLUSH_BUFFER_KEEP_BYTES + 4, &mut budget)
+                .unwrap()
+                .len(),
             FLUSH_BUFFER_KEEP_BYTES + 4
         );
-        b.trim();
-        assert_eq!(b.0.capacity(), 0, "a buffer over the limit is freed");
+        assert_eq!(budget.used(), FLUSH_BUFFER_KEEP_BYTES as u64 + 4);
+        b.trim(&mut budget);
+        assert_eq!(b.buf.capacity(), 0, "a buffer over the limit is freed");
+        assert_eq!(budget.used(), 0, "and its charge given back");
     }
 
     #[test]
@@ -668,5 +695,54 @@ mod tests {
         h.display.calls.clear();
         assert_eq!(h.cmd(&sb(10, Rect::new(0, 0, 16, 8))), ok);
         assert_eq!(h.display.calls, vec![Call::Scanout(0, 16, 8)]);
+    }
+
+    /// The flush buffer is charged: a flush that would grow it beyond the budget is refused
+    /// with ERR_OUT_OF_MEMORY; reset gives it back.
+    #[test]
+    fn flush_buffer_is_charged_and_refused_at_the_budget() {
+        let (w, ht) = (64u32, 64u32);
+        let resource = crate::limits::RESOURCE_RECORD_BYTES
+            + u64::from(w * ht * 4)
+            + crate::limits::BACKING_ENTRY_BYTES
+            + crate::limits::BACKING_RECORD_BYTES;
+        let mut h = Harness::new(
+            Box::new(crate::renderer::software::SoftwareRenderer::new()),
+            GpuConfig {
+                max_hostmem: resource + 1000,
+                ..GpuConfig::default()
+            },
+        );
+        write_image(&h, w, ht);
+        h.create_2d(1, VIRTIO_GPU_FORMAT_B8G8R8X8_UNORM, w, ht);
+        h.attach(1, &[(DATA_BASE, w * ht * 4)]);
+        h.transfer(1, Rect::new(0, 0, w, ht), 0);
+        h.set_scanout(0, 1, Rect::new(0, 0, w, ht));
+        assert_eq!(h.budget_used(), resource);
+        // Whole rows are lent by the renderer: no buffer.
+        assert_eq!(
+            h.flush(1, Rect::new(0, 0, w, ht)),
+            VIRTIO_GPU_RESP_OK_NODATA
+        );
+        assert_eq!(h.budget_used(), resource);
+        // A partial 10x10 needs 400 bytes, 20x20 1600: over the 1000 left.
+        assert_eq!(
+            h.flush(1, Rect::new(1, 1, 10, 10)),
+            VIRTIO_GPU_RESP_OK_NODATA
+        );
+        assert_eq!(h.budget_used(), resource + 400);
+        h.display.calls.clear();
+        assert_eq!(
+            h.flush(1, Rect::new(1, 1, 20, 20)),
+            VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY
+        );
+        assert!(h.display.calls.is_empty());
+        assert_eq!(
+            h.flush(1, Rect::new(2, 2, 15, 15)),
+            VIRTIO_GPU_RESP_OK_NODATA
+        );
+        assert_eq!(h.budget_used(), resource + 900);
+        h.gpu.reset();
+        assert_eq!(h.budget_used(), 0);
     }
 }

@@ -1,8 +1,9 @@
 //! The test harness the rooms' tests share: a [`Harness`] that sends requests through real
 //! descriptor chains (a mock split queue over test guest memory) and reads the responses back,
 //! request builders, a [`RecordingDisplay`], renderer test doubles ([`ManualFenceRenderer`]: fences
-//! completed by hand; [`HostBlobRenderer`]: host blobs that export as fds) and a
-//! [`RecordingMapper`] for the host-visible region.
+//! completed by hand; [`HostBlobRenderer`]: host blobs that export as fds; [`StagingRenderer`]:
+//! 3D resources that are only recorded, and optionally a library-side copy of every backing, as
+//! gfxstream makes) and a [`RecordingMapper`] for the host-visible region.
 
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -22,7 +23,7 @@ use crate::protocol::*;
 use crate::renderer::software::SoftwareRenderer;
 use crate::renderer::{
     BlobHandleKind, CapsetInfo, CreateBlob, ExportedBlob, FenceId, GuestBacking, RenderContext,
-    Renderer, RendererCapabilities, RendererError,
+    Renderer, RendererCapabilities, RendererError, ResourceCreate3d,
 };
 
 /// One call the device made on the display.
@@ -296,6 +297,132 @@ impl Renderer for ManualFenceRenderer {
     }
 }
 
+/// A test double for the host memory budget: the software renderer for 2D, plus 3D resources
+/// and contexts that are only recorded (ids kept, nothing allocated); with `copies`, it reports
+/// that its library copies every attached backing ([`Renderer::attach_backing_copies`], as
+/// gfxstream does), so that the device charges a staging copy.
+pub(crate) struct StagingRenderer {
+    inner: SoftwareRenderer,
+    copies: bool,
+    /// The 3D resources and the backing attached to each (its length).
+    three_d: std::collections::HashMap<u32, Option<u64>>,
+}
+
+/// The contexts of [`StagingRenderer`]: every call succeeds, nothing is kept.
+struct RecordedContext;
+
+impl RenderContext for RecordedContext {
+    fn attach_resource(&mut self, _: u32) -> crate::renderer::Result<()> {
+        Ok(())
+    }
+    fn detach_resource(&mut self, _: u32) -> crate::renderer::Result<()> {
+        Ok(())
+    }
+    fn submit(&mut self, _: &[u8]) -> crate::renderer::Result<()> {
+        Ok(())
+    }
+    fn create_fence(&mut self, _: u8, _: u64) -> crate::renderer::Result<()> {
+        Ok(())
+    }
+}
+
+impl StagingRenderer {
+    pub(crate) fn new(copies: bool) -> Self {
+        StagingRenderer {
+            inner: SoftwareRenderer::new(),
+            copies,
+            three_d: Default::default(),
+        }
+    }
+}
+
+impl Renderer for StagingRenderer {
+    fn name(&self) -> &'static str {
+        "staging-copy test double"
+    }
+    fn capabilities(&self) -> RendererCapabilities {
+        RendererCapabilities {
+            three_d: true,
+            context_init: true,
+            blob_guest: true,
+            blob_host: false,
+        }
+    }
+    fn resource_create_2d(
+        &mut self,
+        id: u32,
+        f: u32,
+        w: u32,
+        h: u32,
+    ) -> crate::renderer::Result<()> {
+        self.inner.resource_create_2d(id, f, w, h)
+    }
+    fn resource_create_3d(&mut self, id: u32, _: &ResourceCreate3d) -> crate::renderer::Result<()> {
+        self.three_d.insert(id, None);
+        Ok(())
+    }
+    fn resource_unref(&mut self, id: u32) -> crate::renderer::Result<()> {
+        if self.three_d.remove(&id).is_some() {
+            return Ok(());
+        }
+        self.inner.resource_unref(id)
+    }
+    fn attach_backing(&mut self, id: u32, b: GuestBacking) -> crate::renderer::Result<()> {
+        match self.three_d.get_mut(&id) {
+            // Replaces an earlier backing, like libvirglrenderer.
+            Some(backing) => {
+                *backing = Some(b.len());
+                Ok(())
+            }
+            None => self.inner.attach_backing(id, b),
+        }
+    }
+    fn attach_backing_copies(&self) -> bool {
+        self.copies
+    }
+    fn detach_backing(&mut self, id: u32) -> crate::renderer::Result<()> {
+        match self.three_d.get_mut(&id) {
+            Some(backing) => {
+                *backing = None;
+                Ok(())
+            }
+            None => self.inner.detach_backing(id),
+        }
+    }
+    fn transfer_to_host_2d(
+        &mut self,
+        id: u32,
+        t: &crate::renderer::CheckedTransfer2d,
+    ) -> crate::renderer::Result<()> {
+        self.inner.transfer_to_host_2d(id, t)
+    }
+    fn create_context(
+        &mut self,
+        _: u32,
+        _: u32,
+        _: &str,
+    ) -> crate::renderer::Result<Box<dyn RenderContext>> {
+        Ok(Box::new(RecordedContext))
+    }
+    fn create_fence(&mut self, _: u32, _: u64) -> crate::renderer::Result<()> {
+        Ok(())
+    }
+    fn poll(&mut self) -> Vec<FenceId> {
+        Vec::new()
+    }
+    fn create_blob(
+        &mut self,
+        id: u32,
+        args: &CreateBlob,
+        backing: Option<GuestBacking>,
+    ) -> crate::renderer::Result<()> {
+        self.inner.create_blob(id, args, backing)
+    }
+    fn read_pixels(&mut self, id: u32, r: Rect, o: &mut [u8]) -> crate::renderer::Result<()> {
+        self.inner.read_pixels(id, r, o)
+    }
+}
+
 pub(crate) const QUEUE_SIZE: u16 = 256;
 
 pub(crate) const REQ_BASE: u64 = 0x10_0000;
@@ -425,6 +552,60 @@ impl Harness {
             b.extend_from_slice(&le32s(&[*l, 0]));
         }
         self.cmd(&req(VIRTIO_GPU_CMD_RESOURCE_ATTACH_BACKING, &b))
+    }
+
+    /// RESOURCE_CREATE_3D of a `target` texture of `format`, `w` x `h` x `depth`,
+    /// `array_size` layers, levels `0..=last_level`, `samples` samples.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn create_3d(
+        &mut self,
+        id: u32,
+        target: u32,
+        format: u32,
+        (w, h, depth): (u32, u32, u32),
+        array_size: u32,
+        last_level: u32,
+        samples: u32,
+    ) -> u32 {
+        self.cmd(&req(
+            VIRTIO_GPU_CMD_RESOURCE_CREATE_3D,
+            &le32s(&[
+                id, target, format, 0, w, h, depth, array_size, last_level, samples, 0, 0,
+            ]),
+        ))
+    }
+
+    /// CTX_CREATE of context `ctx` with capset `capset` (0: the renderer's default).
+    pub(crate) fn ctx_create(&mut self, ctx: u32, capset: u32) -> u32 {
+        let mut v = hdr(VIRTIO_GPU_CMD_CTX_CREATE, 0, 0, ctx, 0);
+        v.extend_from_slice(&le32s(&[4, capset]));
+        let mut name = [0u8; 64];
+        name[..4].copy_from_slice(b"test");
+        v.extend_from_slice(&name);
+        self.cmd(&v)
+    }
+
+    /// A context command (`CTX_DESTROY` and the like) of context `ctx` with body `body`.
+    pub(crate) fn ctx_cmd(&mut self, type_: u32, ctx: u32, body: &[u32]) -> u32 {
+        let mut v = hdr(type_, 0, 0, ctx, 0);
+        v.extend_from_slice(&le32s(body));
+        self.cmd(&v)
+    }
+
+    pub(crate) fn unref(&mut self, id: u32) -> u32 {
+        self.cmd(&req(VIRTIO_GPU_CMD_RESOURCE_UNREF, &le32s(&[id, 0])))
+    }
+
+    pub(crate) fn detach(&mut self, id: u32) -> u32 {
+        self.cmd(&req(
+            VIRTIO_GPU_CMD_RESOURCE_DETACH_BACKING,
+            &le32s(&[id, 0]),
+        ))
+    }
+
+    /// Bytes charged to the device's host memory budget.
+    pub(crate) fn budget_used(&self) -> u64 {
+        self.gpu.budget.used()
     }
 
     pub(crate) fn transfer(&mut self, id: u32, r: Rect, offset: u64) -> u32 {
@@ -716,13 +897,17 @@ impl Renderer for HostBlobRenderer {
 pub(crate) const REGION: u64 = 1 << 20;
 
 pub(crate) fn host_blob_harness(region: u64) -> (Harness, Rc<RefCell<ShmLog>>) {
+    host_blob_harness_with(GpuConfig {
+        host_visible_size: region,
+        ..GpuConfig::default()
+    })
+}
+
+/// [`host_blob_harness`] with `config`.
+pub(crate) fn host_blob_harness_with(config: GpuConfig) -> (Harness, Rc<RefCell<ShmLog>>) {
     let r = HostBlobRenderer {
         inner: SoftwareRenderer::new(),
         blobs: Rc::new(RefCell::new(HashSet::new())),
-    };
-    let config = GpuConfig {
-        host_visible_size: region,
-        ..GpuConfig::default()
     };
     let mut h = Harness::new(Box::new(r), config);
     // The tests assume 4 KiB pages.

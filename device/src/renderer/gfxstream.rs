@@ -621,6 +621,13 @@ impl Renderer for GfxstreamRenderer {
         Ok(())
     }
 
+    fn attach_backing_copies(&self) -> bool {
+        // stream_renderer_resource_attach_iov allocates and zero-fills a linear staging copy of
+        // the whole backing (`gfxstream::MAX_BACKING_BYTES` at most). The 2D resources served by
+        // the software renderer have none: charging them too over-counts, on the safe side.
+        true
+    }
+
     fn detach_backing(&mut self, id: u32) -> Result<()> {
         let mut state = self.shared.state()?;
         if state.soft_ids.contains(&id) {

@@ -498,6 +498,13 @@ pub trait Renderer {
     /// Detaches the resource's backing.
     fn detach_backing(&mut self, id: u32) -> Result<()>;
 
+    /// Whether [`Renderer::attach_backing`] makes the renderer's library allocate a host copy
+    /// as long as the backing (gfxstream zero-fills a staging buffer of the backing's size):
+    /// the device then charges that copy to the host memory budget. Default: no copy.
+    fn attach_backing_copies(&self) -> bool {
+        false
+    }
+
     /// Copies the transfer's rectangle of the resource from its backing: row `i` of the
     /// rectangle starts at backing byte `offset + i * stride`, where `stride = width * 4`. The
     /// device checked the rectangle against the resource and the bytes against the backing

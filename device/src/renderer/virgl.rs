@@ -54,9 +54,9 @@ use super::{
     RendererCapabilities, RendererError, ResourceCreate3d, Result, Transfer3d,
 };
 
-/// Most global fences waiting for completion at once; the guest cannot queue more commands
-/// than its virtqueue holds, so this is never reached by a well-behaved guest.
-pub const MAX_PENDING_GLOBAL_FENCES: usize = 64 * 1024;
+/// Most global fences waiting for completion at once: the device asks for a fence only for an
+/// entry it holds, and holds at most this many.
+use crate::limits::MAX_HELD_FENCES as MAX_PENDING_GLOBAL_FENCES;
 
 /// Guest pages handed to libvirglrenderer as a resource's backing.
 pub struct GuestPages(GuestBacking);
