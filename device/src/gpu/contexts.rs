@@ -112,6 +112,8 @@ impl VirtioGpu {
     ) -> GpuResult<Response> {
         self.check_context(ctx_id)?;
         self.resource(resource_id)?;
+        // A renderer holding 2D resources on the host moves this one into its library.
+        self.renderer.prepare_for_3d(resource_id)?;
         let attached = self
             .contexts
             .get(&ctx_id)

@@ -305,6 +305,7 @@ impl VirtioGpu {
         transfer: &Transfer3d,
     ) -> GpuResult<Response> {
         let transfer = self.check_transfer_3d(ctx_id, resource_id, transfer)?;
+        self.renderer.prepare_for_3d(resource_id)?;
         match ctx_id {
             0 => self.renderer.transfer_to_host_3d(resource_id, &transfer)?,
             _ => self
@@ -323,6 +324,7 @@ impl VirtioGpu {
         transfer: &Transfer3d,
     ) -> GpuResult<Response> {
         let transfer = self.check_transfer_3d(ctx_id, resource_id, transfer)?;
+        self.renderer.prepare_for_3d(resource_id)?;
         match ctx_id {
             0 => self
                 .renderer

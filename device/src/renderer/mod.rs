@@ -511,6 +511,14 @@ pub trait Renderer {
     /// ([`CheckedTransfer2d`]): a renderer does not check them again.
     fn transfer_to_host_2d(&mut self, id: u32, transfer: &CheckedTransfer2d) -> Result<()>;
 
+    /// The device is about to hand resource `id` to 3D work (CTX_ATTACH_RESOURCE, a 3D
+    /// transfer): a renderer that keeps 2D resources on the host until then (virgl: no GL
+    /// texture, no read-back per flush) moves it into its library now. Default: nothing to do.
+    fn prepare_for_3d(&mut self, id: u32) -> Result<()> {
+        let _ = id;
+        Ok(())
+    }
+
     /// TRANSFER_TO_HOST_3D outside any context (the command's `ctx_id` is 0); in a context:
     /// [`RenderContext::transfer_to_host_3d`].
     fn transfer_to_host_3d(&mut self, id: u32, transfer: &CheckedTransfer3d) -> Result<()> {

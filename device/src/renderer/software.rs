@@ -46,10 +46,61 @@ pub struct SoftwareRenderer {
     completed: Vec<FenceId>,
 }
 
+/// A 2D resource taken out of a [`SoftwareRenderer`] ([`SoftwareRenderer::take_image`]): what
+/// another renderer needs to hold it instead.
+pub struct Image2d {
+    /// `VIRTIO_GPU_FORMAT_*`.
+    pub format: u32,
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// The pixels, rows of `width * 4` bytes in `format`.
+    pub pixels: Vec<u8>,
+    /// Its backing, if one is attached.
+    pub backing: Option<GuestBacking>,
+}
+
 impl SoftwareRenderer {
     /// A renderer without resources.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Whether it holds resource `id`.
+    pub fn holds(&self, id: u32) -> bool {
+        self.resources.contains_key(&id)
+    }
+
+    /// The length of 2D resource `id`'s backing, `None` without one.
+    pub fn backing_len(&self, id: u32) -> Option<u64> {
+        match &self.resources.get(&id)?.kind {
+            ResourceKind::Image { backing, .. } => backing.as_ref().map(GuestBacking::len),
+            ResourceKind::GuestBlob { backing, .. } => Some(backing.len()),
+        }
+    }
+
+    /// Removes 2D resource `id` and hands over its pixels and backing (`None`: no such 2D
+    /// resource; blobs stay).
+    pub fn take_image(&mut self, id: u32) -> Option<Image2d> {
+        if !matches!(self.resources.get(&id)?.kind, ResourceKind::Image { .. }) {
+            return None;
+        }
+        let res = self.resources.remove(&id)?;
+        match res.kind {
+            ResourceKind::Image {
+                format,
+                pixels,
+                backing,
+            } => Some(Image2d {
+                format: format.virtio,
+                width: res.width,
+                height: res.height,
+                pixels,
+                backing,
+            }),
+            ResourceKind::GuestBlob { .. } => None,
+        }
     }
 
     fn resource(&self, id: u32) -> Result<&SoftResource> {

@@ -46,8 +46,9 @@ use virglrenderer::{
     VirglRenderer,
 };
 
-use super::formats::PixelFormat;
+use super::formats::{PixelFormat, BYTES_PER_PIXEL};
 use super::readback::{check_out_len, BlobImage};
+use super::software::SoftwareRenderer;
 use super::{
     BlobHandleKind, BlobScanoutLayout, CapsetInfo, CheckedTransfer2d, CheckedTransfer3d,
     CreateBlob, Dmabuf, ExportedBlob, FenceId, GuestBacking, Rect, RenderContext, Renderer,
@@ -146,6 +147,11 @@ fn substitute_2d_format(format: u32) -> Option<u32> {
 /// The virglrenderer [`Renderer`]; its contexts are `VirglContext`s.
 pub struct VirglGpuRenderer {
     shared: Rc<Shared>,
+    /// 2D resources that no 3D work has used yet, held on the host like the software renderer
+    /// does (see [`Renderer::prepare_for_3d`]): their transfers are copies in host memory and
+    /// their flushes lend or copy host rows, with no GL upload and no `glReadPixels`. The first
+    /// CTX_ATTACH_RESOURCE or 3D transfer moves one into the library ([`Self::promote`]).
+    host_2d: SoftwareRenderer,
     /// Global fences in creation order: (library sequence number, the guest's fence).
     global_pending: VecDeque<(u32, FenceId)>,
     next_global_seq: u32,
@@ -254,10 +260,64 @@ impl VirglGpuRenderer {
                 renderer,
                 resources: RefCell::new(HashMap::new()),
             }),
+            host_2d: SoftwareRenderer::new(),
             global_pending: VecDeque::new(),
             next_global_seq: 1,
             capsets,
         })
+    }
+
+    /// Moves 2D resource `id` from the host into the library: a texture of its format (or a
+    /// substitute of the same byte layout), its pixels uploaded, its backing attached. Nothing
+    /// to do for a resource the library holds already.
+    fn promote(&mut self, id: u32) -> Result<()> {
+        let Some(image) = self.host_2d.take_image(id) else {
+            return Ok(());
+        };
+        debug!("resource {id}: first 3D use, moved into the library");
+        let (width, height) = (image.width, image.height);
+        let renderer = &self.shared.renderer;
+        let (res, guest_format) = match renderer.create_resource_2d(id, image.format, width, height)
+        {
+            Ok(res) => (res, None),
+            Err(e) => {
+                let Some(twin) = substitute_2d_format(image.format) else {
+                    return Err(map_err(e));
+                };
+                debug!(
+                    "2D format {} refused ({e}); holding resource {id} as {twin}",
+                    image.format
+                );
+                let res = renderer
+                    .create_resource_2d(id, twin, width, height)
+                    .map_err(map_err)?;
+                (res, Some(image.format))
+            }
+        };
+        if width > 0 && height > 0 {
+            let stride = width
+                .checked_mul(BYTES_PER_PIXEL)
+                .ok_or_else(|| RendererError::InvalidParameter("row overflows".into()))?;
+            let whole = virglrenderer::Transfer {
+                stride,
+                ..virglrenderer::Transfer::rect_2d(
+                    virglrenderer::Rect {
+                        x: 0,
+                        y: 0,
+                        width,
+                        height,
+                    },
+                    0,
+                )
+            };
+            res.write_from(None, &whole, &image.pixels)
+                .map_err(map_err)?;
+        }
+        if let Some(backing) = image.backing {
+            res.attach_backing(Box::new(GuestPages(backing)))
+                .map_err(map_err)?;
+        }
+        self.shared.insert_resource(id, res, None, guest_format)
     }
 
     /// Whether capset `id` passed the start-up check and is offered to the guest.
@@ -467,26 +527,17 @@ impl Renderer for VirglGpuRenderer {
     }
 
     fn resource_create_2d(&mut self, id: u32, format: u32, width: u32, height: u32) -> Result<()> {
-        if PixelFormat::from_virtio(format).is_none() {
-            return Err(RendererError::InvalidParameter(format!(
-                "2D format {format}"
-            )));
+        // On the host until 3D work uses it (`prepare_for_3d`).
+        if self
+            .shared
+            .resources
+            .try_borrow()
+            .map_err(|_| busy())?
+            .contains_key(&id)
+        {
+            return Err(RendererError::InvalidResourceId(id));
         }
-        let renderer = &self.shared.renderer;
-        let (res, guest_format) = match renderer.create_resource_2d(id, format, width, height) {
-            Ok(res) => (res, None),
-            Err(e) => {
-                let Some(twin) = substitute_2d_format(format) else {
-                    return Err(map_err(e));
-                };
-                debug!("2D format {format} refused ({e}); holding resource {id} as {twin}");
-                let res = renderer
-                    .create_resource_2d(id, twin, width, height)
-                    .map_err(map_err)?;
-                (res, Some(format))
-            }
-        };
-        self.shared.insert_resource(id, res, None, guest_format)
+        self.host_2d.resource_create_2d(id, format, width, height)
     }
 
     fn resource_create_3d(&mut self, id: u32, args: &ResourceCreate3d) -> Result<()> {
@@ -511,6 +562,9 @@ impl Renderer for VirglGpuRenderer {
     }
 
     fn resource_unref(&mut self, id: u32) -> Result<()> {
+        if self.host_2d.take_image(id).is_some() {
+            return Ok(());
+        }
         // Dropping the handle detaches the backing, unrefs the resource (the library detaches
         // it from its contexts), then drops the pages.
         let removed = self.shared.resources_mut()?.remove(&id);
@@ -520,6 +574,9 @@ impl Renderer for VirglGpuRenderer {
     }
 
     fn attach_backing(&mut self, id: u32, backing: GuestBacking) -> Result<()> {
+        if self.host_2d.holds(id) {
+            return self.host_2d.attach_backing(id, backing);
+        }
         self.shared.with_resource(id, |r| {
             r.res
                 .attach_backing(Box::new(GuestPages(backing)))
@@ -528,6 +585,9 @@ impl Renderer for VirglGpuRenderer {
     }
 
     fn detach_backing(&mut self, id: u32) -> Result<()> {
+        if self.host_2d.holds(id) {
+            return self.host_2d.detach_backing(id);
+        }
         self.shared.with_resource(id, |r| {
             if r.res.detach_backing().is_none() {
                 debug!("resource {id}: detach without backing");
@@ -537,6 +597,9 @@ impl Renderer for VirglGpuRenderer {
     }
 
     fn transfer_to_host_2d(&mut self, id: u32, t: &CheckedTransfer2d) -> Result<()> {
+        if self.host_2d.holds(id) {
+            return self.host_2d.transfer_to_host_2d(id, t);
+        }
         let rect = t.rect();
         let transfer = virglrenderer::Transfer {
             stride: t.stride(),
@@ -555,11 +618,17 @@ impl Renderer for VirglGpuRenderer {
         })
     }
 
+    fn prepare_for_3d(&mut self, id: u32) -> Result<()> {
+        self.promote(id)
+    }
+
     fn transfer_to_host_3d(&mut self, id: u32, t: &CheckedTransfer3d) -> Result<()> {
+        self.promote(id)?;
         self.shared.transfer_3d(None, id, t.get(), true)
     }
 
     fn transfer_from_host_3d(&mut self, id: u32, t: &CheckedTransfer3d) -> Result<()> {
+        self.promote(id)?;
         self.shared.transfer_3d(None, id, t.get(), false)
     }
 
@@ -675,6 +744,9 @@ impl Renderer for VirglGpuRenderer {
     }
 
     fn read_pixels(&mut self, id: u32, rect: Rect, out: &mut [u8]) -> Result<()> {
+        if self.host_2d.holds(id) {
+            return self.host_2d.read_pixels(id, rect, out);
+        }
         self.shared.with_resource(id, |r| {
             let args = r.res.create_args().ok_or_else(|| {
                 RendererError::InvalidParameter(format!("resource {id} is a blob"))
@@ -738,7 +810,17 @@ impl Renderer for VirglGpuRenderer {
         })
     }
 
+    fn scanout_pixels(&self, id: u32, rect: Rect) -> Option<&[u8]> {
+        // Rows of a resource held on the host are lent as the software renderer lends them.
+        self.host_2d.scanout_pixels(id, rect)
+    }
+
     fn export_dmabuf(&mut self, id: u32) -> Result<Dmabuf> {
+        if self.host_2d.holds(id) {
+            return Err(RendererError::Unsupported(
+                "dmabuf export of a host-held 2D resource",
+            ));
+        }
         self.shared.with_resource(id, |r| {
             let d = r.res.export_dmabuf().map_err(map_err)?;
             let flags = if r.res.is_blob() {
@@ -763,6 +845,7 @@ impl Renderer for VirglGpuRenderer {
     }
 
     fn reset(&mut self) {
+        self.host_2d.reset();
         // The device dropped every context already (they went before this call).
         match self.shared.resources_mut() {
             Ok(mut resources) => {
@@ -809,9 +892,12 @@ mod tests {
         offset: u64,
         (w, h): (u32, u32),
     ) -> Result<()> {
-        let backing = r
-            .shared
-            .with_resource(id, |e| Ok(e.res.has_backing().then(|| e.res.backing_len())))?;
+        let backing = match r.host_2d.holds(id) {
+            true => r.host_2d.backing_len(id),
+            false => r
+                .shared
+                .with_resource(id, |e| Ok(e.res.has_backing().then(|| e.res.backing_len())))?,
+        };
         let shape = ResourceShape::Plain2d {
             width: w,
             height: h,
@@ -906,6 +992,22 @@ mod tests {
             // R8G8B8A8 in memory -> B, G, R, A out.
             for (i, (s, d)) in data.chunks_exact(4).zip(out.chunks_exact(4)).enumerate() {
                 assert_eq!(d, [s[2], s[1], s[0], s[3]], "pixel {i}");
+            }
+            // So far on the host: the library has no such resource, rows are lent.
+            assert!(r.shared.with_resource(1, |_| Ok(())).is_err());
+            assert!(
+                r.scanout_pixels(1, Rect::new(0, 0, w, h)).is_none(),
+                "not x8r8g8b8"
+            );
+
+            // First 3D use: into the library, the pixels uploaded (read back below through GL:
+            // every pixel outside the damaged rectangle comes from that upload).
+            r.prepare_for_3d(1).unwrap();
+            assert!(r.shared.with_resource(1, |_| Ok(())).is_ok());
+            assert!(!r.host_2d.holds(1));
+            r.read_pixels(1, Rect::new(0, 0, w, h), &mut out).unwrap();
+            for (i, (s, d)) in data.chunks_exact(4).zip(out.chunks_exact(4)).enumerate() {
+                assert_eq!(d, [s[2], s[1], s[0], s[3]], "pixel {i} after the upload");
             }
 
             // A damaged sub-rectangle: row i at offset + i * (width * 4) in the backing.
@@ -1078,6 +1180,7 @@ mod tests {
         let mut ctx = r.create_context(1, 0, "orphan").unwrap();
         r.resource_create_2d(1, VIRTIO_GPU_FORMAT_B8G8R8A8_UNORM, 4, 4)
             .unwrap();
+        r.prepare_for_3d(1).unwrap();
         ctx.attach_resource(1).unwrap();
         // The device never does this (it drops contexts first); the context's handle keeps the
         // library alive, and what needs the renderer's resources is refused.

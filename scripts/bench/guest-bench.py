@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Guest workloads in the benchmark, as users measure: the tests' QEMU + Linux guest runs
+Debian's glmark2-es2-drm (off-screen, a fixed list of scenes; scripts/guest/workloads/glmark2.sh)
+against each backend, interleaved (round 1: A B C ..., round 2: A B C ...), and reports the
+median score and per-scene FPS of each, with ratios against the first backend. A backend that
+cannot run the workload is reported with the reason, never dropped.
+
+Backends (a name and how to run it; see --list):
+  ours-virgl        our daemon --renderer virglrenderer, QEMU 10 (host), vhost-user-gpu-pci
+  ours-software     our daemon --renderer software (2D: the guest renders with its own llvmpipe)
+  qemu-c            QEMU's C backend /usr/lib/qemu/vhost-user-gpu (2D, as ours-software)
+  ours-virgl-sid    our daemon built in the sid chroot (libvirglrenderer 1.3.0), QEMU 11.1
+  vhost-device-gpu  rust-vmm's vhost-device-gpu 0.2.0 (scripts/bench/peers.sh), same chroot
+The guest runs under TCG (no KVM here): scores measure the whole stack, guest CPU emulation
+included, and compare backends only with each other in the same run.
+
+  scripts/bench/guest-bench.py [--rounds 3] [--secs 3] [--backends a,b,...] [--json PATH]
+"""
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "../.."))
+RUN_GUEST = os.path.join(REPO, "scripts/e2e/run-guest.py")
+PEER = os.path.join(REPO, "target/peers/vhost-device-gpu-0.2.0/bin/vhost-device-gpu")
+OURS = os.path.join(REPO, "target/release/vhost-user-gpu")
+OURS_SID = os.path.join(REPO, "target/sid/release/vhost-user-gpu")
+QEMU_C = "/usr/lib/qemu/vhost-user-gpu"
+
+# name -> (backend command, extra run-guest.py arguments, what it needs to exist)
+BACKENDS = {
+    "ours-virgl": (f"{OURS} --socket-path {{sock}} --renderer virglrenderer", [], OURS),
+    "ours-software": (f"{OURS} --socket-path {{sock}} --renderer software", [], OURS),
+    "qemu-c": (f"{QEMU_C} --socket-path {{sock}}", [], QEMU_C),
+    "ours-virgl-sid": (f"{OURS_SID} --socket-path {{sock}} --renderer virglrenderer",
+                       ["--qemu-chroot", "sid", "--backend-chroot", "sid"], OURS_SID),
+    "vhost-device-gpu": (f"{PEER} --gpu-mode virglrenderer --socket-path {{sock}}",
+                         ["--qemu-chroot", "sid", "--backend-chroot", "sid"], PEER),
+}
+
+
+def guest_artefacts():
+    out = subprocess.run([os.path.join(REPO, "scripts/guest/build.sh")], check=True,
+                         capture_output=True, text=True).stdout
+    vals = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    return vals["KERNEL"], vals["INITRD"]
+
+
+def one_run(name, kernel, initrd, secs, out_dir):
+    cmd, extra, needs = BACKENDS[name]
+    if not os.path.exists(needs):
+        return {"status": "n/a", "why": f"{needs} not built (scripts/bench/peers.sh --prepare-only "
+                                        "or cargo build --release)"}
+    argv = [sys.executable, RUN_GUEST, "--backend", cmd, "--kernel", kernel, "--initrd", initrd,
+            "--workload", "glmark2", "--guest-arg", f"glmark_secs={secs}", "--out", out_dir,
+            "--timeout", str(60 + 8 * secs * 4)] + extra
+    env = dict(os.environ, EGL_PLATFORM="surfaceless")
+    t0 = time.monotonic()
+    p = subprocess.run(argv, capture_output=True, text=True, env=env)
+    wall = time.monotonic() - t0
+    try:
+        with open(os.path.join(out_dir, "serial.log"), "rb") as f:
+            serial = f.read().decode("utf-8", "replace")
+    except OSError:
+        serial = ""
+    score = re.search(r"^E2E-GLMARK2-SCORE: (\d+)", serial, re.M)
+    scenes = {m.group(1): int(m.group(2))
+              for m in re.finditer(r"^E2E-GLMARK2-SCENE: (\S+) (\d+)", serial, re.M)}
+    renderer = re.search(r"^E2E-GL-RENDERER: (.*)$", serial, re.M)
+    if p.returncode != 0 or not score:
+        why = [l.strip()[len("failure: "):] for l in p.stdout.splitlines()
+               if l.strip().startswith("failure:")]
+        last = [l for l in serial.splitlines() if l.startswith("glmark2:") and "Error" in l]
+        return {"status": "failed", "why": "; ".join(why + last[:1])[:200] or "no score",
+                "wall_s": wall}
+    return {"status": "ok", "score": int(score.group(1)), "scenes": scenes,
+            "renderer": renderer.group(1).strip() if renderer else "", "wall_s": wall}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--secs", type=int, default=3, help="seconds per glmark2 scene")
+    ap.add_argument("--backends", default=",".join(BACKENDS))
+    ap.add_argument("--json", default=os.path.join(REPO, "target/bench/guest.json"))
+    ap.add_argument("--list", action="store_true")
+    args = ap.parse_args()
+    if args.list:
+        print(__doc__.split("Backends")[1].split("The guest runs")[0])
+        return 0
+    names = [n for n in args.backends.split(",") if n]
+    for n in names:
+        if n not in BACKENDS:
+            ap.error(f"unknown backend {n!r} (--list)")
+    if not 1 <= args.rounds <= 50 or not 1 <= args.secs <= 60:
+        ap.error("--rounds 1..50, --secs 1..60")
+    kernel, initrd = guest_artefacts()
+    results = {n: [] for n in names}
+    for r in range(args.rounds):
+        for n in names:
+            out_dir = os.path.join(REPO, "target/bench/guest", f"{n}-{r}")
+            res = one_run(n, kernel, initrd, args.secs, out_dir)
+            results[n].append(res)
+            shown = res.get("score", res.get("why"))
+            print(f"round {r + 1} {n:<17} {res['status']:<6} {shown}", file=sys.stderr)
+            if res["status"] == "n/a":
+                break
+    # The table: median score and scene FPS per backend, ratio against the first.
+    scenes = sorted({s for rs in results.values() for x in rs for s in x.get("scenes", {})})
+    def med(rs, key=None):
+        vals = [x["score"] if key is None else x["scenes"].get(key)
+                for x in rs if x["status"] == "ok"]
+        vals = [v for v in vals if v is not None]
+        return statistics.median(vals) if vals else None
+    base = results[names[0]]
+    rows = [["metric"] + names]
+    for label, key in [("glmark2 score", None)] + [(f"{s} FPS", s) for s in scenes]:
+        row = [label]
+        b = med(base, key)
+        for n in names:
+            rs = results[n]
+            v = med(rs, key)
+            if v is None:
+                bad = [x for x in rs if x["status"] != "ok"]
+                row.append(f"{bad[0]['status']}: {bad[0]['why'][:60]}" if bad else "-")
+            elif n == names[0] or not b:
+                row.append(f"{v:g}")
+            else:
+                row.append(f"{v:g} (x{v / b:.2f})")
+        rows.append(row)
+    renderers = {n: next((x["renderer"] for x in results[n] if x.get("renderer")), "-")
+                 for n in names}
+    rows.append(["guest GL renderer"] + [renderers[n] for n in names])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    print(f"glmark2-es2-drm --off-screen in the test guest (TCG), {args.secs} s per scene, "
+          f"medians of {args.rounds} interleaved rounds; (xR) = against {names[0]}.\n")
+    for i, r in enumerate(rows):
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+        if i == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    os.makedirs(os.path.dirname(args.json), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump({"rounds": args.rounds, "secs": args.secs, "results": results}, f, indent=1)
+    print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
