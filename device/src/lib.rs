@@ -8,3 +8,4 @@ pub mod gpu;
 pub mod log_limit;
 pub mod protocol;
 pub mod renderer;
+pub mod sandbox;
