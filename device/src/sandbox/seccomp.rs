@@ -83,6 +83,8 @@ pub const ALLOWED_SYSCALLS: &[(&str, libc::c_long)] = &[
     ("accept4", libc::SYS_accept4), // the next frontend on the listening socket
     ("recvmsg", libc::SYS_recvmsg),
     ("sendmsg", libc::SYS_sendmsg),
+    ("recvfrom", libc::SYS_recvfrom), // recv() on a connected --fd's relayed connection
+    ("sendto", libc::SYS_sendto),     // not seen: send(), recv()'s twin on the same sockets
     ("shutdown", libc::SYS_shutdown),
     ("getsockopt", libc::SYS_getsockopt),
     // Files: reading (Landlock limits where), no writes (see the module doc).
