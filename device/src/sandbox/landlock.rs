@@ -22,7 +22,7 @@ const LANDLOCK_ABI: ABI = ABI::V6;
 /// Directories (or files) the renderers read at run time: libraries and their data (drivers
 /// loaded when a context is made, LLVM), Mesa's drirc files in `/etc`, `/proc` and `/sys` for
 /// CPU and DRM device probing, and harmless character devices.
-const READ_PATHS: &[&str] = &[
+pub const READ_PATHS: &[&str] = &[
     "/usr",
     "/lib",
     "/lib64",
@@ -39,7 +39,7 @@ const READ_PATHS: &[&str] = &[
 
 /// DRM device nodes: read, write and ioctl on the render nodes (opened again by a driver that
 /// probes them); nothing can be created there.
-const DEVICE_PATHS: &[&str] = &["/dev/dri"];
+pub const DEVICE_PATHS: &[&str] = &["/dev/dri"];
 
 /// What a confined thread may do with files: only what is listed; nothing else, and no file,
 /// directory, link, socket or device can be made anywhere.

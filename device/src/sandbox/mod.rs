@@ -15,11 +15,13 @@
 //! - **Files** ([`landlock`], where the kernel has Landlock): the main thread (and every thread
 //!   it starts later: the per-connection vhost-user threads), the GPU thread (where guest
 //!   commands reach the renderer, and the threads it starts later, such as llvmpipe's per-context
-//!   threads) and the signal thread can only read beneath the directories the renderers need
-//!   ([`FilePolicy::for_renderers`]), and write or create nothing anywhere; the signal thread
-//!   may only remove the listening socket's path. Landlock applies to the calling thread and
-//!   its later children only, so helper threads that a library started during initialisation
-//!   are confined by the syscall filter alone (which refuses them any write-open too).
+//!   threads) can only read beneath the directories the renderers need
+//!   ([`FilePolicy::for_renderers`]; the DRM nodes also for writing and ioctls), and create,
+//!   remove or rename nothing anywhere; the signal thread can touch no file except removing
+//!   files in the listening socket's directory (its path, at SIGTERM). Landlock applies to the
+//!   calling thread and its later children only, so helper threads that a library started
+//!   during initialisation are confined by the syscall filter alone (which refuses them any
+//!   write-open too).
 //!
 //! Not confined: libvirglrenderer's Venus render server, a separate process started during
 //! initialisation (before the sandbox closes); memory use of the GL/Vulkan driver, which only a

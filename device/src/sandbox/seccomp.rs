@@ -27,9 +27,9 @@ use seccompiler::{
 
 use super::SandboxError;
 
-/// The syscalls allowed after start-up (besides `clone` for threads, see [`filters`]), each
-/// seen in a trace of the daemon after start-up, except the few whose comment says why they are
-/// kept (all harmless: memory, time, signals, and ioctls on descriptors already held).
+/// The syscalls allowed after start-up (besides `clone`, for threads only: see the module doc),
+/// each seen in a trace of the daemon after start-up, except the few whose comment says why
+/// they are kept (all harmless: memory, time, signals, and ioctls on descriptors already held).
 pub const ALLOWED_SYSCALLS: &[(&str, libc::c_long)] = &[
     // Memory (LLVM's JIT maps executable pages; guest memory and blobs are mapped fds).
     ("brk", libc::SYS_brk),
