@@ -24,6 +24,19 @@ pub enum VenusMode {
     Off,
 }
 
+/// `--sandbox`: whether the daemon confines itself once start-up is over (see
+/// `crate::sandbox`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum SandboxMode {
+    /// After start-up, a seccomp filter (an allow-list of syscalls, no exec, no write-opens) on
+    /// every thread and, where the kernel has Landlock, read-only access beneath the renderers'
+    /// directories.
+    #[default]
+    On,
+    /// No confinement (to debug a renderer that needs more than the sandbox allows).
+    Off,
+}
+
 /// The renderers this program knows, compiled in or not.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RendererKind {
@@ -265,6 +278,13 @@ pub struct Cli {
     /// virgl-server).
     #[arg(long, value_name = "PATH")]
     pub render_server: Option<PathBuf>,
+
+    /// Confinement once start-up is over: "on" (the default) lets the process make only the
+    /// syscalls an allow-list names (no exec, no new processes, no opening a file for writing,
+    /// on every thread) and, where the kernel has Landlock, read files only beneath the
+    /// directories the renderers need; "off" does not confine it.
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = SandboxMode::On)]
+    pub sandbox: SandboxMode,
 }
 
 /// Where the vhost-user connection comes from.
@@ -306,6 +326,8 @@ pub struct ServeOptions {
     pub venus: VenusMode,
     /// `--render-server`.
     pub render_server: Option<PathBuf>,
+    /// `--sandbox`.
+    pub sandbox: SandboxMode,
 }
 
 impl Cli {
@@ -338,6 +360,7 @@ impl Cli {
             num_scanouts: self.num_scanouts,
             venus: self.venus,
             render_server: self.render_server.clone(),
+            sandbox: self.sandbox,
         }))
     }
 }
@@ -388,6 +411,20 @@ mod tests {
         assert_eq!(o.render_node, None);
         assert_eq!(o.venus, VenusMode::Auto);
         assert_eq!(o.render_server, None);
+        assert_eq!(o.sandbox, SandboxMode::On);
+    }
+
+    #[test]
+    fn sandbox_modes() {
+        assert_eq!(
+            serve(&["-s", "/x", "--sandbox", "off"]).sandbox,
+            SandboxMode::Off
+        );
+        assert_eq!(
+            serve(&["-s", "/x", "--sandbox", "on"]).sandbox,
+            SandboxMode::On
+        );
+        assert!(parse(&["-s", "/x", "--sandbox", "maybe"]).is_err());
     }
 
     #[test]
@@ -554,6 +591,7 @@ mod tests {
             "ERR_OUT_OF_MEMORY",
             "cgroup",
             "--num-scanouts",
+            "--sandbox",
             "RUST_LOG",
         ] {
             assert!(help.contains(opt), "--help lacks {opt}");

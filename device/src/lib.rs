@@ -9,4 +9,5 @@ pub mod limits;
 pub mod log_limit;
 pub mod protocol;
 pub mod renderer;
+pub mod sandbox;
 pub mod virgl_format;

@@ -7,11 +7,14 @@ use std::sync::Arc;
 
 use clap::Parser;
 
-use vhost_user_gpu::backend::{serve, GpuThreadHandle, VhostUserGpuBackend};
-use vhost_user_gpu::cli::{capabilities_json, Action, Cli, Endpoint, RendererKind, ServeOptions};
+use vhost_user_gpu::backend::{bind, serve_bound, GpuThreadHandle, VhostUserGpuBackend};
+use vhost_user_gpu::cli::{
+    capabilities_json, Action, Cli, Endpoint, RendererKind, SandboxMode, ServeOptions,
+};
 use vhost_user_gpu::gpu::{GpuConfig, VirtioGpu};
 use vhost_user_gpu::renderer::software::SoftwareRenderer;
 use vhost_user_gpu::renderer::Renderer;
+use vhost_user_gpu::sandbox::{self, FilePolicy, FilesConfined};
 
 /// Exit status for a command line that cannot be served (clap uses 2 for its own errors).
 const EXIT_USAGE: u8 = 2;
@@ -40,7 +43,7 @@ fn main() -> ExitCode {
         std::env::set_var(RENDER_SERVER_ENV, render_server_path(&options));
     }
     // Before any other thread exists, so that every thread inherits the blocked signals.
-    if let Err(e) = exit_on_termination_signals(socket_path) {
+    if let Err(e) = exit_on_termination_signals(socket_path, options.sandbox) {
         eprintln!("vhost-user-gpu: cannot set up signal handling: {e}");
         return ExitCode::FAILURE;
     }
@@ -59,7 +62,13 @@ fn main() -> ExitCode {
 ///
 /// The process ends with `_exit`: the GPU thread may be inside the renderer (and its GL
 /// driver), so running C `atexit` handlers from another thread is not safe.
-fn exit_on_termination_signals(socket_path: Option<PathBuf>) -> std::io::Result<()> {
+///
+/// With the sandbox on, the thread confines itself before it returns (Landlock): it may only
+/// remove files in the socket path's directory.
+fn exit_on_termination_signals(
+    socket_path: Option<PathBuf>,
+    sandbox: SandboxMode,
+) -> std::io::Result<()> {
     // SAFETY: an all-zero sigset_t is a valid value to pass to sigemptyset.
     let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is a valid, writable sigset_t.
@@ -73,9 +82,18 @@ fn exit_on_termination_signals(socket_path: Option<PathBuf>) -> std::io::Result<
     if rc != 0 {
         return Err(std::io::Error::from_raw_os_error(rc));
     }
+    let (confined_tx, confined_rx) = std::sync::mpsc::sync_channel(1);
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
+            if sandbox == SandboxMode::On {
+                let dirs = socket_path.iter().filter_map(|p| sandbox::parent_dir(p));
+                let policy = FilePolicy::remove_only(dirs.collect());
+                if let Err(e) = sandbox::confine_thread_files(&policy) {
+                    log::error!("sandbox: the signal thread cannot confine itself: {e}");
+                }
+            }
+            let _ = confined_tx.send(());
             let mut signal: libc::c_int = 0;
             // SAFETY: `set` is initialised and holds only blocked signals; `signal` is writable.
             let rc = unsafe { libc::sigwait(&set, &mut signal) };
@@ -90,6 +108,8 @@ fn exit_on_termination_signals(socket_path: Option<PathBuf>) -> std::io::Result<
             // SAFETY: _exit ends the process at once; it takes no pointers.
             unsafe { libc::_exit(0) };
         })?;
+    // Before the syscall filter closes, which would refuse Landlock's syscalls.
+    let _ = confined_rx.recv();
     Ok(())
 }
 
@@ -290,12 +310,39 @@ fn run(options: ServeOptions) -> Result<(), Box<dyn std::error::Error>> {
     let gpu = GpuThreadHandle::spawn(
         move || {
             let renderer = create_renderer(&factory_options)?;
+            // The renderer is initialised: the GPU thread, where guest commands reach it,
+            // confines its own file access (Landlock applies to the calling thread).
+            if factory_options.sandbox == SandboxMode::On {
+                sandbox::confine_thread_files(&FilePolicy::for_renderers())
+                    .map_err(|e| format!("sandbox: {e}"))?;
+            }
             Ok(VirtioGpu::new(renderer, config))
         },
         options.num_scanouts,
         options.headless,
     )?;
     let backend = Arc::new(VhostUserGpuBackend::new(gpu.client()));
-    serve(&options.endpoint, backend)?;
+    let bound = bind(&options.endpoint)?;
+    match options.sandbox {
+        SandboxMode::On => close_sandbox()?,
+        SandboxMode::Off => log::warn!("--sandbox off: the process is not confined"),
+    }
+    serve_bound(bound, backend)?;
+    Ok(())
+}
+
+/// Start-up is over (renderer initialised, socket listening): confines the main thread's file
+/// access and installs the syscall filter on every thread.
+fn close_sandbox() -> Result<(), sandbox::SandboxError> {
+    let files = sandbox::close(&FilePolicy::for_renderers())?;
+    let files = match files {
+        FilesConfined::Fully => "file access confined (Landlock)",
+        FilesConfined::Partially => "file access partly confined (this kernel's Landlock is older)",
+        FilesConfined::No => "file access not confined (this kernel has no Landlock)",
+    };
+    log::info!(
+        "sandbox closed: {} syscalls allowed on every thread, no exec, no write-opens; {files}",
+        sandbox::ALLOWED_SYSCALLS.len() + 1
+    );
     Ok(())
 }

@@ -45,7 +45,7 @@ use vmm_sys_util::event::{
 };
 
 pub use gpu_thread::{GpuDevice, GpuThreadClient, GpuThreadHandle, Request, NUM_QUEUES};
-pub use serve::serve;
+pub use serve::{bind, serve, serve_bound, BoundEndpoint};
 
 use gpu_thread::GuestMemory;
 use vring::GpuVring;

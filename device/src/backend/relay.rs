@@ -32,33 +32,73 @@ const HEADER_SIZE: usize = 12;
 
 pub use crate::limits::{MAX_RELAY_FDS, MAX_RELAY_PAYLOAD};
 
-/// Serves the frontend on the connected socket `frontend` until it disconnects.
+/// Serves the frontend on the connected socket `frontend` until it disconnects:
+/// [`prepare`], then [`serve_prepared`].
 pub fn serve_connected(
     frontend: UnixStream,
     backend: &Arc<VhostUserGpuBackend>,
 ) -> Result<(), BackendError> {
+    serve_prepared(prepare(frontend)?, backend)
+}
+
+/// A connected frontend and the private listener it is relayed through, set up and ready to
+/// serve: the file-system work (the directory and the socket path, both already removed again)
+/// is done, so that serving needs none (the daemon's sandbox closes in between).
+pub struct PreparedRelay {
+    frontend: UnixStream,
+    daemon_side: UnixStream,
+    listener: Listener,
+}
+
+impl std::fmt::Debug for PreparedRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PreparedRelay(frontend {})", self.frontend.as_raw_fd())
+    }
+}
+
+/// Makes the private listener in a fresh directory, connects to it (the connection waits in
+/// the listener's queue until [`serve_prepared`] accepts it) and removes the socket path and the
+/// directory again: nothing else can connect, and nothing is left to clean up.
+pub fn prepare(frontend: UnixStream) -> Result<PreparedRelay, BackendError> {
     let dir = private_dir().map_err(|e| BackendError::Daemon(format!("relay directory: {e}")))?;
     let path = dir.join("relay.sock");
     let result = (|| {
-        let mut listener = Listener::new(&path, true).map_err(|source| BackendError::Socket {
+        let listener = Listener::new(&path, true).map_err(|source| BackendError::Socket {
             what: format!("listen on {}", path.display()),
             source,
         })?;
         let daemon_side = UnixStream::connect(&path)
             .map_err(|e| BackendError::Daemon(format!("connect to {}: {e}", path.display())))?;
-        // The daemon accepts the connection made above (it is queued on the listener).
-        let relays = start_relays(frontend, daemon_side)?;
-        let served = serve_one(&mut listener, backend);
-        for relay in relays {
-            if relay.join().is_err() {
-                log::error!("a relay thread panicked");
-            }
-        }
-        served
+        Ok(PreparedRelay {
+            frontend,
+            daemon_side,
+            listener,
+        })
     })();
     let _ = std::fs::remove_file(&path);
     let _ = std::fs::remove_dir(&dir);
     result
+}
+
+/// Serves a [`prepare`]d relay until the frontend disconnects.
+pub fn serve_prepared(
+    relay: PreparedRelay,
+    backend: &Arc<VhostUserGpuBackend>,
+) -> Result<(), BackendError> {
+    let PreparedRelay {
+        frontend,
+        daemon_side,
+        mut listener,
+    } = relay;
+    // The daemon accepts the connection made in `prepare` (it is queued on the listener).
+    let relays = start_relays(frontend, daemon_side)?;
+    let served = serve_one(&mut listener, backend);
+    for relay in relays {
+        if relay.join().is_err() {
+            log::error!("a relay thread panicked");
+        }
+    }
+    served
 }
 
 /// A new directory only this user can use, for the private listener.

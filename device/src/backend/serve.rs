@@ -24,6 +24,7 @@ use vhost_user_backend::{Error as DaemonError, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use super::gpu_thread::{Request, NUM_QUEUES};
+use super::relay::PreparedRelay;
 use super::{vring, BackendError, VhostUserGpuBackend};
 use crate::cli::Endpoint;
 
@@ -33,24 +34,67 @@ const DAEMON_NAME: &str = "vhost-user-gpu";
 /// Serves frontends on `endpoint`: on a listening socket until the listener fails (so only
 /// with an error), on an inherited connected socket until that frontend disconnects.
 pub fn serve(endpoint: &Endpoint, backend: Arc<VhostUserGpuBackend>) -> Result<(), BackendError> {
-    let mut listener = match endpoint {
+    serve_bound(bind(endpoint)?, backend)
+}
+
+/// A vhost-user endpoint whose file-system work is done (see [`bind`]).
+pub enum BoundEndpoint {
+    /// A listening socket (`--socket-path`, or an inherited listening `--fd`).
+    Listening(Listener),
+    /// An inherited connected socket (`--fd`), relayed through a private listener.
+    Connected {
+        /// The inherited descriptor's number, for the log.
+        fd: RawFd,
+        /// The relay, ready to serve.
+        relay: PreparedRelay,
+    },
+}
+
+impl std::fmt::Debug for BoundEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BoundEndpoint::Listening(l) => write!(f, "Listening({})", l.as_raw_fd()),
+            BoundEndpoint::Connected { fd, .. } => write!(f, "Connected({fd})"),
+        }
+    }
+}
+
+/// Sets `endpoint` up for serving: binds and listens on `--socket-path` (replacing an existing
+/// file there), takes over an inherited `--fd`, or prepares the relay of a connected one. After
+/// this, serving opens and creates no file, so the daemon's sandbox can close in between.
+pub fn bind(endpoint: &Endpoint) -> Result<BoundEndpoint, BackendError> {
+    match endpoint {
         Endpoint::SocketPath(path) => {
             let listener = Listener::new(path, true).map_err(|source| BackendError::Socket {
                 what: format!("listen on {}", path.display()),
                 source,
             })?;
             log::info!("listening on {}", path.display());
-            listener
+            Ok(BoundEndpoint::Listening(listener))
         }
         Endpoint::Fd(fd) => match inherited_socket(*fd)? {
-            Inherited::Listening(listener) => listener,
-            Inherited::Connected(stream) => {
-                log::info!("serving the frontend connected on fd {fd}");
-                super::relay::serve_connected(stream, &backend)?;
-                log::info!("the frontend on fd {fd} is gone; exiting");
-                return Ok(());
-            }
+            Inherited::Listening(listener) => Ok(BoundEndpoint::Listening(listener)),
+            Inherited::Connected(stream) => Ok(BoundEndpoint::Connected {
+                fd: *fd,
+                relay: super::relay::prepare(stream)?,
+            }),
         },
+    }
+}
+
+/// Serves frontends on a [`bind`]-prepared endpoint, as [`serve`] says.
+pub fn serve_bound(
+    bound: BoundEndpoint,
+    backend: Arc<VhostUserGpuBackend>,
+) -> Result<(), BackendError> {
+    let mut listener = match bound {
+        BoundEndpoint::Listening(listener) => listener,
+        BoundEndpoint::Connected { fd, relay } => {
+            log::info!("serving the frontend connected on fd {fd}");
+            super::relay::serve_prepared(relay, &backend)?;
+            log::info!("the frontend on fd {fd} is gone; exiting");
+            return Ok(());
+        }
     };
     loop {
         serve_one(&mut listener, &backend)?;
