@@ -13,6 +13,7 @@
 //!
 //! | guest command | room |
 //! |---|---|
+//! | every command, before it runs: queue, negotiated features, response size; transfers' checked arguments | `validate.rs` |
 //! | GET_DISPLAY_INFO, SET_SCANOUT, SET_SCANOUT_BLOB, RESOURCE_FLUSH | `scanout.rs` |
 //! | RESOURCE_CREATE_2D, RESOURCE_CREATE_3D, RESOURCE_UNREF | `resources.rs` |
 //! | RESOURCE_ATTACH_BACKING, RESOURCE_DETACH_BACKING | `resources.rs` |
