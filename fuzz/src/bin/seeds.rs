@@ -16,9 +16,12 @@ use vhost_user_gpu_fuzz::{
     Script, DATA_ADDR, HIGH, REQ_ADDR, RESP_ADDR,
 };
 use virglrenderer::format::{
-    B8G8R8X8_UNORM, BIND_RENDER_TARGET, BIND_SAMPLER_VIEW, PIPE_TEXTURE_2D,
+    B8G8R8X8_UNORM, BIND_RENDER_TARGET, BIND_SAMPLER_VIEW, PIPE_BUFFER, PIPE_TEXTURE_2D, R8_UNORM,
 };
-use virglrenderer::protocol::{CommandBuffer, PIPE_CLEAR_COLOR0};
+use virglrenderer::protocol::{
+    CommandBuffer, PIPE_CLEAR_COLOR0, VIRGL_RESOURCE_FLAG_MAP_COHERENT,
+    VIRGL_RESOURCE_FLAG_MAP_PERSISTENT,
+};
 
 const WRITE: u16 = 2;
 const NEXT: u16 = 1;
@@ -149,6 +152,18 @@ fn create_blob(
     size: u64,
     entries: &[(u64, u32)],
 ) -> Vec<u8> {
+    create_blob_in(0, id, mem, flags, blob_id, size, entries)
+}
+
+fn create_blob_in(
+    ctx: u32,
+    id: u32,
+    mem: u32,
+    flags: u32,
+    blob_id: u64,
+    size: u64,
+    entries: &[(u64, u32)],
+) -> Vec<u8> {
     let mut b = cat(&[
         &le32s(&[id, mem, flags, entries.len() as u32]),
         &u64le(blob_id),
@@ -158,7 +173,7 @@ fn create_blob(
         b.extend(u64le(a));
         b.extend(le32s(&[l, 0]));
     }
-    req(VIRTIO_GPU_CMD_RESOURCE_CREATE_BLOB, 0, &b)
+    req(VIRTIO_GPU_CMD_RESOURCE_CREATE_BLOB, ctx, &b)
 }
 
 fn scanout_blob(scanout: u32, id: u32, w: u32, h: u32) -> Vec<u8> {
@@ -329,7 +344,7 @@ fn script_2d(s: &mut Script) {
         .ctrl(&flush(1, [0, 0, 64, 16]), 24)
         .ctrl(&flush(1, [4, 4, 8, 8]), 24)
         .ctrl(&req(VIRTIO_GPU_CMD_GET_DISPLAY_INFO, 0, &[]), 408)
-        .ctrl(&req(VIRTIO_GPU_CMD_GET_EDID, 0, &le32s(&[0, 0])), 1048)
+        .ctrl(&req(VIRTIO_GPU_CMD_GET_EDID, 0, &le32s(&[0, 0])), 1056)
         .ctrl(&id_cmd(VIRTIO_GPU_CMD_RESOURCE_ASSIGN_UUID, 0, 1), 40)
         .ctrl(&set_scanout(0, 0, [0, 0, 0, 0]), 24)
         .ctrl(&id_cmd(VIRTIO_GPU_CMD_RESOURCE_DETACH_BACKING, 0, 1), 24)
@@ -429,6 +444,43 @@ fn script_3d(s: &mut Script) {
         .ctrl(&req(VIRTIO_GPU_CMD_CTX_DESTROY, 1, &[]), 24)
         .ctrl(&id_cmd(VIRTIO_GPU_CMD_RESOURCE_UNREF, 0, 3), 24)
         .reset();
+}
+
+/// A host blob: a context-local buffer made by the virgl stream, a HOST3D blob of it, mapped
+/// into the host-visible region and unmapped.
+fn script_host_blob(s: &mut Script) {
+    let args = virglrenderer::ResourceCreate3d {
+        target: PIPE_BUFFER,
+        format: R8_UNORM,
+        bind: BIND_RENDER_TARGET,
+        width: 4096,
+        height: 1,
+        depth: 1,
+        array_size: 1,
+        last_level: 0,
+        nr_samples: 0,
+        flags: VIRGL_RESOURCE_FLAG_MAP_PERSISTENT | VIRGL_RESOURCE_FLAG_MAP_COHERENT,
+    };
+    let mut cmd = CommandBuffer::new();
+    cmd.pipe_resource_create(&args, 1);
+    let blob_flags = VIRTIO_GPU_BLOB_FLAG_USE_MAPPABLE | VIRTIO_GPU_BLOB_FLAG_USE_SHAREABLE;
+    s.ctrl(&ctx_create(1, VIRTIO_GPU_CAPSET_VIRGL2, "blob"), 24)
+        .ctrl(&submit(1, &cmd.to_bytes(), None), 24)
+        .ctrl(
+            &create_blob_in(1, 10, VIRTIO_GPU_BLOB_MEM_HOST3D, blob_flags, 1, 4096, &[]),
+            24,
+        )
+        .ctrl(
+            &req(
+                VIRTIO_GPU_CMD_RESOURCE_MAP_BLOB,
+                0,
+                &cat(&[&le32s(&[10, 0]), &u64le(0x1000)]),
+            ),
+            32,
+        )
+        .ctrl(&id_cmd(VIRTIO_GPU_CMD_RESOURCE_UNMAP_BLOB, 0, 10), 24)
+        .ctrl(&id_cmd(VIRTIO_GPU_CMD_RESOURCE_UNREF, 0, 10), 24)
+        .ctrl(&req(VIRTIO_GPU_CMD_CTX_DESTROY, 1, &[]), 24);
 }
 
 /// Chains of several descriptors: header split over two, an indirect table, a readable
@@ -556,6 +608,9 @@ fn main() {
     s.reset();
     script_3d(&mut s);
     write(dir, "device_virgl", "seq_2d_3d", s.bytes());
+    let mut s = Script::new(0);
+    script_host_blob(&mut s);
+    write(dir, "device_virgl", "seq_host_blob", s.bytes());
 
     if std::env::args().nth(2).as_deref() == Some("--replay") {
         let mut soft = VirtioGpu::new(Box::new(SoftwareRenderer::new()), GpuConfig::default());
