@@ -49,7 +49,8 @@ for t in "${targets[@]}"; do
     # libvirglrenderer's init (EGL, llvmpipe) and its shader compiles are slow: a longer timeout.
     case "$t" in device_virgl) timeout_ms=5000 ;; *) timeout_ms=2000 ;; esac
     echo "== afl-fuzz $t for ${seconds}s"
-    cargo afl fuzz -i "fuzz/corpus/$t" -o "$out/$t" -t "$timeout_ms" -V "$seconds" \
+    cargo afl fuzz -i "fuzz/corpus/$t" -o "$out/$t" -x fuzz/dict/virtio-gpu.dict \
+        -t "$timeout_ms" -V "$seconds" \
         -- "$bin/$t" >"$out/$t.log" 2>&1 &
     pids+=($!)
 done
