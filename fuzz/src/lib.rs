@@ -23,7 +23,10 @@
 //!   3 WRITE   addr u32, len u16, bytes[len]    guest memory write (ignored where unmapped)
 //!   4 POLL    poll_fences
 //!   5 RESET   the device reset a guest reset causes
-//!   6, 7      no-op
+//!   6 DISPLAY what the display (the frontend) answers from now on: n u8 (0: nothing) modes of
+//!             17 bytes (x, y, width, height u32, enabled u8), then an EDID: len u16 (0:
+//!             none), bytes[len]
+//!   7         no-op
 //! ```
 //!
 //! Integers are little endian; a field cut short by the end of the input ends the script.
@@ -37,8 +40,10 @@ use virtio_queue::{DescriptorChain, Queue, QueueOwnedT};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use vhost_user_gpu::display::{Display, DisplayMode, DmabufScanout, CURSOR_SIZE};
-use vhost_user_gpu::gpu::{QueueKind, SharedMemoryMapper, VirtioGpu};
+use vhost_user_gpu::gpu::{GpuConfig, QueueKind, SharedMemoryMapper, VirtioGpu};
 use vhost_user_gpu::protocol::{self, CtrlHdrWire, VIRTIO_GPU_MAX_SCANOUTS};
+use vhost_user_gpu::renderer::software::SoftwareRenderer;
+use vhost_user_gpu::renderer::virgl::VirglGpuRenderer;
 use vm_memory::ByteValued;
 
 /// The low region: `[0, LOW)`.
@@ -232,12 +237,17 @@ pub fn decode_one(mem: &GuestMemoryMmap, data: &[u8]) {
 // ---- targets 2 and 3: the device ------------------------------------------------------------
 
 /// A display that checks what the device tells it: scanout ids in range, pixel buffers of
-/// `width * height * 4` bytes inside the scanout the device set.
+/// `width * height * 4` bytes inside the scanout the device set. It answers the device's
+/// queries with what the script's DISPLAY op gave it (frontend values, as unchecked as a guest's).
 pub struct CheckingDisplay {
     /// Scanouts the device has.
     pub num_scanouts: u32,
     /// Size of each scanout the device last set.
     sizes: [(u32, u32); VIRTIO_GPU_MAX_SCANOUTS as usize],
+    /// The answer to `display_info`.
+    pub modes: Option<Vec<DisplayMode>>,
+    /// The answer to `edid`.
+    pub edid: Option<Vec<u8>>,
 }
 
 impl CheckingDisplay {
@@ -246,6 +256,8 @@ impl CheckingDisplay {
         CheckingDisplay {
             num_scanouts,
             sizes: [(0, 0); VIRTIO_GPU_MAX_SCANOUTS as usize],
+            modes: None,
+            edid: None,
         }
     }
 
@@ -261,11 +273,11 @@ impl CheckingDisplay {
 
 impl Display for CheckingDisplay {
     fn display_info(&mut self) -> Option<Vec<DisplayMode>> {
-        None
+        self.modes.clone()
     }
     fn edid(&mut self, scanout_id: u32) -> Option<Vec<u8>> {
         self.scanout_index(scanout_id);
-        None
+        self.edid.clone()
     }
     fn scanout(&mut self, scanout_id: u32, width: u32, height: u32) {
         let i = self.scanout_index(scanout_id);
@@ -388,6 +400,72 @@ impl<'a> DeviceInput<'a> {
     }
 }
 
+/// The `device_software` target's input: a fresh software-renderer device configured by the
+/// script's config byte, the script's ops, a reset. `trace` as in [`run_ops_traced`].
+pub fn software_input(mem: &GuestMemoryMmap, data: &[u8], trace: Option<&mut Vec<(u32, u32)>>) {
+    let Some(input) = DeviceInput::parse(data) else {
+        return;
+    };
+    clear_memory(mem);
+    let config = GpuConfig {
+        num_scanouts: input.num_scanouts(),
+        edid: input.edid(),
+        // Smaller than the daemon's default so that one input stays fast.
+        max_hostmem: 32 << 20,
+        host_visible_size: HOST_VISIBLE_SIZE,
+        ..GpuConfig::default()
+    };
+    let mut gpu = VirtioGpu::new(Box::new(SoftwareRenderer::new()), config);
+    gpu.set_shared_memory(Some(Box::new(CheckingMapper::default())));
+    if let Some(acked) = input.acked {
+        gpu.set_acked_features(acked);
+    }
+    let mut display = CheckingDisplay::new(input.num_scanouts());
+    run_ops_traced(&mut gpu, mem, &mut display, input.ops, trace);
+    gpu.reset();
+}
+
+/// Scanouts of the virgl device (fixed: the device lives across inputs).
+pub const VIRGL_SCANOUTS: u32 = 2;
+
+/// The `device_virgl` target's device: libvirglrenderer initialised (EGL surfaceless unless
+/// `EGL_PLATFORM` says otherwise). Call once per process.
+pub fn virgl_device() -> VirtioGpu {
+    if std::env::var_os("EGL_PLATFORM").is_none() {
+        std::env::set_var("EGL_PLATFORM", "surfaceless");
+    }
+    let renderer = VirglGpuRenderer::new(VirglGpuRenderer::default_flags())
+        .expect("virglrenderer initialises (EGL_PLATFORM=surfaceless, Mesa llvmpipe)");
+    let config = GpuConfig {
+        num_scanouts: VIRGL_SCANOUTS,
+        max_hostmem: 32 << 20,
+        host_visible_size: HOST_VISIBLE_SIZE,
+        ..GpuConfig::default()
+    };
+    VirtioGpu::new(Box::new(renderer), config)
+}
+
+/// The `device_virgl` target's input on the process's device: the acked features (all offered
+/// unless the script says), a fresh mapper, the script's ops, then the reset a guest reset
+/// causes. `trace` as in [`run_ops_traced`].
+pub fn virgl_input(
+    gpu: &mut VirtioGpu,
+    mem: &GuestMemoryMmap,
+    data: &[u8],
+    trace: Option<&mut Vec<(u32, u32)>>,
+) {
+    let Some(input) = DeviceInput::parse(data) else {
+        return;
+    };
+    clear_memory(mem);
+    gpu.set_shared_memory(Some(Box::new(CheckingMapper::default())));
+    gpu.set_acked_features(input.acked.unwrap_or(gpu.device_features()));
+    let mut display = CheckingDisplay::new(VIRGL_SCANOUTS);
+    run_ops_traced(gpu, mem, &mut display, input.ops, trace);
+    gpu.reset();
+    gpu.set_shared_memory(None);
+}
+
 /// Runs a device script's ops (module doc) on `gpu` over `mem`, checking each used entry's length
 /// against the chain's writable bytes.
 pub fn run_ops(
@@ -463,6 +541,30 @@ pub fn run_ops_traced(
                 }
             }
             5 => gpu.reset(),
+            6 => {
+                let Some(n) = input.u8() else { return };
+                let Some(raw) = input.bytes(usize::from(n) * 17) else {
+                    return;
+                };
+                display.modes = (n > 0).then(|| {
+                    raw.chunks_exact(17)
+                        .map(|m| {
+                            let word =
+                                |i: usize| u32::from_le_bytes([m[i], m[i + 1], m[i + 2], m[i + 3]]);
+                            DisplayMode {
+                                x: word(0),
+                                y: word(4),
+                                width: word(8),
+                                height: word(12),
+                                enabled: m[16] & 1 != 0,
+                            }
+                        })
+                        .collect()
+                });
+                let Some(len) = input.u16() else { return };
+                let edid = input.up_to(usize::from(len));
+                display.edid = (len > 0).then(|| edid.to_vec());
+            }
             _ => {}
         }
     }
@@ -557,6 +659,22 @@ impl Script {
     /// Resets the device.
     pub fn reset(&mut self) -> &mut Self {
         self.bytes.push(5);
+        self
+    }
+    /// Sets what the display answers: `modes` as `(x, y, width, height, enabled)`, an EDID.
+    pub fn display(&mut self, modes: &[(u32, u32, u32, u32, bool)], edid: &[u8]) -> &mut Self {
+        self.bytes.push(6);
+        self.bytes
+            .push(u8::try_from(modes.len()).expect("seed modes fit u8"));
+        for &(x, y, w, h, enabled) in modes {
+            for v in [x, y, w, h] {
+                self.bytes.extend_from_slice(&v.to_le_bytes());
+            }
+            self.bytes.push(u8::from(enabled));
+        }
+        let len = u16::try_from(edid.len()).expect("seed EDID fits u16");
+        self.bytes.extend_from_slice(&len.to_le_bytes());
+        self.bytes.extend_from_slice(edid);
         self
     }
     /// The script's bytes.

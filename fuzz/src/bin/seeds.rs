@@ -7,13 +7,11 @@
 
 use std::path::Path;
 
-use vhost_user_gpu::gpu::{GpuConfig, VirtioGpu};
+use vhost_user_gpu::gpu::VirtioGpu;
 use vhost_user_gpu::protocol::*;
-use vhost_user_gpu::renderer::software::SoftwareRenderer;
-use vhost_user_gpu::renderer::virgl::VirglGpuRenderer;
 use vhost_user_gpu_fuzz::{
-    clear_memory, guest_memory, hdr, le32s, req, run_ops_traced, CheckingDisplay, DeviceInput,
-    Script, DATA_ADDR, HIGH, REQ_ADDR, RESP_ADDR,
+    guest_memory, hdr, le32s, req, software_input, virgl_device, virgl_input, Script, DATA_ADDR,
+    HIGH, REQ_ADDR, RESP_ADDR,
 };
 use virglrenderer::format::{
     B8G8R8X8_UNORM, BIND_RENDER_TARGET, BIND_SAMPLER_VIEW, PIPE_BUFFER, PIPE_TEXTURE_2D, R8_UNORM,
@@ -518,9 +516,10 @@ fn script_chains(s: &mut Script) {
         .chain(false, &[(DATA_ADDR, 32, INDIRECT, 0)]);
 }
 
-/// Replays the device seeds of `target` on a device from `make` and prints each request's
-/// response, so that a reader can see the seeds do what they are meant to.
-fn replay(dir: &Path, target: &str, gpu: &mut VirtioGpu) {
+/// Replays the device seeds of `target` as the target runs them (on `virgl`'s device for
+/// `device_virgl`, on a fresh software device per seed for `device_software`) and prints each
+/// request's response.
+fn replay(dir: &Path, target: &str, mut virgl: Option<&mut VirtioGpu>) {
     let mem = guest_memory();
     let mut names: Vec<_> = std::fs::read_dir(dir.join(target))
         .expect("corpus dir")
@@ -529,13 +528,11 @@ fn replay(dir: &Path, target: &str, gpu: &mut VirtioGpu) {
     names.sort();
     for path in names {
         let data = std::fs::read(&path).expect("seed");
-        let input = DeviceInput::parse(&data).expect("seed parses");
-        clear_memory(&mem);
-        gpu.set_acked_features(input.acked.unwrap_or(gpu.device_features()));
-        let mut display = CheckingDisplay::new(1);
         let mut trace = Vec::new();
-        run_ops_traced(gpu, &mem, &mut display, input.ops, Some(&mut trace));
-        gpu.reset();
+        match virgl.as_deref_mut() {
+            Some(gpu) => virgl_input(gpu, &mem, &data, Some(&mut trace)),
+            None => software_input(&mem, &data, Some(&mut trace)),
+        }
         let line: Vec<String> = trace
             .iter()
             .map(|(c, r)| format!("{c:#x}:{r:#x}"))
@@ -599,6 +596,18 @@ fn main() {
         let mut s = Script::with_acked(2, 1 << VIRTIO_GPU_F_EDID | 1 << VIRTIO_GPU_F_RESOURCE_UUID);
         script_blob(&mut s);
         write(dir, target, "seq_blob_not_acked", s.bytes());
+        // The display answers: two scanouts' modes and an EDID longer than the response holds.
+        let mut s = Script::new(1);
+        s.display(
+            &[(0, 0, 1280, 800, true), (1280, 0, 640, 480, true)],
+            &[0xa5; 1100],
+        )
+        .ctrl(&req(VIRTIO_GPU_CMD_GET_DISPLAY_INFO, 0, &[]), 408)
+        .ctrl(&req(VIRTIO_GPU_CMD_GET_EDID, 0, &le32s(&[1, 0])), 1056)
+        .ctrl(&create_2d(1, 640, 480), 24)
+        .ctrl(&set_scanout(1, 1, [0, 0, 640, 480]), 24)
+        .ctrl(&flush(1, [0, 0, 64, 64]), 24);
+        write(dir, target, "seq_display", s.bytes());
     }
     let mut s = Script::new(0);
     script_3d(&mut s);
@@ -613,11 +622,8 @@ fn main() {
     write(dir, "device_virgl", "seq_host_blob", s.bytes());
 
     if std::env::args().nth(2).as_deref() == Some("--replay") {
-        let mut soft = VirtioGpu::new(Box::new(SoftwareRenderer::new()), GpuConfig::default());
-        replay(dir, "device_software", &mut soft);
-        let virgl =
-            VirglGpuRenderer::new(VirglGpuRenderer::default_flags()).expect("virglrenderer");
-        let mut virgl = VirtioGpu::new(Box::new(virgl), GpuConfig::default());
-        replay(dir, "device_virgl", &mut virgl);
+        replay(dir, "device_software", None);
+        let mut gpu = virgl_device();
+        replay(dir, "device_virgl", Some(&mut gpu));
     }
 }
