@@ -30,10 +30,11 @@ echo "== cargo fmt --check (fuzz/)"
 (cd fuzz && cargo fmt -- --check)
 
 # --target: the instrumentation flags then reach only the target's crates, not the build
-# scripts and proc macros (bindgen, clap_derive), which halves the build.
+# scripts and proc macros (bindgen, clap_derive), which halves the build. No --locked: a crate the
+# device gains later is added to fuzz/Cargo.lock instead of failing the run (pinned ones stay).
 host="$(rustc -vV | sed -n 's/^host: //p')"
 echo "== cargo afl build (fuzz/, $host)"
-(cd fuzz && cargo afl build --release --locked --target "$host" \
+(cd fuzz && cargo afl build --release --target "$host" \
     $(printf -- '--bin %s ' "${targets[@]}"))
 bin="$root/fuzz/target/$host/release"
 t_build=$((SECONDS - t0))
