@@ -7,8 +7,9 @@
 #  2. a Debian 13 chroot (libvirglrenderer 1.1.0, its Venus render server, QEMU 11.1): the
 #     workspace built there, the whole nextest suite, and the guest tests (Venus in a guest);
 #  3. a Debian sid chroot (libvirglrenderer 1.3.0): build and nextest.
-# Each leg prints how long its parts took. SKIP_GUEST_E2E=1 skips the guest tests and
-# SKIP_CHROOT_LEGS=1 legs 2 and 3 (CI skips neither).
+# Leg 1 also runs a short bounded fuzzing run of the three targets (scripts/fuzz.sh).
+# Each leg prints how long its parts took. SKIP_GUEST_E2E=1 skips the guest tests, SKIP_FUZZ=1
+# the fuzzing run and SKIP_CHROOT_LEGS=1 legs 2 and 3 (CI skips none).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 t_start=$SECONDS
@@ -43,6 +44,11 @@ leg1() {
     cargo test --workspace --doc --locked -q
 }
 run_leg "leg 1 build+tests" bash -c "set -euo pipefail; $(declare -f leg1); leg1"
+
+if [ "${SKIP_FUZZ:-0}" != 1 ]; then
+    echo "== fuzzing: the three AFL++ targets, ${FUZZ_SECONDS:-60} s each at once (scripts/fuzz.sh)"
+    run_leg "leg 1 fuzz" scripts/fuzz.sh
+fi
 
 if [ "${SKIP_GUEST_E2E:-0}" != 1 ]; then
     echo "== QEMU + Linux guest end-to-end (libvirglrenderer 0.10.4)"
