@@ -323,9 +323,7 @@ struct GfxstreamContext {
 
 impl GfxstreamContext {
     fn shared(&self) -> Result<Rc<Shared>> {
-        self.shared.upgrade().ok_or_else(|| {
-            RendererError::Library(format!("context {}: the renderer is gone", self.ctx.id()))
-        })
+        super::shared_of(&self.shared, self.ctx.id())
     }
 }
 

@@ -631,6 +631,15 @@ pub trait Renderer {
     fn reset(&mut self) {}
 }
 
+/// The adapter state a context shares with its renderer, while the renderer lives: contexts
+/// hold a `Weak` of it, so that a context the device kept past its renderer fails its calls
+/// instead of keeping the renderer's resources alive.
+pub(crate) fn shared_of<T>(shared: &std::rc::Weak<T>, ctx_id: u32) -> Result<std::rc::Rc<T>> {
+    shared
+        .upgrade()
+        .ok_or_else(|| RendererError::Library(format!("context {ctx_id}: the renderer is gone")))
+}
+
 /// One rendering context (CTX_CREATE), made by [`Renderer::create_context`] and owned by the
 /// device's context table; dropping it destroys the context (CTX_DESTROY, reset).
 ///

@@ -451,9 +451,7 @@ struct VirglContext {
 
 impl VirglContext {
     fn shared(&self) -> Result<Rc<Shared>> {
-        self.shared.upgrade().ok_or_else(|| {
-            RendererError::Library(format!("context {}: the renderer is gone", self.ctx.id()))
-        })
+        super::shared_of(&self.shared, self.ctx.id())
     }
 }
 

@@ -17,11 +17,11 @@ use virglrenderer::{
 use crate::bench::draw;
 use crate::bench::sys::process_cpu_seconds;
 use crate::bench::workloads::{
-    Outcome, SampleSettings, Workload, FORMAT_XRGB8888, INNER_WARMUP, MAX_ITERATIONS, OP_TIMEOUT,
-    RT_3D, TRIANGLE_BGR, TRIANGLE_RGBA,
+    frame_stream, setup_stream, triangle_vertices, Outcome, SampleSettings, Workload,
+    FORMAT_XRGB8888, INNER_WARMUP, MAX_ITERATIONS, OP_TIMEOUT, RT_3D, TRIANGLE_BGR,
 };
 use crate::error::{Error, Result};
-use crate::virgl::{self, Stream};
+use crate::virgl;
 
 /// The argument that makes `gpu-bench` run one direct sample.
 pub const CHILD_FLAG: &str = "--direct-3d";
@@ -161,11 +161,7 @@ fn three_d(readback: bool, duration: Duration) -> Result<(f64, f64)> {
         )
         .map_err(lib("create_resource"))?;
     ctx.attach(&rt).map_err(lib("attach"))?;
-    let verts = draw::vertex_bytes(&[
-        ([-0.5, -0.5, 0.0, 1.0], TRIANGLE_RGBA),
-        ([0.5, -0.5, 0.0, 1.0], TRIANGLE_RGBA),
-        ([0.0, 0.5, 0.0, 1.0], TRIANGLE_RGBA),
-    ]);
+    let verts = triangle_vertices();
     let vlen = u32::try_from(verts.len()).map_err(|_| Error::Memory("vertices".into()))?;
     let vbo = r
         .create_resource(
@@ -201,12 +197,7 @@ fn three_d(readback: bool, duration: Duration) -> Result<(f64, f64)> {
     };
     vbo.write_from(Some(&ctx), &whole(vlen, 1, 0), &verts)
         .map_err(lib("vertex upload"))?;
-    let mut init = Stream::default();
-    init.create_sub_ctx(1)
-        .set_sub_ctx(1)
-        .create_surface(1, RES, FORMAT_XRGB8888)
-        .set_framebuffer(&[1]);
-    draw::pipeline(&mut init, 2, w, h, VBO);
+    let init = setup_stream(RES, VBO, w, h);
     ctx.submit_bytes(&init.to_bytes()).map_err(lib("submit"))?;
     let mut fence = 1u64;
     r.create_fence(fence as u32).map_err(lib("create_fence"))?;
@@ -216,11 +207,7 @@ fn three_d(readback: bool, duration: Duration) -> Result<(f64, f64)> {
     let mut pixels = vec![0u8; size];
     let xfer = whole(w, h, w * 4);
     let mut one = |i: u64| -> Result<()> {
-        let k = (i % 200) as u32 + 20;
-        let rgba = [k as f32 / 255.0, 0.0, (255 - k) as f32 / 255.0, 1.0];
-        let mut c = Stream::default();
-        c.clear_color(rgba);
-        draw::draw_triangles(&mut c, 3);
+        let (k, c) = frame_stream(i);
         ctx.submit_bytes(&c.to_bytes()).map_err(lib("submit"))?;
         if readback {
             rt.read_into(Some(&ctx), &xfer, &mut pixels)

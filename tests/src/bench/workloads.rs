@@ -682,6 +682,38 @@ fn churn(s: &mut Session, st: SampleSettings) -> Result<Vec<(&'static str, f64)>
     ])
 }
 
+/// The 3D workloads' vertex buffer: one green triangle around the centre (clip space).
+pub fn triangle_vertices() -> Vec<u8> {
+    draw::vertex_bytes(&[
+        ([-0.5, -0.5, 0.0, 1.0], TRIANGLE_RGBA),
+        ([0.5, -0.5, 0.0, 1.0], TRIANGLE_RGBA),
+        ([0.0, 0.5, 0.0, 1.0], TRIANGLE_RGBA),
+    ])
+}
+
+/// The 3D workloads' set-up stream: sub-context 1, a surface of render target `rt` as the
+/// framebuffer, and the pipeline drawing from vertex buffer `vbo` into `w` x `h`.
+pub fn setup_stream(rt: u32, vbo: u32, w: u32, h: u32) -> Stream {
+    let mut init = Stream::default();
+    init.create_sub_ctx(1)
+        .set_sub_ctx(1)
+        .create_surface(1, rt, FORMAT_XRGB8888)
+        .set_framebuffer(&[1]);
+    draw::pipeline(&mut init, 2, w, h, vbo);
+    init
+}
+
+/// Iteration `i`'s stream: a clear to a colour whose 8-bit values are exact (red `k`/255, blue
+/// (255 - `k`)/255), then the triangle; returns `k` with it.
+pub fn frame_stream(i: u64) -> (u32, Stream) {
+    let k = (i % 200) as u32 + 20;
+    let rgba = [k as f32 / 255.0, 0.0, (255 - k) as f32 / 255.0, 1.0];
+    let mut c = Stream::default();
+    c.clear_color(rgba);
+    draw::draw_triangles(&mut c, 3);
+    (k, c)
+}
+
 fn three_d(
     s: &mut Session,
     readback: bool,
@@ -719,11 +751,7 @@ fn three_d(
         Command::ctx_attach_resource(CTX, RES),
     ])?;
     // The vertex buffer: one green triangle around the centre (clip space), via its backing.
-    let verts = draw::vertex_bytes(&[
-        ([-0.5, -0.5, 0.0, 1.0], TRIANGLE_RGBA),
-        ([0.5, -0.5, 0.0, 1.0], TRIANGLE_RGBA),
-        ([0.0, 0.5, 0.0, 1.0], TRIANGLE_RGBA),
-    ]);
+    let verts = triangle_vertices();
     let vlen = verts.len() as u32;
     let vbacking = s.fe.memory().alloc(u64::from(vlen), 4096)?;
     s.fe.memory().write(vbacking, &verts)?;
@@ -760,12 +788,7 @@ fn three_d(
         Command::ctx_attach_resource(CTX, VBO),
         Command::transfer_to_host_3d(CTX, VBO, &vbox),
     ])?;
-    let mut init = Stream::default();
-    init.create_sub_ctx(1)
-        .set_sub_ctx(1)
-        .create_surface(1, RES, FORMAT_XRGB8888)
-        .set_framebuffer(&[1]);
-    draw::pipeline(&mut init, 2, w, h, VBO);
+    let init = setup_stream(RES, VBO, w, h);
     let mut fence = 1u64;
     s.ok_all(&[Command::submit_3d(CTX, &init.to_bytes()).fenced(fence)])?;
     let xfer = Transfer3d {
@@ -783,12 +806,7 @@ fn three_d(
         layer_stride: 0,
     };
     let mut one = |s: &mut Session, i: u64| -> Result<()> {
-        // Colours whose 8-bit values are exact: k/255.
-        let k = (i % 200) as u32 + 20;
-        let rgba = [k as f32 / 255.0, 0.0, (255 - k) as f32 / 255.0, 1.0];
-        let mut c = Stream::default();
-        c.clear_color(rgba);
-        draw::draw_triangles(&mut c, 3);
+        let (k, c) = frame_stream(i);
         fence += 1;
         if !readback {
             let r =
