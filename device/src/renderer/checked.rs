@@ -195,21 +195,23 @@ fn check_3d_backing(
     backing_len: Option<u64>,
 ) -> Result<(), String> {
     let b = t.box3d;
-    // Every factor is below 2^31 and a block below 2^8 bytes: no u64 product or sum overflows.
-    let row = u64::from(layout.blocks_x(b.w)) * u64::from(layout.bytes);
-    let rows = u64::from(layout.blocks_y(b.h));
-    if t.stride != 0 && u64::from(t.stride) < row {
+    // In u128: a level's width and height are the guest's (up to 2^32 - 1, so a default stride
+    // can pass 2^36 and a default layer 2^68); box fields and given strides are below 2^31 and a
+    // block below 2^6 bytes. Every product and sum below stays under 2^110.
+    let row = u128::from(layout.blocks_x(b.w)) * u128::from(layout.bytes);
+    let rows = u128::from(layout.blocks_y(b.h));
+    if t.stride != 0 && u128::from(t.stride) < row {
         return Err(format!(
             "3D transfer stride {} below the {row} bytes of a row of the box {b:?}",
             t.stride
         ));
     }
     let stride = match t.stride {
-        0 => u64::from(layout.blocks_x(width)) * u64::from(layout.bytes),
-        s => u64::from(s),
+        0 => u128::from(layout.blocks_x(width)) * u128::from(layout.bytes),
+        s => u128::from(s),
     };
     let layer = stride * rows;
-    if t.layer_stride != 0 && u64::from(t.layer_stride) < layer {
+    if t.layer_stride != 0 && u128::from(t.layer_stride) < layer {
         return Err(format!(
             "3D transfer layer stride {} below the {layer} bytes of a layer of the box {b:?}",
             t.layer_stride
@@ -219,19 +221,20 @@ fn check_3d_backing(
         return Ok(()); // nothing is copied
     }
     let layer_stride = match t.layer_stride {
-        0 => stride * u64::from(layout.blocks_y(height)),
-        s => u64::from(s),
+        0 => stride * u128::from(layout.blocks_y(height)),
+        s => u128::from(s),
     };
-    let size = u64::from(b.d - 1) * layer_stride + (rows - 1) * stride + row;
+    let size = u128::from(b.d - 1) * layer_stride + (rows - 1) * stride + row;
     let Some(backing) = backing_len else {
         return Ok(()); // the renderer refuses a transfer without backing
     };
-    match t.offset.checked_add(size) {
-        Some(end) if end <= backing => Ok(()),
-        _ => Err(format!(
+    if u128::from(t.offset) + size <= u128::from(backing) {
+        Ok(())
+    } else {
+        Err(format!(
             "3D transfer of {size} bytes at offset {} past the {backing}-byte backing",
             t.offset
-        )),
+        ))
     }
 }
 
@@ -358,6 +361,28 @@ mod tests {
             ok(t3((0, 0, 0x8000_0000, 1, 1, 1), 0, (0, 0), 0), 4096).is_err(),
             "z of 2^31"
         );
+    }
+
+    #[test]
+    fn transfer_3d_sizes_of_huge_levels_do_not_overflow() {
+        // A 3D texture of the largest dims a guest can name: zero strides are the level's, whose
+        // layer passes 2^64 bytes; the transfer is refused as past the backing, not wrapped.
+        let huge = ResourceCreate3d {
+            target: PIPE_TEXTURE_3D,
+            format: 31, // R32G32B32A32_FLOAT: 16 bytes
+            width: u32::MAX,
+            height: u32::MAX,
+            depth: 4,
+            array_size: 1,
+            ..ResourceCreate3d::default()
+        };
+        let t = t3((0, 0, 0, 1, 1, 2), 0, (0, 0), 0);
+        let err = CheckedTransfer3d::check(&t, ResourceShape::Texture(&huge), Some(u64::MAX))
+            .unwrap_err();
+        assert!(err.contains("past the"), "{err}");
+        // One layer of one texel fits.
+        let one = t3((0, 0, 0, 1, 1, 1), 0, (0, 0), 0);
+        assert!(CheckedTransfer3d::check(&one, ResourceShape::Texture(&huge), Some(16)).is_ok());
     }
 
     #[test]
