@@ -304,16 +304,7 @@ impl VirtioGpu {
         resource_id: u32,
         transfer: &Transfer3d,
     ) -> GpuResult<Response> {
-        let transfer = self.check_transfer_3d(ctx_id, resource_id, transfer)?;
-        self.renderer.prepare_for_3d(resource_id)?;
-        match ctx_id {
-            0 => self.renderer.transfer_to_host_3d(resource_id, &transfer)?,
-            _ => self
-                .context_mut(ctx_id)?
-                .render
-                .transfer_to_host_3d(resource_id, &transfer)?,
-        }
-        Ok(Response::OkNoData)
+        self.transfer_3d(ctx_id, resource_id, transfer, true)
     }
 
     /// TRANSFER_FROM_HOST_3D, in the context it names or (context 0) outside any.
@@ -323,13 +314,30 @@ impl VirtioGpu {
         resource_id: u32,
         transfer: &Transfer3d,
     ) -> GpuResult<Response> {
+        self.transfer_3d(ctx_id, resource_id, transfer, false)
+    }
+
+    /// Both 3D transfers: checked by the validation step, the resource handed to 3D work, then
+    /// the transfer in the context the command names (or the renderer's, for context 0).
+    fn transfer_3d(
+        &mut self,
+        ctx_id: u32,
+        resource_id: u32,
+        transfer: &Transfer3d,
+        to_host: bool,
+    ) -> GpuResult<Response> {
         let transfer = self.check_transfer_3d(ctx_id, resource_id, transfer)?;
         self.renderer.prepare_for_3d(resource_id)?;
-        match ctx_id {
-            0 => self
+        match (ctx_id, to_host) {
+            (0, true) => self.renderer.transfer_to_host_3d(resource_id, &transfer)?,
+            (0, false) => self
                 .renderer
                 .transfer_from_host_3d(resource_id, &transfer)?,
-            _ => self
+            (_, true) => self
+                .context_mut(ctx_id)?
+                .render
+                .transfer_to_host_3d(resource_id, &transfer)?,
+            (_, false) => self
                 .context_mut(ctx_id)?
                 .render
                 .transfer_from_host_3d(resource_id, &transfer)?,

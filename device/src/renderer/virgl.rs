@@ -621,12 +621,10 @@ impl Renderer for VirglGpuRenderer {
     }
 
     fn transfer_to_host_3d(&mut self, id: u32, t: &CheckedTransfer3d) -> Result<()> {
-        self.promote(id)?;
         self.shared.transfer_3d(None, id, t.get(), true)
     }
 
     fn transfer_from_host_3d(&mut self, id: u32, t: &CheckedTransfer3d) -> Result<()> {
-        self.promote(id)?;
         self.shared.transfer_3d(None, id, t.get(), false)
     }
 
