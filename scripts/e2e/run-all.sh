@@ -173,7 +173,7 @@ for c in "${checks[@]}"; do
             echo "SKIP $name: libgfxstream_backend not found by pkg-config${suite:+ (host leg only)}"
             skipped=$((skipped + 1))
         elif [[ "$name" == dbus-* ]] && [ -z "$dbus_gl" ] && { [ "$qemu_backend" = 0 ] || [ "$name" = dbus-software-fbdev ]; }; then
-            echo "SKIP $name: vhost-user-gpu-pci needs -display dbus,gl=on, and GL needs a DRM render node (no /dev/dri/renderD*)"
+            echo "SKIP $name: vhost-user-gpu-pci needs -display dbus,gl=on, whose listener exports every surface as a dmabuf: needs a DRM render node (no /dev/dri/renderD* here; see scripts/e2e/README.md)"
             skipped=$((skipped + 1))
         fi
         continue # --qemu-backend: no such check against QEMU's backend

@@ -378,6 +378,8 @@ class Run:
                 # ("The console requires display DMABUF support."): only dbus's GL mode has it.
                 gl = "off" if self.builtin else "on"
             display += f",gl={gl}"
+            if gl == "on" and args.dbus_rendernode:
+                display += f",rendernode={args.dbus_rendernode}"
         append = (f"console=ttyS0 panic=-1 loglevel=4 e2e.workload={args.workload} "
                   f"e2e.hold={int(args.timeout) + 60}")
         for extra in args.guest_arg:
@@ -698,6 +700,11 @@ def main():
                     help="with --dbus-client: -display dbus,gl=...; auto: on for a vhost-user "
                          "backend (QEMU requires a DMABUF-capable display for vhost-user-gpu; GL "
                          "needs a DRM render node), off for --backend none")
+    ap.add_argument("--dbus-rendernode", metavar="PATH",
+                    help="with --dbus-client and gl=on: -display dbus,...,rendernode=PATH. "
+                         "Without a DRM render node (no /dev/dri here) a non-DRM path such as "
+                         "/dev/null makes Mesa's GBM fall back to its software rasterizer, so "
+                         "QEMU's GL display runs on llvmpipe")
     ap.add_argument("--dbus-map", action="store_true",
                     help="with --dbus-client: the listener offers org.qemu.Display1.Listener."
                          "Unix.Map (QEMU shares its surface as memory: ScanoutMap/UpdateMap)")
