@@ -10,6 +10,7 @@
 //! - [`protocol`]: the virtio-gpu wire format (independent of the device crate).
 //! - [`display`]: the display peer behind SET_SOCKET, recording every message and painting
 //!   framebuffers; [`edid`] builds the EDID it answers.
+//! - [`egl`]: EGL and GL looked up at run time, to export and import dmabufs and read them back.
 //! - [`virgl`]: the few virgl command-stream words the 3D tests need.
 //!
 //! A session, start to finish:
@@ -49,6 +50,7 @@ pub mod backend_req;
 pub mod bench;
 pub mod display;
 pub mod edid;
+pub mod egl;
 pub mod error;
 pub mod frontend;
 pub mod memory;

@@ -128,7 +128,7 @@ fn gpu_bench_3d_workloads_on_virglrenderer() {
         ))
         .args([
             "--workloads",
-            "3d-submit,3d-readback",
+            "3d-submit,3d-readback,3d-scanout",
             "--warmup",
             "0",
             "--reps",
@@ -148,9 +148,13 @@ fn gpu_bench_3d_workloads_on_virglrenderer() {
     let _ = std::fs::remove_dir_all(&dir);
     let rep = Json::parse(&text).unwrap_or_else(|e| panic!("report is not JSON ({e}):\n{text}"));
     let wls = rep.get("workloads").and_then(Json::as_arr).unwrap();
-    assert_eq!(wls.len(), 2);
+    assert_eq!(wls.len(), 3);
     for w in wls {
         let name = w.get("name").and_then(Json::as_str).unwrap_or("?");
+        if name == "3d-scanout" {
+            check_3d_scanout(w, &stderr);
+            continue;
+        }
         // Our daemon, and the library-direct column that the 3D rows get by default (the same
         // streams straight into libvirglrenderer, its pixels checked the same way).
         let mut medians = Vec::new();
@@ -179,4 +183,40 @@ fn gpu_bench_3d_workloads_on_virglrenderer() {
             "{name}: floor assumption {assumption:?}"
         );
     }
+}
+
+/// The 3d-scanout row: our daemon ran it (frames/s > 0, a dmabuf share between 0 and 1: 0 on
+/// llvmpipe, where the frames go as read-back pixels that the workload checks); the
+/// library-direct column does not apply; the floor is the read-back path's.
+fn check_3d_scanout(w: &Json, stderr: &str) {
+    let r = w.get("results").and_then(|r| r.get("virgl")).unwrap();
+    assert_eq!(
+        r.get("status").and_then(Json::as_str),
+        Some("ok"),
+        "3d-scanout on virgl: {r:?}\n{stderr}"
+    );
+    let median = |key: &str| {
+        r.get("metrics")
+            .and_then(|m| m.get(key))
+            .and_then(|m| m.get("median"))
+            .and_then(Json::as_f64)
+            .unwrap_or(f64::NAN)
+    };
+    assert!(median("frames_per_s") > 0.0, "3d-scanout: {r:?}");
+    let share = median("dmabuf_share");
+    assert!((0.0..=1.0).contains(&share), "dmabuf share {share}");
+    let direct = w
+        .get("results")
+        .and_then(|r| r.get("virgl-direct"))
+        .unwrap();
+    assert_eq!(direct.get("status").and_then(Json::as_str), Some("n/a"));
+    let assumption = w
+        .get("floor")
+        .and_then(|f| f.get("assumption"))
+        .and_then(Json::as_str)
+        .unwrap_or("");
+    assert!(
+        assumption.contains("read-back path"),
+        "3d-scanout floor assumption {assumption:?}"
+    );
 }

@@ -32,7 +32,11 @@ pub fn run_sample(w: Workload, s: SampleSettings) -> Outcome {
     let mode = match w {
         Workload::Submit3d => "submit",
         Workload::Readback3d => "readback",
-        _ => return Outcome::NotApplicable("the library-direct floor covers the 3D rows".into()),
+        _ => {
+            return Outcome::NotApplicable(
+                "the library-direct column covers 3d-submit and 3d-readback".into(),
+            )
+        }
     };
     let exe = match std::env::current_exe() {
         Ok(e) => e,

@@ -86,11 +86,13 @@ pub enum Workload {
     Submit3d,
     /// SUBMIT_3D clear + fenced TRANSFER_FROM_HOST_3D.
     Readback3d,
+    /// SUBMIT_3D clear of a render target on the scanout + fenced RESOURCE_FLUSH.
+    Scanout3d,
 }
 
 impl Workload {
     /// All workloads in table order.
-    pub const ALL: [Workload; 7] = [
+    pub const ALL: [Workload; 8] = [
         Workload::Scanout1080p,
         Workload::Scanout2160p,
         Workload::Damage64,
@@ -98,6 +100,7 @@ impl Workload {
         Workload::Churn,
         Workload::Submit3d,
         Workload::Readback3d,
+        Workload::Scanout3d,
     ];
 
     /// Command-line / JSON name.
@@ -110,6 +113,7 @@ impl Workload {
             Workload::Churn => "churn",
             Workload::Submit3d => "3d-submit",
             Workload::Readback3d => "3d-readback",
+            Workload::Scanout3d => "3d-scanout",
         }
     }
 
@@ -152,6 +156,15 @@ impl Workload {
                 "as 3d-submit, then a fenced TRANSFER_FROM_HOST_3D of the whole 1920x1080 target \
                  into guest memory (one kick for both); the guest checks the clear colour in two \
                  corners and the triangle's colour in the centre; read-backs/s"
+            }
+            Workload::Scanout3d => {
+                "as 3d-submit with the render target (bound for scanout) on scanout 0; per frame \
+                 SUBMIT_3D + a fenced RESOURCE_FLUSH of the whole target (one kick), done when both \
+                 are answered and the display peer has the frame: a DMABUF_UPDATE where the \
+                 renderer exports the target as a dmabuf (no pixels copied), else UPDATE with all \
+                 its pixels (read back from the renderer, checked at the end: clear colour in the \
+                 corners, triangle in the centre); frames/s, CPU per frame and the share of frames \
+                 that went as a dmabuf"
             }
         }
     }
@@ -226,6 +239,16 @@ impl Workload {
                 CPU_OP,
                 RSS,
             ],
+            Workload::Scanout3d => &[
+                FPS,
+                CPU_FRAME,
+                Metric {
+                    key: "dmabuf_share",
+                    label: "share of frames as dmabuf",
+                    higher_is_better: true,
+                },
+                RSS,
+            ],
         }
     }
 
@@ -259,6 +282,16 @@ impl Workload {
                 1.0 / f.eventfd_rtt_s,
                 "1 eventfd round trip per submit; GPU work not counted".into(),
             ),
+            Workload::Scanout3d => {
+                let bytes = u64::from(RT_3D.0) * u64::from(RT_3D.1) * 4;
+                (
+                    1.0 / (f.eventfd_rtt_s + f.memcpy_s(bytes)),
+                    format!(
+                        "the read-back path's: 1 eventfd round trip + 1 memcpy of {bytes} bytes, \
+                         GPU work not counted (a dmabuf path copies nothing and can pass it)"
+                    ),
+                )
+            }
             Workload::Readback3d => {
                 let bytes = u64::from(RT_3D.0) * u64::from(RT_3D.1) * 4;
                 (
@@ -273,7 +306,10 @@ impl Workload {
 
     /// Does it need the VIRGL feature?
     pub fn needs_3d(self) -> bool {
-        matches!(self, Workload::Submit3d | Workload::Readback3d)
+        matches!(
+            self,
+            Workload::Submit3d | Workload::Readback3d | Workload::Scanout3d
+        )
     }
 }
 
@@ -462,8 +498,9 @@ pub fn run_sample(cmd: &BackendCommand, w: Workload, s: SampleSettings) -> Outco
             Workload::Damage64 => scanout(&mut sess, 1920, 1080, true, s)?,
             Workload::CmdRtt => cmd_rtt(&mut sess, s)?,
             Workload::Churn => churn(&mut sess, s)?,
-            Workload::Submit3d => three_d(&mut sess, false, s)?,
-            Workload::Readback3d => three_d(&mut sess, true, s)?,
+            Workload::Submit3d => three_d(&mut sess, ThreeD::Submit, s)?,
+            Workload::Readback3d => three_d(&mut sess, ThreeD::Readback, s)?,
+            Workload::Scanout3d => three_d(&mut sess, ThreeD::Scanout, s)?,
         };
         let hwm = p.memory()?.hwm_kib;
         m.push((RSS.key, hwm as f64 / 1024.0));
@@ -714,11 +751,18 @@ pub fn frame_stream(i: u64) -> (u32, Stream) {
     (k, c)
 }
 
-fn three_d(
-    s: &mut Session,
-    readback: bool,
-    st: SampleSettings,
-) -> Result<Vec<(&'static str, f64)>> {
+/// What the 3D workloads do after each submit.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ThreeD {
+    /// Nothing: the submit is fenced.
+    Submit,
+    /// A fenced TRANSFER_FROM_HOST_3D of the whole target.
+    Readback,
+    /// The target is on scanout 0: a fenced RESOURCE_FLUSH, then wait for the display.
+    Scanout,
+}
+
+fn three_d(s: &mut Session, mode: ThreeD, st: SampleSettings) -> Result<Vec<(&'static str, f64)>> {
     const CTX: u32 = 1;
     const RES: u32 = 2;
     const VBO: u32 = 3;
@@ -729,7 +773,13 @@ fn three_d(
     let rt = Resource3d {
         target: virgl::TEXTURE_2D,
         format: FORMAT_XRGB8888,
-        bind: virgl::BIND_RENDER_TARGET | virgl::BIND_SAMPLER_VIEW,
+        bind: virgl::BIND_RENDER_TARGET
+            | virgl::BIND_SAMPLER_VIEW
+            | if mode == ThreeD::Scanout {
+                virgl::BIND_SCANOUT
+            } else {
+                0
+            },
         width: w,
         height: h,
         depth: 1,
@@ -791,6 +841,11 @@ fn three_d(
     let init = setup_stream(RES, VBO, w, h);
     let mut fence = 1u64;
     s.ok_all(&[Command::submit_3d(CTX, &init.to_bytes()).fenced(fence)])?;
+    let full = Rect::new(0, 0, w, h);
+    if mode == ThreeD::Scanout {
+        s.ok_all(&[Command::set_scanout(0, RES, full)])?;
+    }
+    let mut last_k = None;
     let xfer = Transfer3d {
         bx: Box3d {
             x: 0,
@@ -808,7 +863,18 @@ fn three_d(
     let mut one = |s: &mut Session, i: u64| -> Result<()> {
         let (k, c) = frame_stream(i);
         fence += 1;
-        if !readback {
+        if mode == ThreeD::Scanout {
+            let want = s.peer.counters().pixels() + u64::from(w) * u64::from(h);
+            s.ok_all(&[
+                Command::submit_3d(CTX, &c.to_bytes()),
+                Command::resource_flush(RES, full).fenced(fence),
+            ])?;
+            last_k = Some(k);
+            return s
+                .peer
+                .wait_until(OP_TIMEOUT, "the flushed frame", |c| c.pixels() >= want);
+        }
+        if mode == ThreeD::Submit {
             let r =
                 s.fe.request(&Command::submit_3d(CTX, &c.to_bytes()).fenced(fence))?;
             r.expect_type(resp::OK_NODATA)?;
@@ -850,8 +916,54 @@ fn three_d(
         t.n += 1;
     }
     let (n, el, cpu) = t.stop(s)?;
+    if mode != ThreeD::Scanout {
+        return Ok(vec![
+            ("ops_per_s", n / el),
+            ("cpu_ms_per_op", cpu * 1e3 / n),
+        ]);
+    }
+    let (updates, dmabuf_updates) = {
+        let c = s.peer.counters();
+        (c.updates, c.dmabuf_updates)
+    };
+    if let (0, Some(k)) = (dmabuf_updates, last_k) {
+        verify_3d_frame(s, w, h, k)?;
+    }
     Ok(vec![
-        ("ops_per_s", n / el),
-        ("cpu_ms_per_op", cpu * 1e3 / n),
+        ("frames_per_s", n / el),
+        ("cpu_ms_per_frame", cpu * 1e3 / n),
+        (
+            "dmabuf_share",
+            dmabuf_updates as f64 / (updates + dmabuf_updates).max(1) as f64,
+        ),
     ])
+}
+
+/// The peer's framebuffer after the last 3d-scanout frame (read-back path): the clear colour of
+/// frame `k` in the four corners (whichever way up the rows came), the triangle in the centre.
+fn verify_3d_frame(s: &Session, w: u32, h: u32, k: u32) -> Result<()> {
+    let fb = s.peer.framebuffer();
+    if (fb.width, fb.height) != (w, h) {
+        return Err(Error::Malformed(format!(
+            "display scanout is {}x{}, {w}x{h} expected",
+            fb.width, fb.height
+        )));
+    }
+    let clear = [(255 - k) as u8, 0, k as u8];
+    for (x, y, want) in [
+        (0, 0, clear),
+        (w - 1, 0, clear),
+        (0, h - 1, clear),
+        (w - 1, h - 1, clear),
+        (w / 2, h / 2, TRIANGLE_BGR),
+    ] {
+        let at = (y as usize * w as usize + x as usize) * 4;
+        let px = &fb.bytes[at..at + 4];
+        if px[..3] != want {
+            return Err(Error::Malformed(format!(
+                "display pixel ({x},{y}) is {px:02x?}, B G R {want:02x?} expected"
+            )));
+        }
+    }
+    Ok(())
 }
