@@ -7,6 +7,7 @@ cannot run the workload is reported with the reason, never dropped.
 
 Backends (a name and how to run it; see --list):
   ours-virgl        our daemon --renderer virglrenderer, QEMU 10 (host), vhost-user-gpu-pci
+                    (target/release/vhost-user-gpu, or $GUEST_BENCH_OURS)
   ours-software     our daemon --renderer software (2D: the guest renders with its own llvmpipe)
   qemu-c            QEMU's C backend /usr/lib/qemu/vhost-user-gpu (2D, as ours-software)
   qemu-virgl-inprocess  QEMU 10's own virtio-gpu-gl-pci (virgl inside QEMU, no vhost-user
@@ -37,7 +38,9 @@ import time
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "../.."))
 RUN_GUEST = os.path.join(REPO, "scripts/e2e/run-guest.py")
 PEER = os.path.join(REPO, "target/peers/vhost-device-gpu-0.2.0/bin/vhost-device-gpu")
-OURS = os.path.join(REPO, "target/release/vhost-user-gpu")
+# Our daemon on the host: target/release by default, $GUEST_BENCH_OURS for another build (the CI smoke
+# run uses the debug build the tests made).
+OURS = os.environ.get("GUEST_BENCH_OURS", os.path.join(REPO, "target/release/vhost-user-gpu"))
 OURS_SID = os.path.join(REPO, "target/sid/release/vhost-user-gpu")
 QEMU_C = "/usr/lib/qemu/vhost-user-gpu"
 QEMU = shutil.which("qemu-system-x86_64") or "/usr/bin/qemu-system-x86_64"
