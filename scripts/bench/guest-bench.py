@@ -151,7 +151,7 @@ def main():
             v = med(rs, key)
             if v is None:
                 bad = [x for x in rs if x["status"] != "ok"]
-                row.append(f"{bad[0]['status']}: {bad[0]['why'][:60]}" if bad else "-")
+                row.append(f"{bad[0]['status']}: {bad[0]['why'][:100]}" if bad else "-")
             elif n == names[0] or not b:
                 row.append(f"{v:g}")
             else:
