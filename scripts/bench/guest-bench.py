@@ -47,7 +47,10 @@ QEMU = shutil.which("qemu-system-x86_64") or "/usr/bin/qemu-system-x86_64"
 # QEMU's in-process virgl needs a GL display. egl-headless wants a DRM render node; there is none
 # here, and rendernode=/dev/null makes Mesa's GBM fall back to its software rasterizer: no X
 # server, no D-Bus bus, no extra package (ui-egl-headless is in qemu-system-modules-opengl).
-INPROCESS_DISPLAY = "egl-headless,rendernode=/dev/null"
+# $GUEST_BENCH_INPROCESS_DISPLAY sets another -display value (e.g. sdl,gl=on under an X server) to
+# compare.
+INPROCESS_DISPLAY = os.environ.get("GUEST_BENCH_INPROCESS_DISPLAY",
+                                   "egl-headless,rendernode=/dev/null")
 
 # name -> (backend command, extra run-guest.py arguments, what it needs to exist, whether the
 # guest should render through virgl on the host)
