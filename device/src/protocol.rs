@@ -1056,6 +1056,20 @@ where
     Ok((reader, writer))
 }
 
+/// The command type of a chain (the header's first field) without checking anything else, or
+/// `None` when it cannot be read. Only a scheduling hint: the chain is decoded and checked when
+/// it runs, and the guest may change the field in between.
+pub fn peek_command_type<M>(chain: &DescriptorChain<M>) -> Option<u32>
+where
+    M: Deref<Target = GuestMemoryMmap> + Clone,
+{
+    let mut reader = chain.clone().reader(chain.memory()).ok()?;
+    if reader.available_bytes() < size_of::<Le32>() {
+        return None;
+    }
+    reader.read_obj::<Le32>().ok().map(|t| t.to_native())
+}
+
 /// Reads and decodes the control header.
 pub fn decode_header(reader: &mut Reader<'_>) -> Result<CtrlHeader, DecodeError> {
     let available = reader.available_bytes();
@@ -1558,6 +1572,36 @@ pub(crate) mod tests {
         let h = decode_header(&mut r)?;
         let c = decode_command(&h, &mut r)?;
         Ok((h, c))
+    }
+
+    #[test]
+    fn peek_command_type_reads_the_type_only() {
+        let mem = test_mem();
+        let q = MockSplitQueue::new(&mem, 16);
+        let flush = req(VIRTIO_GPU_CMD_RESOURCE_FLUSH, &le32s(&[1, 2, 3, 4, 9, 0]));
+        mem.write_slice(&flush, GuestAddress(REQ_ADDR)).unwrap();
+        let descs = [
+            RawDescriptor::from(SplitDescriptor::new(REQ_ADDR, flush.len() as u32, 0, 0)),
+            RawDescriptor::from(SplitDescriptor::new(RESP_ADDR, 24, WRITE, 0)),
+        ];
+        let chain = q.build_desc_chain(&descs).unwrap();
+        assert_eq!(
+            peek_command_type(&chain),
+            Some(VIRTIO_GPU_CMD_RESOURCE_FLUSH)
+        );
+        // Fewer than 4 readable bytes, or none: no type.
+        let short = [RawDescriptor::from(SplitDescriptor::new(REQ_ADDR, 2, 0, 0))];
+        assert_eq!(
+            peek_command_type(&q.build_desc_chain(&short).unwrap()),
+            None
+        );
+        let write_only = [RawDescriptor::from(SplitDescriptor::new(
+            RESP_ADDR, 24, WRITE, 0,
+        ))];
+        assert_eq!(
+            peek_command_type(&q.build_desc_chain(&write_only).unwrap()),
+            None
+        );
     }
 
     fn decode_ok(request: &[u8]) -> GpuCommand {

@@ -7,19 +7,29 @@ cannot run the workload is reported with the reason, never dropped.
 
 Backends (a name and how to run it; see --list):
   ours-virgl        our daemon --renderer virglrenderer, QEMU 10 (host), vhost-user-gpu-pci
+                    (target/release/vhost-user-gpu, or $GUEST_BENCH_OURS)
   ours-software     our daemon --renderer software (2D: the guest renders with its own llvmpipe)
   qemu-c            QEMU's C backend /usr/lib/qemu/vhost-user-gpu (2D, as ours-software)
+  qemu-virgl-inprocess  QEMU 10's own virtio-gpu-gl-pci (virgl inside QEMU, no vhost-user
+                    socket), the no-socket reference: -display egl-headless,rendernode=/dev/null
+                    (no render node here: Mesa's GBM falls back to its software rasterizer, so
+                    virglrenderer runs on llvmpipe in QEMU's process, as ours-virgl does in ours)
   ours-virgl-sid    our daemon built in the sid chroot (libvirglrenderer 1.3.0), QEMU 11.1
   vhost-device-gpu  rust-vmm's vhost-device-gpu 0.2.0 (scripts/bench/peers.sh), same chroot
 The guest runs under TCG (no KVM here): scores measure the whole stack, guest CPU emulation
 included, and compare backends only with each other in the same run.
 
   scripts/bench/guest-bench.py [--rounds 3] [--secs 3] [--backends a,b,...] [--json PATH]
+                               [--strict]
+
+--strict (the CI smoke run): exit 1 unless every run of every backend gave a score and every
+backend that renders on the host (virgl) shows a guest GL_RENDERER naming virgl.
 """
 import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -28,19 +38,32 @@ import time
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "../.."))
 RUN_GUEST = os.path.join(REPO, "scripts/e2e/run-guest.py")
 PEER = os.path.join(REPO, "target/peers/vhost-device-gpu-0.2.0/bin/vhost-device-gpu")
-OURS = os.path.join(REPO, "target/release/vhost-user-gpu")
+# Our daemon on the host: target/release by default, $GUEST_BENCH_OURS for another build (the CI smoke
+# run uses the debug build the tests made).
+OURS = os.environ.get("GUEST_BENCH_OURS", os.path.join(REPO, "target/release/vhost-user-gpu"))
 OURS_SID = os.path.join(REPO, "target/sid/release/vhost-user-gpu")
 QEMU_C = "/usr/lib/qemu/vhost-user-gpu"
+QEMU = shutil.which("qemu-system-x86_64") or "/usr/bin/qemu-system-x86_64"
+# QEMU's in-process virgl needs a GL display. egl-headless wants a DRM render node; there is none
+# here, and rendernode=/dev/null makes Mesa's GBM fall back to its software rasterizer: no X
+# server, no D-Bus bus, no extra package (ui-egl-headless is in qemu-system-modules-opengl).
+# $GUEST_BENCH_INPROCESS_DISPLAY sets another -display value (e.g. sdl,gl=on under an X server) to
+# compare.
+INPROCESS_DISPLAY = os.environ.get("GUEST_BENCH_INPROCESS_DISPLAY",
+                                   "egl-headless,rendernode=/dev/null")
 
-# name -> (backend command, extra run-guest.py arguments, what it needs to exist)
+# name -> (backend command, extra run-guest.py arguments, what it needs to exist, whether the
+# guest should render through virgl on the host)
 BACKENDS = {
-    "ours-virgl": (f"{OURS} --socket-path {{sock}} --renderer virglrenderer", [], OURS),
-    "ours-software": (f"{OURS} --socket-path {{sock}} --renderer software", [], OURS),
-    "qemu-c": (f"{QEMU_C} --socket-path {{sock}}", [], QEMU_C),
+    "ours-virgl": (f"{OURS} --socket-path {{sock}} --renderer virglrenderer", [], OURS, True),
+    "ours-software": (f"{OURS} --socket-path {{sock}} --renderer software", [], OURS, False),
+    "qemu-c": (f"{QEMU_C} --socket-path {{sock}}", [], QEMU_C, False),
+    "qemu-virgl-inprocess": ("none", ["--qemu-gpu", "virtio-gpu-gl-pci",
+                                      "--display", INPROCESS_DISPLAY], QEMU, True),
     "ours-virgl-sid": (f"{OURS_SID} --socket-path {{sock}} --renderer virglrenderer",
-                       ["--qemu-chroot", "sid", "--backend-chroot", "sid"], OURS_SID),
+                       ["--qemu-chroot", "sid", "--backend-chroot", "sid"], OURS_SID, True),
     "vhost-device-gpu": (f"{PEER} --gpu-mode virglrenderer --socket-path {{sock}}",
-                         ["--qemu-chroot", "sid", "--backend-chroot", "sid"], PEER),
+                         ["--qemu-chroot", "sid", "--backend-chroot", "sid"], PEER, True),
 }
 
 
@@ -52,7 +75,7 @@ def guest_artefacts():
 
 
 def one_run(name, kernel, initrd, secs, out_dir):
-    cmd, extra, needs = BACKENDS[name]
+    cmd, extra, needs, _ = BACKENDS[name]
     if not os.path.exists(needs):
         return {"status": "n/a", "why": f"{needs} not built (scripts/bench/peers.sh --prepare-only "
                                         "or cargo build --release)"}
@@ -89,6 +112,9 @@ def main():
     ap.add_argument("--backends", default=",".join(BACKENDS))
     ap.add_argument("--json", default=os.path.join(REPO, "target/bench/guest.json"))
     ap.add_argument("--list", action="store_true")
+    ap.add_argument("--strict", action="store_true",
+                    help="exit 1 unless every run scored and every virgl backend's guest "
+                         "GL_RENDERER names virgl (the CI smoke run)")
     args = ap.parse_args()
     if args.list:
         print(__doc__.split("Backends")[1].split("The guest runs")[0])
@@ -107,7 +133,8 @@ def main():
             res = one_run(n, kernel, initrd, args.secs, out_dir)
             results[n].append(res)
             shown = res.get("score", res.get("why"))
-            print(f"round {r + 1} {n:<17} {res['status']:<6} {shown}", file=sys.stderr)
+            print(f"round {r + 1} {n:<21} {res['status']:<6} {shown} "
+                  f"({res.get('wall_s', 0):.0f} s)", file=sys.stderr)
             if res["status"] == "n/a":
                 break
     # The table: median score and scene FPS per backend, ratio against the first.
@@ -127,7 +154,7 @@ def main():
             v = med(rs, key)
             if v is None:
                 bad = [x for x in rs if x["status"] != "ok"]
-                row.append(f"{bad[0]['status']}: {bad[0]['why'][:60]}" if bad else "-")
+                row.append(f"{bad[0]['status']}: {bad[0]['why'][:100]}" if bad else "-")
             elif n == names[0] or not b:
                 row.append(f"{v:g}")
             else:
@@ -136,6 +163,9 @@ def main():
     renderers = {n: next((x["renderer"] for x in results[n] if x.get("renderer")), "-")
                  for n in names}
     rows.append(["guest GL renderer"] + [renderers[n] for n in names])
+    walls = {n: [x["wall_s"] for x in results[n] if "wall_s" in x] for n in names}
+    rows.append(["wall s per run (boot + glmark2)"]
+                + [f"{statistics.median(walls[n]):.0f}" if walls[n] else "-" for n in names])
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print(f"glmark2-es2-drm --off-screen in the test guest (TCG), {args.secs} s per scene, "
           f"medians of {args.rounds} interleaved rounds; (xR) = against {names[0]}.\n")
@@ -147,6 +177,19 @@ def main():
     with open(args.json, "w") as f:
         json.dump({"rounds": args.rounds, "secs": args.secs, "results": results}, f, indent=1)
     print(f"\nwrote {args.json}")
+    if args.strict:
+        bad = []
+        for n in names:
+            for r, x in enumerate(results[n]):
+                if x["status"] != "ok":
+                    bad.append(f"{n} round {r + 1}: {x['status']}: {x.get('why', '')}")
+                elif BACKENDS[n][3] and "virgl" not in x["renderer"].lower():
+                    bad.append(f"{n} round {r + 1}: guest GL_RENDERER {x['renderer']!r} "
+                               "does not name virgl")
+        for b in bad:
+            print(f"guest-bench: strict: {b}", file=sys.stderr)
+        if bad:
+            return 1
     return 0
 
 

@@ -6,6 +6,8 @@
 #   scripts/bench/peers.sh                      # prepare, then the whole table
 #   scripts/bench/peers.sh --workloads cmd-rtt  # extra arguments go to gpu-bench
 #   scripts/bench/peers.sh --prepare-only
+#   scripts/bench/peers.sh --debug ...          # ours and gpu-bench from the debug profile (the CI
+#                                               # smoke run: leg 3 has built them already)
 #
 # Prepared reproducibly, under target/peers/ (reused when present):
 #   - rust-vmm's vhost-device-gpu 0.2.0 from crates.io (the daemon the seed presents), built in
@@ -22,10 +24,15 @@ cd "$(dirname "$0")/../.."
 
 PEER_VERSION=0.2.0
 prepare_only=0
-if [ "${1:-}" = --prepare-only ]; then
-    prepare_only=1
+profile=release
+while [ "$#" -gt 0 ]; do
+    case "$1" in
+        --prepare-only) prepare_only=1 ;;
+        --debug) profile=debug ;;
+        *) break ;;
+    esac
     shift
-fi
+done
 
 scripts/chroot/setup.sh sid >&2
 in_sid() { scripts/chroot/run.sh sid -- "$@"; }
@@ -40,17 +47,19 @@ if [ ! -x "$peer" ]; then
     echo "peers: vhost-device-gpu built in $((SECONDS - t)) s" >&2
 fi
 
-echo "peers: building our daemon and gpu-bench in the sid chroot (release)" >&2
+echo "peers: building our daemon and gpu-bench in the sid chroot ($profile)" >&2
 export CARGO_TARGET_DIR="$PWD/target/sid"
-in_sid cargo build -q --locked --release -p vhost-user-gpu >&2
-in_sid cargo build -q --locked --release -p vhost-user-gpu-tests --bin gpu-bench >&2
+release=()
+[ "$profile" = debug ] || release=(--release)
+in_sid cargo build -q --locked "${release[@]}" -p vhost-user-gpu >&2
+in_sid cargo build -q --locked "${release[@]}" -p vhost-user-gpu-tests --bin gpu-bench >&2
 [ "$prepare_only" = 0 ] || exit 0
 
-ours="$CARGO_TARGET_DIR/release/vhost-user-gpu"
+ours="$CARGO_TARGET_DIR/$profile/vhost-user-gpu"
 mkdir -p target/bench
 # EGL_PLATFORM=surfaceless for every backend: llvmpipe without a display.
 exec env EGL_PLATFORM=surfaceless scripts/chroot/run.sh sid -- \
-    "$CARGO_TARGET_DIR/release/gpu-bench" --warmup 1 --reps 5 --duration 1 \
+    "$CARGO_TARGET_DIR/$profile/gpu-bench" --warmup 1 --reps 5 --duration 1 \
     --json target/bench/peers.json \
     --backend "ours-software=$ours --renderer software --socket-path {sock}" \
     --backend "ours-virgl=$ours --renderer virglrenderer --socket-path {sock}" \

@@ -51,13 +51,26 @@ pub fn memcpy_seconds(bytes: usize) -> f64 {
 /// better of the scheduler's placement and both threads on the CPU the caller runs on (a wake-up
 /// on the same CPU needs no inter-processor interrupt; on a VM the two differ by about 2x).
 pub fn eventfd_round_trip_seconds() -> Result<f64> {
-    let free = ping_pong(None)?;
+    let free = ping_pong(None, None)?;
     // SAFETY: sched_getcpu has no preconditions.
     let cpu = unsafe { libc::sched_getcpu() };
     let pinned = usize::try_from(cpu)
         .ok()
-        .and_then(|cpu| ping_pong(Some(cpu)).ok());
+        .and_then(|cpu| ping_pong(Some(cpu), Some(cpu)).ok());
     Ok(pinned.map_or(free, |p| p.min(free)))
+}
+
+/// Seconds of one eventfd round trip with the two threads pinned to two different CPUs the
+/// caller may run on (the first two of its affinity set; the fastest batch), or `None` with
+/// fewer than two CPUs. Not a floor: what a kick and a call cost when the scheduler puts the
+/// frontend's thread and the daemon's thread on different CPUs (on a VM, a wake-up of an idle
+/// vCPU).
+pub fn eventfd_round_trip_cross_cpu_seconds() -> Option<f64> {
+    let set = current_affinity().ok()?;
+    // SAFETY: CPU_ISSET reads the set, bounds-checked against its size.
+    let mut cpus = (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) });
+    let (a, b) = (cpus.next()?, cpus.next()?);
+    ping_pong(Some(a), Some(b)).ok()
 }
 
 fn cpu_set_of(cpu: usize) -> libc::cpu_set_t {
@@ -90,9 +103,9 @@ fn set_affinity(set: &libc::cpu_set_t) -> std::io::Result<()> {
     }
 }
 
-/// One ping-pong measurement, both threads pinned to `pin` if given (the caller's affinity is
-/// restored afterwards).
-fn ping_pong(pin: Option<usize>) -> Result<f64> {
+/// One ping-pong measurement, the calling thread pinned to `pin` and the echo thread to
+/// `echo_pin` if given (the caller's affinity is restored afterwards).
+fn ping_pong(pin: Option<usize>, echo_pin: Option<usize>) -> Result<f64> {
     let restore = match pin {
         Some(cpu) => {
             let old = current_affinity().map_err(|e| Error::io("sched_getaffinity", e))?;
@@ -101,7 +114,7 @@ fn ping_pong(pin: Option<usize>) -> Result<f64> {
         }
         None => None,
     };
-    let r = ping_pong_inner(pin);
+    let r = ping_pong_inner(echo_pin);
     if let Some(old) = restore {
         set_affinity(&old).map_err(|e| Error::io("restore affinity", e))?;
     }
@@ -163,6 +176,8 @@ pub struct Floors {
     pub memcpy_bps_2160p: f64,
     /// Seconds of one eventfd round trip.
     pub eventfd_rtt_s: f64,
+    /// Seconds of one eventfd round trip across two CPUs (not a floor; `None`: one CPU).
+    pub eventfd_rtt_cross_cpu_s: Option<f64>,
 }
 
 impl Floors {
@@ -174,6 +189,7 @@ impl Floors {
             memcpy_bps_1080p: b1 as f64 / memcpy_seconds(b1),
             memcpy_bps_2160p: b2 as f64 / memcpy_seconds(b2),
             eventfd_rtt_s: eventfd_round_trip_seconds()?,
+            eventfd_rtt_cross_cpu_s: eventfd_round_trip_cross_cpu_seconds(),
         })
     }
 

@@ -240,6 +240,13 @@ impl RunResult {
                 .floors_before
                 .eventfd_rtt_s
                 .min(self.floors_after.eventfd_rtt_s),
+            eventfd_rtt_cross_cpu_s: match (
+                self.floors_before.eventfd_rtt_cross_cpu_s,
+                self.floors_after.eventfd_rtt_cross_cpu_s,
+            ) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
         }
     }
 }
