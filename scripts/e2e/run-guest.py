@@ -206,18 +206,55 @@ def chroot_path(path, what):
 
 
 def stop(proc, name, grace=5.0):
-    if proc is None or proc.poll() is not None:
+    """SIGTERM to the process group, then wait until every process of it is gone (a backend
+    started through `sh -c` can leave its shell first while the daemon still removes its socket),
+    SIGKILL after `grace` seconds."""
+    if proc is None:
         return
     try:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
+        proc.poll()
         return
+    deadline = time.monotonic() + grace
+    while True:
+        proc.poll()
+        if not group_alive(proc.pid):
+            break
+        if time.monotonic() > deadline:
+            print(f"run-guest: {name} ignored SIGTERM, killing it", file=sys.stderr)
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            break
+        time.sleep(0.02)
+    proc.wait()
+
+
+def group_alive(pgid):
+    """Whether a process of group `pgid` is still running (zombies do not count: an orphan's
+    zombie waits for whichever process reaps it)."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp ...: comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) >= 3 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
+
+
+def unlink_if_there(path):
     try:
-        proc.wait(grace)
-    except subprocess.TimeoutExpired:
-        print(f"run-guest: {name} ignored SIGTERM, killing it", file=sys.stderr)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 class DbusClient:
@@ -437,8 +474,7 @@ class Run:
             except subprocess.TimeoutExpired:
                 pass
             stop(qemu, "QEMU")
-            if os.path.exists(self.qmp_path):
-                os.unlink(self.qmp_path)
+            unlink_if_there(self.qmp_path)
         time.sleep(0.3)
         if self.backend_gone():
             if self.backend.returncode != 0 or n < args.boots:
@@ -652,8 +688,7 @@ class Run:
         stop(self.backend, "backend")
         stop(self.dbus_daemon, "dbus-daemon")
         for p in (self.sock, self.qmp_path, os.path.join(self.rundir, "bus.sock")):
-            if os.path.exists(p):
-                os.unlink(p)
+            unlink_if_there(p)
         os.rmdir(self.rundir)
 
 
