@@ -13,7 +13,7 @@
 #    QEMU's C backend;
 # 3b. one CPU: the wake-up-bound workloads (cmd-rtt, damage-64, churn) and 3d-submit again, host
 #    and peers, with every process on one CPU (taskset -c LAST): on a VM a wake-up across vCPUs
-#    costs far more than one on the same vCPU (README "Benchmark": measured 85-95 us against
+#    costs far more than one on the same vCPU (README "Benchmark": measured 60-95 us across runs against
 #    2 us per eventfd round trip on the 2-vCPU machine), and where the scheduler puts the bench's
 #    thread and a daemon's thread decides those rows in the default run; pinned, every backend
 #    gets the same placement. --no-pinned leaves this step out;
