@@ -1058,16 +1058,23 @@ where
 
 /// The command type of a chain (the header's first field) without checking anything else, or
 /// `None` when it cannot be read. Only a scheduling hint: the chain is decoded and checked when
-/// it runs, and the guest may change the field in between.
+/// it runs, and the guest may change the field in between. It reads the first four bytes of the
+/// first descriptor and nothing else (no reader is built on this per-command path), so a header
+/// whose first descriptor is shorter than four bytes gives `None`.
 pub fn peek_command_type<M>(chain: &DescriptorChain<M>) -> Option<u32>
 where
     M: Deref<Target = GuestMemoryMmap> + Clone,
 {
-    let mut reader = chain.clone().reader(chain.memory()).ok()?;
-    if reader.available_bytes() < size_of::<Le32>() {
+    use vm_memory::Bytes;
+    let first = chain.clone().next()?;
+    if first.is_write_only() || (first.len() as usize) < size_of::<Le32>() {
         return None;
     }
-    reader.read_obj::<Le32>().ok().map(|t| t.to_native())
+    chain
+        .memory()
+        .read_obj::<Le32>(first.addr())
+        .ok()
+        .map(|t| t.to_native())
 }
 
 /// Reads and decodes the control header.
