@@ -26,6 +26,21 @@ pub const BIND_SAMPLER_VIEW: u32 = 1 << 3;
 /// VIRGL_BIND_SCANOUT.
 pub const BIND_SCANOUT: u32 = 1 << 18;
 
+/// A B8G8R8X8 2D texture of `width` x `height` that can be rendered to, sampled and scanned out:
+/// the render target the 3D tests clear and show.
+pub fn scanout_target(width: u32, height: u32) -> crate::protocol::Resource3d {
+    crate::protocol::Resource3d {
+        target: TEXTURE_2D,
+        format: crate::protocol::format::B8G8R8X8_UNORM,
+        bind: BIND_RENDER_TARGET | BIND_SAMPLER_VIEW | BIND_SCANOUT,
+        width,
+        height,
+        depth: 1,
+        array_size: 1,
+        ..Default::default()
+    }
+}
+
 /// A virgl command stream under construction.
 #[derive(Clone, Debug, Default)]
 pub struct Stream(pub Vec<u32>);

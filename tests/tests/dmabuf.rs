@@ -19,10 +19,8 @@ use std::os::fd::AsFd;
 use common::*;
 use vhost_user_gpu_tests::display::{DisplayEvent, DmabufScanout, PROTOCOL_F_DMABUF2};
 use vhost_user_gpu_tests::egl::{self, Dmabuf, Egl, Platform, MOD_INVALID, MOD_LINEAR};
-use vhost_user_gpu_tests::protocol::{format, Command, MemEntry, Rect, Resource3d};
-use vhost_user_gpu_tests::virgl::{
-    clear_stream, BIND_RENDER_TARGET, BIND_SAMPLER_VIEW, BIND_SCANOUT, TEXTURE_2D,
-};
+use vhost_user_gpu_tests::protocol::{format, Command, MemEntry, Rect};
+use vhost_user_gpu_tests::virgl::{clear_stream, scanout_target};
 use vhost_user_gpu_tests::{BackendProcess, FrontendOptions};
 
 const W: u32 = 96;
@@ -87,16 +85,7 @@ fn assert_dmabuf_shows(s: &DmabufScanout, want: [u8; 3], p: &BackendProcess, whe
 fn a_3d_scanout_reaches_the_display_as_a_dmabuf() {
     let (p, mut fe) = start_on(Renderer::Virgl, FrontendOptions::default());
     let d = fe.display().unwrap();
-    let target = Resource3d {
-        target: TEXTURE_2D,
-        format: format::B8G8R8X8_UNORM,
-        bind: BIND_RENDER_TARGET | BIND_SAMPLER_VIEW | BIND_SCANOUT,
-        width: W,
-        height: H,
-        depth: 1,
-        array_size: 1,
-        ..Resource3d::default()
-    };
+    let target = scanout_target(W, H);
     let size = W * H * 4;
     let backing = fe.memory().alloc(u64::from(size), 4096).unwrap();
     for (c, what) in [

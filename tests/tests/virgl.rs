@@ -10,9 +10,7 @@ use vhost_user_gpu_tests::protocol::{
     capset, features, format, resp, Box3d, Command, MemEntry, Rect, Resource3d, Transfer3d,
     CTRL_HDR_SIZE, FLAG_FENCE, FLAG_INFO_RING_IDX,
 };
-use vhost_user_gpu_tests::virgl::{
-    clear_stream, BIND_RENDER_TARGET, BIND_SAMPLER_VIEW, BIND_SCANOUT, TEXTURE_2D,
-};
+use vhost_user_gpu_tests::virgl::{clear_stream, scanout_target, BIND_SAMPLER_VIEW};
 use vhost_user_gpu_tests::{BackendProcess, FrontendOptions, GpuFrontend};
 
 const W: u32 = 64;
@@ -37,16 +35,7 @@ fn start3d() -> Option<(BackendProcess, GpuFrontend)> {
 }
 
 fn target3d() -> Resource3d {
-    Resource3d {
-        target: TEXTURE_2D,
-        format: format::B8G8R8X8_UNORM,
-        bind: BIND_RENDER_TARGET | BIND_SAMPLER_VIEW | BIND_SCANOUT,
-        width: W,
-        height: H,
-        depth: 1,
-        array_size: 1,
-        ..Resource3d::default()
-    }
+    scanout_target(W, H)
 }
 
 /// Context 1 with render target `id` attached and backed; returns the backing address.
