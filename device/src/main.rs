@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -321,6 +322,8 @@ fn run(options: ServeOptions) -> Result<(), Box<dyn std::error::Error>> {
         options.num_scanouts,
         options.headless,
     )?;
+    gpu.client()
+        .set_poll_max(Duration::from_micros(options.poll_max_us));
     let backend = Arc::new(VhostUserGpuBackend::new(gpu.client()));
     let bound = bind(&options.endpoint)?;
     match options.sandbox {

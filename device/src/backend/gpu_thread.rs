@@ -12,8 +12,9 @@
 //! it has one) and the queues' kick eventfds (handed over by the connection's vrings,
 //! [`super::vring`]), so a guest kick wakes this thread alone. After every wake-up it drains
 //! the channel, processes the queues that were kicked, then lets the renderer retire fences
-//! and publishes the answers of the fenced commands. It never busy-waits. While it runs a queue it also takes
-//! new requests from the channel before each batch of chains it pops, so that a request the
+//! and publishes the answers of the fenced commands. Before it sleeps it may poll for new work
+//! for a short, adaptive window (`--poll-max-us`, [`super::poll`]); it never spins longer. While
+//! it runs a queue it also takes new requests from the channel before each batch of chains it pops, so that a request the
 //! frontend saw answered (a new display socket) is in effect for every chain made available
 //! after that answer.
 
@@ -35,6 +36,7 @@ use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard, Gues
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use super::poll::AdaptivePoll;
 use super::vring::GpuVring;
 use super::BackendError;
 use crate::display::{Display, GpuSocketDisplay, HeadlessDisplay};
@@ -314,6 +316,11 @@ struct Shared {
     /// Set when the control queue was stopped (GET_VRING_BASE): the next time it runs, check
     /// whether the guest reset the device (see [`GpuThread::check_guest_reset`]).
     control_stopped: AtomicBool,
+    /// The most the GPU thread polls for new work before it sleeps, in microseconds (0: it
+    /// sleeps at once); see [`super::poll`].
+    poll_max_us: AtomicU64,
+    /// Wake-ups whose events polling found (the thread did not have to sleep for them).
+    polled_wakeups: AtomicU64,
 }
 
 /// The handle the vhost-user side uses to talk to the GPU thread. `Send + Sync`.
@@ -339,6 +346,19 @@ impl GpuThreadClient {
             .send(request)
             .map_err(|_| BackendError::GpuThreadGone)?;
         self.wake.write(1).map_err(BackendError::Wake)
+    }
+
+    /// Sets the most the GPU thread polls for new work after a batch before it sleeps
+    /// (adaptive, see [`super::poll`]; zero: it sleeps at once). Takes effect at its next wait.
+    pub fn set_poll_max(&self, max: Duration) {
+        let us = u64::try_from(max.as_micros()).unwrap_or(u64::MAX);
+        self.shared.poll_max_us.store(us, Ordering::Relaxed);
+    }
+
+    /// How many times polling found the GPU thread's next work (instead of a wake-up from
+    /// sleep) since it started: a diagnostic for `--poll-max-us`.
+    pub fn polled_wakeups(&self) -> u64 {
+        self.shared.polled_wakeups.load(Ordering::Relaxed)
     }
 
     /// The device's `VIRTIO_GPU_F_*` bits (asked once at start).
@@ -622,6 +642,8 @@ struct GpuThread<D: GpuDevice> {
     pending: VecDeque<Request>,
     /// Rate limit of the log lines a guest can trigger here.
     guest_log: LogLimiter,
+    /// How long to poll for new work before sleeping.
+    poll: AdaptivePoll,
 }
 
 fn queue_index(kind: QueueKind) -> usize {
@@ -681,6 +703,7 @@ impl<D: GpuDevice> GpuThread<D> {
             deferred: Vec::new(),
             pending: VecDeque::new(),
             guest_log: LogLimiter::default(),
+            poll: AdaptivePoll::new(Duration::ZERO),
         })
     }
 
@@ -694,10 +717,40 @@ impl<D: GpuDevice> GpuThread<D> {
         }
     }
 
+    /// Waits for events: polls for them first (epoll with no timeout, yielding the CPU between
+    /// two looks, so that a frontend thread on the same CPU runs) for the adaptive window, then
+    /// sleeps. Polling touches no vring: to the vhost-user threads the GPU thread is idle.
+    fn wait(&mut self, events: &mut [EpollEvent]) -> io::Result<usize> {
+        let max = Duration::from_micros(self.shared.poll_max_us.load(Ordering::Relaxed));
+        self.poll.set_max(max);
+        let window = self.poll.window();
+        if max.is_zero() {
+            return self.epoll.wait(-1, events);
+        }
+        let start = Instant::now();
+        if !window.is_zero() {
+            loop {
+                let n = self.epoll.wait(0, events)?;
+                if n > 0 {
+                    self.poll.record(start.elapsed());
+                    self.shared.polled_wakeups.fetch_add(1, Ordering::Relaxed);
+                    return Ok(n);
+                }
+                if start.elapsed() >= window {
+                    break;
+                }
+                std::thread::yield_now();
+            }
+        }
+        let n = self.epoll.wait(-1, events)?;
+        self.poll.record(start.elapsed());
+        Ok(n)
+    }
+
     fn run(&mut self) {
         let mut events = [EpollEvent::default(); 8];
         loop {
-            match self.epoll.wait(-1, &mut events) {
+            match self.wait(&mut events) {
                 Ok(n) => {
                     for event in events.iter().take(n) {
                         match event.data() {
@@ -1145,6 +1198,8 @@ mod tests {
 
     struct Rig {
         handle: GpuThreadHandle,
+        /// The GPU thread's `/proc/thread-self` ("PID/task/TID").
+        gpu_thread: std::path::PathBuf,
         client: Arc<GpuThreadClient>,
         seen: Receiver<Seen>,
         hold: Arc<AtomicBool>,
@@ -1168,8 +1223,10 @@ mod tests {
             let device_hold = hold.clone();
             let gate = Arc::new(Mutex::new(None));
             let device_gate = gate.clone();
+            let (tid_tx, tid_rx) = mpsc::channel();
             let handle = GpuThreadHandle::spawn(
                 move || {
+                    let _ = tid_tx.send(std::fs::read_link("/proc/thread-self").unwrap());
                     Ok(MockDevice {
                         seen: seen_tx,
                         hold: device_hold,
@@ -1182,6 +1239,7 @@ mod tests {
                 true,
             )
             .unwrap();
+            let gpu_thread = tid_rx.recv().unwrap();
             let client = handle.client();
             let mem = GuestMemoryAtomic::new(
                 GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x20_0000)]).unwrap(),
@@ -1215,6 +1273,7 @@ mod tests {
             client.send(Request::Vrings(vrings.clone())).unwrap();
             Rig {
                 handle,
+                gpu_thread,
                 client,
                 seen,
                 hold,
@@ -1288,6 +1347,64 @@ mod tests {
         fn notified(&self, queue: usize) -> bool {
             self.calls[queue].read().is_ok()
         }
+    }
+
+    #[test]
+    fn polling_finds_the_next_command_without_a_wake_up() {
+        let rig = Rig::new();
+        // Off: every command is a wake-up from sleep.
+        for _ in 0..5 {
+            rig.add_chains(CONTROL_QUEUE, 1);
+            rig.kick(CONTROL_QUEUE);
+            wait_notified(&rig, CONTROL_QUEUE);
+        }
+        rig.settle();
+        assert_eq!(rig.client.polled_wakeups(), 0);
+        // On, with a window far longer than this thread needs to answer and kick again: the
+        // window grows within a few commands and the later ones are found by polling.
+        rig.client.set_poll_max(Duration::from_millis(20));
+        for _ in 0..50 {
+            rig.add_chains(CONTROL_QUEUE, 1);
+            rig.kick(CONTROL_QUEUE);
+            wait_notified(&rig, CONTROL_QUEUE);
+        }
+        assert!(rig.client.polled_wakeups() > 0, "no wake-up found by polling");
+        assert_eq!(rig.used(CONTROL_QUEUE).0, 55);
+        // A kick's wake-up can come after its chain was already taken (the thread saw the
+        // chain while finishing the previous one) and be found by polling a little later.
+        std::thread::sleep(Duration::from_millis(50));
+        let polled = rig.client.polled_wakeups();
+        // Quiet for far longer than the window: the thread goes to sleep (it used at most the
+        // 20 ms window, not the half second).
+        let before = thread_cpu_ticks(&rig.gpu_thread);
+        std::thread::sleep(Duration::from_millis(500));
+        let spent = thread_cpu_ticks(&rig.gpu_thread) - before;
+        assert!(
+            spent < 10,
+            "the idle GPU thread used {spent} clock ticks in 500 ms"
+        );
+        assert_eq!(rig.client.polled_wakeups(), polled);
+        // Off again: the next commands wake it from sleep.
+        rig.client.set_poll_max(Duration::ZERO);
+        for _ in 0..5 {
+            rig.add_chains(CONTROL_QUEUE, 1);
+            rig.kick(CONTROL_QUEUE);
+            wait_notified(&rig, CONTROL_QUEUE);
+        }
+        assert_eq!(rig.client.polled_wakeups(), polled);
+        drop(rig.handle);
+    }
+
+    /// User + system CPU time of a thread of this process (`/proc/thread-self` as it read it),
+    /// in clock ticks.
+    fn thread_cpu_ticks(thread: &std::path::Path) -> u64 {
+        let stat = std::fs::read_to_string(std::path::Path::new("/proc").join(thread).join("stat"))
+            .unwrap();
+        // Fields after the command name (which ends with the last ')'): utime and stime are
+        // the 12th and 13th.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = rest.split(' ').collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
     }
 
     /// Waits (at most WAIT) until the driver of `queue` is notified, and consumes it.

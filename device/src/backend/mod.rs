@@ -22,6 +22,7 @@
 //! connection on them.
 
 pub mod gpu_thread;
+pub mod poll;
 pub mod relay;
 pub mod serve;
 pub mod vring;
