@@ -7,10 +7,11 @@
 #  2. a Debian 13 chroot (libvirglrenderer 1.1.0, its Venus render server, QEMU 11.1): the
 #     workspace built there, the whole nextest suite, and the guest tests (Venus in a guest);
 #  3. a Debian sid chroot (libvirglrenderer 1.3.0): build and nextest.
-# Then the benchmark's two smoke runs (scripts/bench/smoke.sh), each judged passed or failed: the
-# peer set-up (vhost-device-gpu 0.2.0 from crates.io built in the sid chroot, one short gpu-bench
-# round beside ours and QEMU's C backend) and one guest workload (glmark2, 1 round of 1 s scenes,
-# ours-virgl and QEMU's in-process virgl).
+# Then the benchmark's three smoke runs (scripts/bench/smoke.sh), each judged passed or failed:
+# the peer set-up (vhost-device-gpu 0.2.0 from crates.io built in the sid chroot, one short
+# gpu-bench round beside ours and QEMU's C backend), one GL guest workload (glmark2, 1 round of
+# 1 s scenes, ours-virgl and QEMU's in-process virgl) and the Vulkan guest workload (vkcheck
+# --bench through Venus, 1 s per part, ours in the sid chroot and QEMU 11.1's in-process Venus).
 # Leg 1 also runs a short bounded fuzzing run of the three targets (scripts/fuzz.sh).
 # Each leg prints how long its parts took. SKIP_GUEST_E2E=1 skips the guest tests, SKIP_FUZZ=1
 # the fuzzing run and SKIP_CHROOT_LEGS=1 legs 2 and 3 (CI skips none).
@@ -70,6 +71,10 @@ if [ "${SKIP_CHROOT_LEGS:-0}" != 1 ]; then
     run_leg "leg 3 build+nextest" scripts/chroot/test-leg.sh sid
     echo "== benchmark smoke: peers in the sid chroot (scripts/bench/smoke.sh peers)"
     run_leg "bench smoke peers" scripts/bench/smoke.sh peers
+    if [ "${SKIP_GUEST_E2E:-0}" != 1 ]; then
+        echo "== benchmark smoke: the Vulkan guest workload through Venus (scripts/bench/smoke.sh vulkan)"
+        run_leg "bench smoke vulkan" scripts/bench/smoke.sh vulkan
+    fi
 fi
 if [ "${SKIP_GUEST_E2E:-0}" != 1 ]; then
     echo "== benchmark smoke: one guest workload (scripts/bench/smoke.sh guest)"

@@ -16,6 +16,16 @@ Backends (a name and how to run it; see --list):
                     virglrenderer runs on llvmpipe in QEMU's process, as ours-virgl does in ours)
   ours-virgl-sid    our daemon built in the sid chroot (libvirglrenderer 1.3.0), QEMU 11.1
   vhost-device-gpu  rust-vmm's vhost-device-gpu 0.2.0 (scripts/bench/peers.sh), same chroot
+With --workload vulkan (the Vulkan guest image; its vkcheck renders and computes with exact
+results, then times --secs seconds of each: submit + fence wait, again and again):
+  ours-venus-sid    our daemon (sid build, libvirglrenderer 1.3.0 and its render server)
+                    --hostmem 256M, QEMU 11.1's vhost-user-test-device-pci (the device that
+                    passes blob and context-init features and the host-visible region through)
+  qemu-venus-inprocess  QEMU 11.1's own virtio-gpu-gl-pci,venus=on,blob=on,hostmem=256M, the
+                    no-socket reference (display as for qemu-virgl-inprocess)
+  vhost-device-gpu-venus  vhost-device-gpu 0.2.0 the same way as ours-venus-sid
+  lavapipe-in-guest the guest's own CPU Vulkan driver (lavapipe under TCG) beside our daemon's
+                    software renderer, the reference that uses no host GPU path at all
 The guest runs under TCG (no KVM here): scores measure the whole stack, guest CPU emulation
 included, and compare backends only with each other in the same run.
 
@@ -41,7 +51,9 @@ PEER = os.path.join(REPO, "target/peers/vhost-device-gpu-0.2.0/bin/vhost-device-
 # Our daemon on the host: target/release by default, $GUEST_BENCH_OURS for another build (the CI smoke
 # run uses the debug build the tests made).
 OURS = os.environ.get("GUEST_BENCH_OURS", os.path.join(REPO, "target/release/vhost-user-gpu"))
-OURS_SID = os.path.join(REPO, "target/sid/release/vhost-user-gpu")
+# The sid chroot's build: target/sid/release by default, $GUEST_BENCH_OURS_SID for another.
+OURS_SID = os.environ.get("GUEST_BENCH_OURS_SID",
+                          os.path.join(REPO, "target/sid/release/vhost-user-gpu"))
 QEMU_C = "/usr/lib/qemu/vhost-user-gpu"
 QEMU = shutil.which("qemu-system-x86_64") or "/usr/bin/qemu-system-x86_64"
 # QEMU's in-process virgl needs a GL display. egl-headless wants a DRM render node; there is none
@@ -66,9 +78,26 @@ BACKENDS = {
                          ["--qemu-chroot", "sid", "--backend-chroot", "sid"], PEER, True),
 }
 
+SID = ["--qemu-chroot", "sid", "--backend-chroot", "sid"]
+VENUS_DEVICE = ["--gpu-device", "test-device", "--guest-arg", "vkicd=virtio"]
+# --workload vulkan: name -> (backend command, extra run-guest.py arguments, what it needs to
+# exist, the guest's Vulkan device name must contain this)
+VK_BACKENDS = {
+    "ours-venus-sid": (f"{OURS_SID} --socket-path {{sock}} --renderer virglrenderer --hostmem 256M",
+                       SID + VENUS_DEVICE, OURS_SID, "Venus"),
+    "qemu-venus-inprocess": ("none", ["--qemu-gpu", "virtio-gpu-gl-pci,venus=on,blob=on,hostmem=256M",
+                                      "--display", INPROCESS_DISPLAY, "--qemu-chroot", "sid",
+                                      "--guest-arg", "vkicd=virtio"], QEMU, "Venus"),
+    "vhost-device-gpu-venus": (f"{PEER} --gpu-mode virglrenderer --socket-path {{sock}}",
+                               SID + VENUS_DEVICE, PEER, "Venus"),
+    "lavapipe-in-guest": (f"{OURS} --socket-path {{sock}} --renderer software",
+                          ["--guest-arg", "vkicd=lvp"], OURS, "llvmpipe"),
+}
 
-def guest_artefacts():
-    out = subprocess.run([os.path.join(REPO, "scripts/guest/build.sh")], check=True,
+
+def guest_artefacts(vulkan=False):
+    out = subprocess.run([os.path.join(REPO, "scripts/guest/build.sh")]
+                         + (["--vulkan"] if vulkan else []), check=True,
                          capture_output=True, text=True).stdout
     vals = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
     return vals["KERNEL"], vals["INITRD"]
@@ -105,12 +134,112 @@ def one_run(name, kernel, initrd, secs, out_dir):
             "renderer": renderer.group(1).strip() if renderer else "", "wall_s": wall}
 
 
+def one_vulkan_run(name, kernel, initrd, secs, out_dir):
+    cmd, extra, needs, _ = VK_BACKENDS[name]
+    if not os.path.exists(needs):
+        return {"status": "n/a", "why": f"{needs} not built (scripts/bench/peers.sh --prepare-only "
+                                        "or cargo build --release)"}
+    argv = [sys.executable, RUN_GUEST, "--backend", cmd, "--kernel", kernel, "--initrd", initrd,
+            "--workload", "vulkan", "--guest-arg", f"vkbench={secs}", "--expect-vulkan", "pass",
+            "--out", out_dir, "--timeout", str(240 + 4 * secs)] + extra
+    env = dict(os.environ, EGL_PLATFORM="surfaceless")
+    t0 = time.monotonic()
+    p = subprocess.run(argv, capture_output=True, text=True, env=env)
+    wall = time.monotonic() - t0
+    try:
+        with open(os.path.join(out_dir, "serial.log"), "rb") as f:
+            serial = f.read().decode("utf-8", "replace")
+    except OSError:
+        serial = ""
+    rates = {m.group(1): float(m.group(2)) for m in re.finditer(
+        r"^E2E-VKCHECK: VKCHECK-BENCH: (\S+) \d+ submits in [\d.]+ s = ([\d.]+)/s", serial, re.M)}
+    device = re.search(r"^E2E-VKCHECK: VKCHECK-DEVICE: (.*?) driver=", serial, re.M)
+    checked = re.search(r"^E2E-VKCHECK: VKCHECK-RESULT: PASS", serial, re.M)
+    if p.returncode != 0 or not checked or set(rates) != {"render", "compute"}:
+        why = [l.strip()[len("failure: "):] for l in p.stdout.splitlines()
+               if l.strip().startswith("failure:")]
+        last = [l.split("VKCHECK-ERROR: ", 1)[1] for l in serial.splitlines()
+                if "VKCHECK-ERROR: " in l]
+        return {"status": "failed", "why": "; ".join(why + last[:1])[:200] or "no result",
+                "wall_s": wall}
+    return {"status": "ok", "rates": rates, "device": device.group(1).strip() if device else "",
+            "wall_s": wall}
+
+
+def vulkan_main(args, names):
+    kernel, initrd = guest_artefacts(vulkan=True)
+    results = {n: [] for n in names}
+    for r in range(args.rounds):
+        for n in names:
+            out_dir = os.path.join(REPO, "target/bench/guest-vulkan", f"{n}-{r}")
+            res = one_vulkan_run(n, kernel, initrd, args.secs, out_dir)
+            results[n].append(res)
+            shown = res.get("rates", res.get("why"))
+            print(f"round {r + 1} {n:<23} {res['status']:<6} {shown} "
+                  f"({res.get('wall_s', 0):.0f} s)", file=sys.stderr)
+            if res["status"] == "n/a":
+                break
+    def med(rs, key):
+        vals = [x["rates"][key] for x in rs if x["status"] == "ok"]
+        return statistics.median(vals) if vals else None
+    rows = [["metric"] + names]
+    for key in ["render", "compute"]:
+        row = [f"{key} submits/s"]
+        b = med(results[names[0]], key)
+        for n in names:
+            v = med(results[n], key)
+            if v is None:
+                bad = [x for x in results[n] if x["status"] != "ok"]
+                row.append(f"{bad[0]['status']}: {bad[0]['why'][:100]}" if bad else "-")
+            elif n == names[0] or not b:
+                row.append(f"{v:.0f}")
+            else:
+                row.append(f"{v:.0f} (x{v / b:.2f})")
+        rows.append(row)
+    rows.append(["guest Vulkan device"]
+                + [next((x["device"] for x in results[n] if x.get("device")), "-") for n in names])
+    walls = {n: [x["wall_s"] for x in results[n] if "wall_s" in x] for n in names}
+    rows.append(["wall s per run (boot + checks + bench)"]
+                + [f"{statistics.median(walls[n]):.0f}" if walls[n] else "-" for n in names])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    print(f"vkcheck --bench in the Vulkan test guest (TCG): a 64x64 render pass (clear, draw, copy "
+          f"to a host-visible buffer) and a 65536-word compute dispatch, each submitted and waited "
+          f"for with a fence for {args.secs} s after its exact check; medians of {args.rounds} "
+          f"interleaved rounds; (xR) = against {names[0]}.\n")
+    for i, r in enumerate(rows):
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+        if i == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    os.makedirs(os.path.dirname(args.json), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump({"workload": "vulkan", "rounds": args.rounds, "secs": args.secs,
+                   "results": results}, f, indent=1)
+    print(f"\nwrote {args.json}")
+    if args.strict:
+        bad = []
+        for n in names:
+            for r, x in enumerate(results[n]):
+                if x["status"] != "ok":
+                    bad.append(f"{n} round {r + 1}: {x['status']}: {x.get('why', '')}")
+                elif VK_BACKENDS[n][3].lower() not in x["device"].lower():
+                    bad.append(f"{n} round {r + 1}: guest Vulkan device {x['device']!r} does not "
+                               f"name {VK_BACKENDS[n][3]}")
+        for b in bad:
+            print(f"guest-bench: strict: {b}", file=sys.stderr)
+        if bad:
+            return 1
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--secs", type=int, default=3, help="seconds per glmark2 scene")
-    ap.add_argument("--backends", default=",".join(BACKENDS))
-    ap.add_argument("--json", default=os.path.join(REPO, "target/bench/guest.json"))
+    ap.add_argument("--workload", choices=["glmark2", "vulkan"], default="glmark2",
+                    help="glmark2 (default), or vulkan: vkcheck --bench in the Vulkan guest "
+                         "image, on the --workload vulkan backends (--secs: seconds per part)")
+    ap.add_argument("--backends", default=None)
+    ap.add_argument("--json", default=None)
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--strict", action="store_true",
                     help="exit 1 unless every run scored and every virgl backend's guest "
@@ -119,12 +248,18 @@ def main():
     if args.list:
         print(__doc__.split("Backends")[1].split("The guest runs")[0])
         return 0
-    names = [n for n in args.backends.split(",") if n]
+    known = VK_BACKENDS if args.workload == "vulkan" else BACKENDS
+    names = [n for n in (args.backends or ",".join(known)).split(",") if n]
     for n in names:
-        if n not in BACKENDS:
-            ap.error(f"unknown backend {n!r} (--list)")
+        if n not in known:
+            ap.error(f"unknown {args.workload} backend {n!r} (--list)")
     if not 1 <= args.rounds <= 50 or not 1 <= args.secs <= 60:
         ap.error("--rounds 1..50, --secs 1..60")
+    if args.json is None:
+        args.json = os.path.join(REPO, "target/bench", "guest-vulkan.json"
+                                 if args.workload == "vulkan" else "guest.json")
+    if args.workload == "vulkan":
+        return vulkan_main(args, names)
     kernel, initrd = guest_artefacts()
     results = {n: [] for n in names}
     for r in range(args.rounds):

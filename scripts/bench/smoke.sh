@@ -6,11 +6,16 @@
 #                                  # 3d-submit, 1 round of 0.3 s, debug builds of ours and gpu-bench
 #   scripts/bench/smoke.sh guest   # scripts/bench/guest-bench.py: 1 round, 1 s per glmark2 scene,
 #                                  # ours-virgl (the debug daemon) and QEMU's in-process virgl
+#   scripts/bench/smoke.sh vulkan  # scripts/bench/guest-bench.py --workload vulkan: 1 round, 1 s
+#                                  # per part, ours-venus-sid (the sid debug daemon) and QEMU
+#                                  # 11.1's in-process Venus
 #
 # peers passes when gpu-bench ran, no cell of its JSON report is "failed" (n/a, e.g. 3D on QEMU's
 # 2D-only C backend, is allowed) and ours-virgl and vhost-device-gpu measured every workload.
 # guest passes when every run gave a glmark2 score and the guest's GL_RENDERER names virgl on
-# both (guest-bench.py --strict). Prints "bench smoke NAME: passed|failed in N s".
+# both (guest-bench.py --strict); vulkan when both rendered and computed exactly before and after
+# their timed loops and the guest's Vulkan device is Venus (--strict). Prints "bench smoke NAME:
+# passed|failed in N s".
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 what="${1:-}"
@@ -45,8 +50,20 @@ PY
             --backends ours-virgl,qemu-virgl-inprocess --strict \
             --json target/bench/smoke-guest.json || rc=$?
         ;;
+    vulkan)
+        # The sid chroot's debug daemon (built by "smoke.sh peers" or leg 3's e2e; built here
+        # when missing).
+        bin="${GUEST_BENCH_OURS_SID:-$PWD/target/sid/debug/vhost-user-gpu}"
+        if [ ! -x "$bin" ]; then
+            CARGO_TARGET_DIR="$PWD/target/sid" scripts/chroot/run.sh sid -- \
+                cargo build -q --locked -p vhost-user-gpu
+        fi
+        GUEST_BENCH_OURS_SID="$bin" scripts/bench/guest-bench.py --workload vulkan --rounds 1 \
+            --secs 1 --backends ours-venus-sid,qemu-venus-inprocess --strict \
+            --json target/bench/smoke-vulkan.json || rc=$?
+        ;;
     *)
-        sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//' >&2
+        sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2
         exit 2
         ;;
 esac

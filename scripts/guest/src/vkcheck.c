@@ -13,6 +13,10 @@
  *   tells a device still writing after the fence from wrong memory; and where word 0's value
  *   sits in the mapping when it is elsewhere ("VKCHECK-COMPUTE: word 0's value is at byte N of
  *   the mapping"), which shows a mapping at the wrong offset.
+ * - --bench SECONDS (the benchmark's Vulkan workload): after each check passed, its command buffer
+ *   (render: clear, draw, copy to the host buffer; compute: the dispatch) is submitted again and
+ *   waited for with a fence, over and over for SECONDS, then the result is compared once more.
+ *   Prints "VKCHECK-BENCH: <render|compute> <n> submits in <s> s = <rate>/s".
  * Every step is printed ("VKCHECK-STEP: ...") before it runs, so a hang shows where. Fences are
  * waited for with a timeout (--timeout seconds, default 60), and an alarm ends the program if a call
  * that takes no timeout blocks for longer than the whole budget (--watchdog, default 240 s).
@@ -25,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <vulkan/vulkan.h>
 
@@ -50,6 +55,7 @@ static const uint8_t DRAW_RGBA[4] = {0xcc, 0x33, 0x66, 0x99};
 static const char *step_name = "start";
 static unsigned fence_timeout_s = 60;
 static int gpu_hung; /* a fence timed out: skip the teardown, which could wait for the GPU too */
+static unsigned bench_secs; /* --bench: 0 = no benchmark loops */
 
 static void step(const char *what)
 {
@@ -203,7 +209,8 @@ static int begin(const struct ctx *c, VkCommandBuffer *cb)
     CHECK(vkAllocateCommandBuffers(c->dev, &ai, cb));
     VkCommandBufferBeginInfo bi = {
         .sType = VK_STRUCTURE_TYPE_COMMAND_BUFFER_BEGIN_INFO,
-        .flags = VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT,
+        /* --bench submits the buffer again after the check. */
+        .flags = bench_secs ? 0 : VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT,
     };
     CHECK(vkBeginCommandBuffer(*cb, &bi));
     return 0;
@@ -235,7 +242,51 @@ static int submit_wait(const struct ctx *c, VkCommandBuffer cb, const char *what
     }
     CHECK(r);
     vkDestroyFence(c->dev, fence, NULL);
-    vkFreeCommandBuffers(c->dev, c->pool, 1, &cb);
+    if (!bench_secs) /* --bench: bench() submits it again; the pool frees it at teardown */
+        vkFreeCommandBuffers(c->dev, c->pool, 1, &cb);
+    return 0;
+}
+
+static double seconds_since(const struct timespec *t0)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)(t.tv_sec - t0->tv_sec) + (double)(t.tv_nsec - t0->tv_nsec) / 1e9;
+}
+
+/* --bench: submits the ended `cb` and waits for it, again and again for bench_secs seconds. */
+static int bench(const struct ctx *c, VkCommandBuffer cb, const char *what)
+{
+    char buf[160];
+    snprintf(buf, sizeof buf, "%s: bench (%u s)", what, bench_secs);
+    step(strdup(buf));
+    VkFenceCreateInfo fi = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+    VkFence fence;
+    CHECK(vkCreateFence(c->dev, &fi, NULL, &fence));
+    VkSubmitInfo si = {
+        .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
+        .commandBufferCount = 1,
+        .pCommandBuffers = &cb,
+    };
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    unsigned long n = 0;
+    double elapsed;
+    do {
+        CHECK(vkQueueSubmit(c->queue, 1, &si, fence));
+        VkResult r = vkWaitForFences(c->dev, 1, &fence, VK_TRUE, (uint64_t)fence_timeout_s * 1000000000ull);
+        if (r == VK_TIMEOUT) {
+            printf("VKCHECK-ERROR: %s bench: fence not signalled after %u s\n", what, fence_timeout_s);
+            gpu_hung = 1;
+            return 1;
+        }
+        CHECK(r);
+        CHECK(vkResetFences(c->dev, 1, &fence));
+        n++;
+        elapsed = seconds_since(&t0);
+    } while (elapsed < bench_secs);
+    vkDestroyFence(c->dev, fence, NULL);
+    printf("VKCHECK-BENCH: %s %lu submits in %.3f s = %.1f/s\n", what, n, elapsed, n / elapsed);
     return 0;
 }
 
@@ -513,6 +564,21 @@ static int render_test(const struct ctx *c)
         return 1;
     }
     printf("VKCHECK-RENDER: ok (%ux%u, all %u pixels exact)\n", WIDTH, HEIGHT, WIDTH * HEIGHT);
+    if (bench_secs) {
+        memset(out.map, 0, (size_t)out.size);
+        if (!out.coherent) {
+            VkMappedMemoryRange r = {VK_STRUCTURE_TYPE_MAPPED_MEMORY_RANGE, NULL, out.mem, 0, VK_WHOLE_SIZE};
+            CHECK(vkFlushMappedMemoryRanges(c->dev, 1, &r));
+        }
+        if (bench(c, cmd, "render") || host_invalidate(c, &out))
+            return 1;
+        bad = render_mismatches(out.map, 1);
+        if (bad) {
+            printf("VKCHECK-RENDER: FAIL after the bench: %u of %u pixels wrong\n", bad, WIDTH * HEIGHT);
+            return 1;
+        }
+        printf("VKCHECK-RENDER: ok after the bench\n");
+    }
 
     vkUnmapMemory(c->dev, out.mem);
     vkDestroyBuffer(c->dev, out.buf, NULL);
@@ -650,6 +716,21 @@ static int compute_test(const struct ctx *c)
         return 1;
     }
     printf("VKCHECK-COMPUTE: ok (all %u words exact)\n", COMPUTE_WORDS);
+    if (bench_secs) {
+        memset(data.map, 0, (size_t)data.size);
+        if (!data.coherent) {
+            VkMappedMemoryRange r = {VK_STRUCTURE_TYPE_MAPPED_MEMORY_RANGE, NULL, data.mem, 0, VK_WHOLE_SIZE};
+            CHECK(vkFlushMappedMemoryRanges(c->dev, 1, &r));
+        }
+        if (bench(c, cmd, "compute") || host_invalidate(c, &data))
+            return 1;
+        bad = compute_mismatches(data.map, 1);
+        if (bad) {
+            printf("VKCHECK-COMPUTE: FAIL after the bench: %u of %u words wrong\n", bad, COMPUTE_WORDS);
+            return 1;
+        }
+        printf("VKCHECK-COMPUTE: ok after the bench\n");
+    }
 
     vkDestroyDescriptorPool(c->dev, dp, NULL);
     vkDestroyPipeline(c->dev, pipe, NULL);
@@ -672,7 +753,7 @@ static int has_ext(const VkExtensionProperties *e, uint32_t n, const char *name)
 
 static int usage(const char *argv0)
 {
-    fprintf(stderr, "usage: %s [--device SUBSTR] [--timeout SECONDS] [--watchdog SECONDS]\n", argv0);
+    fprintf(stderr, "usage: %s [--device SUBSTR] [--timeout SECONDS] [--watchdog SECONDS] [--bench SECONDS]\n", argv0);
     return 2;
 }
 
@@ -687,6 +768,8 @@ int main(int argc, char **argv)
             fence_timeout_s = (unsigned)strtoul(argv[++i], NULL, 10);
         else if (!strcmp(argv[i], "--watchdog") && i + 1 < argc)
             watchdog = (unsigned)strtoul(argv[++i], NULL, 10);
+        else if (!strcmp(argv[i], "--bench") && i + 1 < argc)
+            bench_secs = (unsigned)strtoul(argv[++i], NULL, 10);
         else
             return usage(argv[0]);
     }

@@ -5,7 +5,7 @@
 # The exit status is vkcheck's. Lines for the host:
 #   E2E-VK-ICD: <name> <json>
 #   E2E-VK: <vulkaninfo --summary line>       (its output, all of it)
-#   E2E-VKCHECK: <vkcheck line>               (VKCHECK-DEVICE/-RENDER/-COMPUTE/-STEP/-ERROR/-RESULT)
+#   E2E-VKCHECK: <vkcheck line>               (VKCHECK-DEVICE/-RENDER/-COMPUTE/-BENCH/-STEP/-ERROR/-RESULT)
 #   E2E-VKCHECK-EXIT: <status>
 icd="${E2E_VKICD:-virtio}"
 case "$icd" in
@@ -43,7 +43,8 @@ rc=$?
 sed 's/^/E2E-VK: /' /tmp/vulkaninfo.log
 echo "E2E-VK: vulkaninfo exit status $rc$( [ $rc -ne 124 ] || echo ' (killed after 120 s)')"
 
-run_limited 300 /tmp/vkcheck.log /e2e/bin/vkcheck --timeout 60 --watchdog 280
+# e2e.vkbench=SECONDS (the benchmark): vkcheck also times its render and compute submissions.
+run_limited 300 /tmp/vkcheck.log /e2e/bin/vkcheck --timeout 60 --watchdog 280 ${E2E_VKBENCH:+--bench "$E2E_VKBENCH"}
 rc=$?
 sed 's/^/E2E-VKCHECK: /' /tmp/vkcheck.log
 echo "E2E-VKCHECK-EXIT: $rc$( [ $rc -ne 124 ] || echo ' (killed after 300 s)')"
