@@ -103,14 +103,16 @@ def guest_artefacts(vulkan=False):
     return vals["KERNEL"], vals["INITRD"]
 
 
-def one_run(name, kernel, initrd, secs, out_dir):
-    cmd, extra, needs, _ = BACKENDS[name]
-    if not os.path.exists(needs):
-        return {"status": "n/a", "why": f"{needs} not built (scripts/bench/peers.sh --prepare-only "
-                                        "or cargo build --release)"}
+def not_built(needs):
+    return {"status": "n/a", "why": f"{needs} not built (scripts/bench/peers.sh --prepare-only "
+                                    "or cargo build --release)"}
+
+
+def run_guest(cmd, extra, kernel, initrd, workload, out_dir, timeout):
+    """One boot of the test guest running `workload`: (run-guest.py's process, the serial log,
+    seconds)."""
     argv = [sys.executable, RUN_GUEST, "--backend", cmd, "--kernel", kernel, "--initrd", initrd,
-            "--workload", "glmark2", "--guest-arg", f"glmark_secs={secs}", "--out", out_dir,
-            "--timeout", str(60 + 8 * secs * 4)] + extra
+            "--workload", workload, "--out", out_dir, "--timeout", str(timeout)] + extra
     env = dict(os.environ, EGL_PLATFORM="surfaceless")
     t0 = time.monotonic()
     p = subprocess.run(argv, capture_output=True, text=True, env=env)
@@ -120,16 +122,30 @@ def one_run(name, kernel, initrd, secs, out_dir):
             serial = f.read().decode("utf-8", "replace")
     except OSError:
         serial = ""
+    return p, serial, wall
+
+
+def failed(p, guest_errors, wall):
+    """A failed run: run-guest.py's failure lines, then the first of the guest's own errors."""
+    why = [l.strip()[len("failure: "):] for l in p.stdout.splitlines()
+           if l.strip().startswith("failure:")]
+    return {"status": "failed", "why": "; ".join(why + guest_errors[:1])[:200] or "no result",
+            "wall_s": wall}
+
+
+def one_run(name, kernel, initrd, secs, out_dir):
+    cmd, extra, needs, _ = BACKENDS[name]
+    if not os.path.exists(needs):
+        return not_built(needs)
+    p, serial, wall = run_guest(cmd, ["--guest-arg", f"glmark_secs={secs}"] + extra, kernel,
+                                initrd, "glmark2", out_dir, 60 + 8 * secs * 4)
     score = re.search(r"^E2E-GLMARK2-SCORE: (\d+)", serial, re.M)
     scenes = {m.group(1): int(m.group(2))
               for m in re.finditer(r"^E2E-GLMARK2-SCENE: (\S+) (\d+)", serial, re.M)}
     renderer = re.search(r"^E2E-GL-RENDERER: (.*)$", serial, re.M)
     if p.returncode != 0 or not score:
-        why = [l.strip()[len("failure: "):] for l in p.stdout.splitlines()
-               if l.strip().startswith("failure:")]
-        last = [l for l in serial.splitlines() if l.startswith("glmark2:") and "Error" in l]
-        return {"status": "failed", "why": "; ".join(why + last[:1])[:200] or "no score",
-                "wall_s": wall}
+        return failed(p, [l for l in serial.splitlines() if l.startswith("glmark2:") and "Error" in l],
+                      wall)
     return {"status": "ok", "score": int(score.group(1)), "scenes": scenes,
             "renderer": renderer.group(1).strip() if renderer else "", "wall_s": wall}
 
@@ -137,98 +153,108 @@ def one_run(name, kernel, initrd, secs, out_dir):
 def one_vulkan_run(name, kernel, initrd, secs, out_dir):
     cmd, extra, needs, _ = VK_BACKENDS[name]
     if not os.path.exists(needs):
-        return {"status": "n/a", "why": f"{needs} not built (scripts/bench/peers.sh --prepare-only "
-                                        "or cargo build --release)"}
-    argv = [sys.executable, RUN_GUEST, "--backend", cmd, "--kernel", kernel, "--initrd", initrd,
-            "--workload", "vulkan", "--guest-arg", f"vkbench={secs}", "--expect-vulkan", "pass",
-            "--out", out_dir, "--timeout", str(240 + 4 * secs)] + extra
-    env = dict(os.environ, EGL_PLATFORM="surfaceless")
-    t0 = time.monotonic()
-    p = subprocess.run(argv, capture_output=True, text=True, env=env)
-    wall = time.monotonic() - t0
-    try:
-        with open(os.path.join(out_dir, "serial.log"), "rb") as f:
-            serial = f.read().decode("utf-8", "replace")
-    except OSError:
-        serial = ""
+        return not_built(needs)
+    p, serial, wall = run_guest(cmd, ["--guest-arg", f"vkbench={secs}", "--expect-vulkan", "pass"]
+                                + extra, kernel, initrd, "vulkan", out_dir, 240 + 4 * secs)
     rates = {m.group(1): float(m.group(2)) for m in re.finditer(
         r"^E2E-VKCHECK: VKCHECK-BENCH: (\S+) \d+ submits in [\d.]+ s = ([\d.]+)/s", serial, re.M)}
     device = re.search(r"^E2E-VKCHECK: VKCHECK-DEVICE: (.*?) driver=", serial, re.M)
     checked = re.search(r"^E2E-VKCHECK: VKCHECK-RESULT: PASS", serial, re.M)
     if p.returncode != 0 or not checked or set(rates) != {"render", "compute"}:
-        why = [l.strip()[len("failure: "):] for l in p.stdout.splitlines()
-               if l.strip().startswith("failure:")]
-        last = [l.split("VKCHECK-ERROR: ", 1)[1] for l in serial.splitlines()
-                if "VKCHECK-ERROR: " in l]
-        return {"status": "failed", "why": "; ".join(why + last[:1])[:200] or "no result",
-                "wall_s": wall}
+        return failed(p, [l.split("VKCHECK-ERROR: ", 1)[1] for l in serial.splitlines()
+                          if "VKCHECK-ERROR: " in l], wall)
     return {"status": "ok", "rates": rates, "device": device.group(1).strip() if device else "",
             "wall_s": wall}
 
 
-def vulkan_main(args, names):
-    kernel, initrd = guest_artefacts(vulkan=True)
+def run_rounds(names, rounds, run, shown):
+    """Every backend once per round, interleaved; a backend that is n/a is not run again."""
     results = {n: [] for n in names}
-    for r in range(args.rounds):
+    for r in range(rounds):
         for n in names:
-            out_dir = os.path.join(REPO, "target/bench/guest-vulkan", f"{n}-{r}")
-            res = one_vulkan_run(n, kernel, initrd, args.secs, out_dir)
+            if results[n] and results[n][-1]["status"] == "n/a":
+                continue
+            res = run(n, r)
             results[n].append(res)
-            shown = res.get("rates", res.get("why"))
-            print(f"round {r + 1} {n:<23} {res['status']:<6} {shown} "
+            print(f"round {r + 1} {n:<23} {res['status']:<6} {res.get(shown, res.get('why'))} "
                   f"({res.get('wall_s', 0):.0f} s)", file=sys.stderr)
-            if res["status"] == "n/a":
-                break
-    def med(rs, key):
-        vals = [x["rates"][key] for x in rs if x["status"] == "ok"]
+    return results
+
+
+def metric_row(label, names, results, value, fmt):
+    """One table row: the median of `value(run)` over the ok runs of each backend, with its ratio
+    against the first backend; a backend without a value shows why."""
+    def med(rs):
+        vals = [v for v in (value(x) for x in rs if x["status"] == "ok") if v is not None]
         return statistics.median(vals) if vals else None
-    rows = [["metric"] + names]
-    for key in ["render", "compute"]:
-        row = [f"{key} submits/s"]
-        b = med(results[names[0]], key)
-        for n in names:
-            v = med(results[n], key)
-            if v is None:
-                bad = [x for x in results[n] if x["status"] != "ok"]
-                row.append(f"{bad[0]['status']}: {bad[0]['why'][:100]}" if bad else "-")
-            elif n == names[0] or not b:
-                row.append(f"{v:.0f}")
-            else:
-                row.append(f"{v:.0f} (x{v / b:.2f})")
-        rows.append(row)
-    rows.append(["guest Vulkan device"]
-                + [next((x["device"] for x in results[n] if x.get("device")), "-") for n in names])
-    walls = {n: [x["wall_s"] for x in results[n] if "wall_s" in x] for n in names}
-    rows.append(["wall s per run (boot + checks + bench)"]
-                + [f"{statistics.median(walls[n]):.0f}" if walls[n] else "-" for n in names])
+    b = med(results[names[0]])
+    row = [label]
+    for n in names:
+        v = med(results[n])
+        if v is None:
+            bad = [x for x in results[n] if x["status"] != "ok"]
+            row.append(f"{bad[0]['status']}: {bad[0]['why'][:100]}" if bad else "-")
+        elif n == names[0] or not b:
+            row.append(fmt(v))
+        else:
+            row.append(f"{fmt(v)} (x{v / b:.2f})")
+    return row
+
+
+def report(title, rows, json_path, data):
+    """Prints the markdown table and writes the JSON."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    print(f"vkcheck --bench in the Vulkan test guest (TCG): a 64x64 render pass (clear, draw, copy "
-          f"to a host-visible buffer) and a 65536-word compute dispatch, each submitted and waited "
-          f"for with a fence for {args.secs} s after its exact check; medians of {args.rounds} "
-          f"interleaved rounds; (xR) = against {names[0]}.\n")
+    print(title + "\n")
     for i, r in enumerate(rows):
         print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
         if i == 0:
             print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    os.makedirs(os.path.dirname(args.json), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump({"workload": "vulkan", "rounds": args.rounds, "secs": args.secs,
-                   "results": results}, f, indent=1)
-    print(f"\nwrote {args.json}")
-    if args.strict:
-        bad = []
-        for n in names:
-            for r, x in enumerate(results[n]):
-                if x["status"] != "ok":
-                    bad.append(f"{n} round {r + 1}: {x['status']}: {x.get('why', '')}")
-                elif VK_BACKENDS[n][3].lower() not in x["device"].lower():
-                    bad.append(f"{n} round {r + 1}: guest Vulkan device {x['device']!r} does not "
-                               f"name {VK_BACKENDS[n][3]}")
-        for b in bad:
-            print(f"guest-bench: strict: {b}", file=sys.stderr)
-        if bad:
-            return 1
-    return 0
+    os.makedirs(os.path.dirname(json_path), exist_ok=True)
+    with open(json_path, "w") as f:
+        json.dump(data, f, indent=1)
+    print(f"\nwrote {json_path}")
+
+
+def strict_failures(names, results, wrong):
+    """--strict: every run not ok, and every ok run for which `wrong(name, run)` says why."""
+    bad = []
+    for n in names:
+        for r, x in enumerate(results[n]):
+            why = f"{x['status']}: {x.get('why', '')}" if x["status"] != "ok" else wrong(n, x)
+            if why:
+                bad.append(f"{n} round {r + 1}: {why}")
+    for b in bad:
+        print(f"guest-bench: strict: {b}", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def wall_row(label, names, results):
+    walls = {n: [x["wall_s"] for x in results[n] if "wall_s" in x] for n in names}
+    return [label] + [f"{statistics.median(walls[n]):.0f}" if walls[n] else "-" for n in names]
+
+
+def vulkan_main(args, names):
+    kernel, initrd = guest_artefacts(vulkan=True)
+    results = run_rounds(names, args.rounds, lambda n, r: one_vulkan_run(
+        n, kernel, initrd, args.secs, os.path.join(REPO, "target/bench/guest-vulkan", f"{n}-{r}")),
+        "rates")
+    rows = [["metric"] + names]
+    for key in ["render", "compute"]:
+        rows.append(metric_row(f"{key} submits/s", names, results,
+                               lambda x, key=key: x["rates"][key], lambda v: f"{v:.0f}"))
+    rows.append(["guest Vulkan device"]
+                + [next((x["device"] for x in results[n] if x.get("device")), "-") for n in names])
+    rows.append(wall_row("wall s per run (boot + checks + bench)", names, results))
+    report(f"vkcheck --bench in the Vulkan test guest (TCG): a 64x64 render pass (clear, draw, copy "
+           f"to a host-visible buffer) and a 65536-word compute dispatch, each submitted and waited "
+           f"for with a fence for {args.secs} s after its exact check; medians of {args.rounds} "
+           f"interleaved rounds; (xR) = against {names[0]}.", rows, args.json,
+           {"workload": "vulkan", "rounds": args.rounds, "secs": args.secs, "results": results})
+    if not args.strict:
+        return 0
+    return strict_failures(names, results, lambda n, x: (
+        "" if VK_BACKENDS[n][3].lower() in x["device"].lower()
+        else f"guest Vulkan device {x['device']!r} does not name {VK_BACKENDS[n][3]}"))
 
 
 def main():
@@ -261,71 +287,29 @@ def main():
     if args.workload == "vulkan":
         return vulkan_main(args, names)
     kernel, initrd = guest_artefacts()
-    results = {n: [] for n in names}
-    for r in range(args.rounds):
-        for n in names:
-            out_dir = os.path.join(REPO, "target/bench/guest", f"{n}-{r}")
-            res = one_run(n, kernel, initrd, args.secs, out_dir)
-            results[n].append(res)
-            shown = res.get("score", res.get("why"))
-            print(f"round {r + 1} {n:<21} {res['status']:<6} {shown} "
-                  f"({res.get('wall_s', 0):.0f} s)", file=sys.stderr)
-            if res["status"] == "n/a":
-                break
+    results = run_rounds(names, args.rounds, lambda n, r: one_run(
+        n, kernel, initrd, args.secs, os.path.join(REPO, "target/bench/guest", f"{n}-{r}")),
+        "score")
     # The table: median score and scene FPS per backend, ratio against the first.
     scenes = sorted({s for rs in results.values() for x in rs for s in x.get("scenes", {})})
-    def med(rs, key=None):
-        vals = [x["score"] if key is None else x["scenes"].get(key)
-                for x in rs if x["status"] == "ok"]
-        vals = [v for v in vals if v is not None]
-        return statistics.median(vals) if vals else None
-    base = results[names[0]]
     rows = [["metric"] + names]
-    for label, key in [("glmark2 score", None)] + [(f"{s} FPS", s) for s in scenes]:
-        row = [label]
-        b = med(base, key)
-        for n in names:
-            rs = results[n]
-            v = med(rs, key)
-            if v is None:
-                bad = [x for x in rs if x["status"] != "ok"]
-                row.append(f"{bad[0]['status']}: {bad[0]['why'][:100]}" if bad else "-")
-            elif n == names[0] or not b:
-                row.append(f"{v:g}")
-            else:
-                row.append(f"{v:g} (x{v / b:.2f})")
-        rows.append(row)
-    renderers = {n: next((x["renderer"] for x in results[n] if x.get("renderer")), "-")
-                 for n in names}
-    rows.append(["guest GL renderer"] + [renderers[n] for n in names])
-    walls = {n: [x["wall_s"] for x in results[n] if "wall_s" in x] for n in names}
-    rows.append(["wall s per run (boot + glmark2)"]
-                + [f"{statistics.median(walls[n]):.0f}" if walls[n] else "-" for n in names])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    print(f"glmark2-es2-drm --off-screen in the test guest (TCG), {args.secs} s per scene, "
-          f"medians of {args.rounds} interleaved rounds; (xR) = against {names[0]}.\n")
-    for i, r in enumerate(rows):
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
-        if i == 0:
-            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    os.makedirs(os.path.dirname(args.json), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump({"rounds": args.rounds, "secs": args.secs, "results": results}, f, indent=1)
-    print(f"\nwrote {args.json}")
-    if args.strict:
-        bad = []
-        for n in names:
-            for r, x in enumerate(results[n]):
-                if x["status"] != "ok":
-                    bad.append(f"{n} round {r + 1}: {x['status']}: {x.get('why', '')}")
-                elif BACKENDS[n][3] and "virgl" not in x["renderer"].lower():
-                    bad.append(f"{n} round {r + 1}: guest GL_RENDERER {x['renderer']!r} "
-                               "does not name virgl")
-        for b in bad:
-            print(f"guest-bench: strict: {b}", file=sys.stderr)
-        if bad:
-            return 1
-    return 0
+    rows.append(metric_row("glmark2 score", names, results, lambda x: x["score"],
+                           lambda v: f"{v:g}"))
+    for scene in scenes:
+        rows.append(metric_row(f"{scene} FPS", names, results,
+                               lambda x, scene=scene: x["scenes"].get(scene), lambda v: f"{v:g}"))
+    rows.append(["guest GL renderer"]
+                + [next((x["renderer"] for x in results[n] if x.get("renderer")), "-")
+                   for n in names])
+    rows.append(wall_row("wall s per run (boot + glmark2)", names, results))
+    report(f"glmark2-es2-drm --off-screen in the test guest (TCG), {args.secs} s per scene, "
+           f"medians of {args.rounds} interleaved rounds; (xR) = against {names[0]}.", rows,
+           args.json, {"rounds": args.rounds, "secs": args.secs, "results": results})
+    if not args.strict:
+        return 0
+    return strict_failures(names, results, lambda n, x: (
+        f"guest GL_RENDERER {x['renderer']!r} does not name virgl"
+        if BACKENDS[n][3] and "virgl" not in x["renderer"].lower() else ""))
 
 
 if __name__ == "__main__":

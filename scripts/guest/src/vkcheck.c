@@ -172,18 +172,37 @@ static int host_buffer(const struct ctx *c, VkDeviceSize size, VkBufferUsageFlag
     return 0;
 }
 
-/* Makes the device's writes visible to the host mapping (needed only for non-coherent memory). */
-static int host_invalidate(const struct ctx *c, const struct hbuf *b)
+/* The whole of a host buffer's memory, for flushes and invalidations. */
+static VkMappedMemoryRange whole(const struct hbuf *b)
 {
-    if (b->coherent)
-        return 0;
     VkMappedMemoryRange r = {
         .sType = VK_STRUCTURE_TYPE_MAPPED_MEMORY_RANGE,
         .memory = b->mem,
         .offset = 0,
         .size = VK_WHOLE_SIZE,
     };
+    return r;
+}
+
+/* Makes the device's writes visible to the host mapping (needed only for non-coherent memory). */
+static int host_invalidate(const struct ctx *c, const struct hbuf *b)
+{
+    if (b->coherent)
+        return 0;
+    VkMappedMemoryRange r = whole(b);
     CHECK(vkInvalidateMappedMemoryRanges(c->dev, 1, &r));
+    return 0;
+}
+
+/* Zeroes the host mapping and makes that visible to the device, so that no stale pattern can pass
+ * a compare. */
+static int host_clear(const struct ctx *c, const struct hbuf *b)
+{
+    memset(b->map, 0, (size_t)b->size);
+    if (b->coherent)
+        return 0;
+    VkMappedMemoryRange r = whole(b);
+    CHECK(vkFlushMappedMemoryRanges(c->dev, 1, &r));
     return 0;
 }
 
@@ -216,24 +235,16 @@ static int begin(const struct ctx *c, VkCommandBuffer *cb)
     return 0;
 }
 
-/* Ends, submits and waits for `cb` with a fence and a timeout. */
-static int submit_wait(const struct ctx *c, VkCommandBuffer cb, const char *what)
+/* Submits the ended `cb` with `fence` and waits for it with the timeout; on a timeout the GPU
+ * counts as hung. */
+static int submit_fenced(const struct ctx *c, VkCommandBuffer cb, VkFence fence, const char *what)
 {
-    CHECK(vkEndCommandBuffer(cb));
-    VkFenceCreateInfo fi = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
-    VkFence fence;
-    CHECK(vkCreateFence(c->dev, &fi, NULL, &fence));
     VkSubmitInfo si = {
         .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
         .commandBufferCount = 1,
         .pCommandBuffers = &cb,
     };
-    char buf[160];
-    snprintf(buf, sizeof buf, "%s: vkQueueSubmit", what);
-    step(strdup(buf));
     CHECK(vkQueueSubmit(c->queue, 1, &si, fence));
-    snprintf(buf, sizeof buf, "%s: vkWaitForFences (timeout %u s)", what, fence_timeout_s);
-    step(strdup(buf));
     VkResult r = vkWaitForFences(c->dev, 1, &fence, VK_TRUE, (uint64_t)fence_timeout_s * 1000000000ull);
     if (r == VK_TIMEOUT) {
         printf("VKCHECK-ERROR: %s: fence not signalled after %u s\n", what, fence_timeout_s);
@@ -241,6 +252,22 @@ static int submit_wait(const struct ctx *c, VkCommandBuffer cb, const char *what
         return 1;
     }
     CHECK(r);
+    return 0;
+}
+
+/* Ends, submits and waits for `cb` with a fence and a timeout. */
+static int submit_wait(const struct ctx *c, VkCommandBuffer cb, const char *what)
+{
+    CHECK(vkEndCommandBuffer(cb));
+    VkFenceCreateInfo fi = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
+    VkFence fence;
+    CHECK(vkCreateFence(c->dev, &fi, NULL, &fence));
+    char buf[160];
+    snprintf(buf, sizeof buf, "%s: vkQueueSubmit, vkWaitForFences (timeout %u s)", what,
+             fence_timeout_s);
+    step(strdup(buf));
+    if (submit_fenced(c, cb, fence, what))
+        return 1;
     vkDestroyFence(c->dev, fence, NULL);
     if (!bench_secs) /* --bench: bench() submits it again; the pool frees it at teardown */
         vkFreeCommandBuffers(c->dev, c->pool, 1, &cb);
@@ -263,24 +290,13 @@ static int bench(const struct ctx *c, VkCommandBuffer cb, const char *what)
     VkFenceCreateInfo fi = {.sType = VK_STRUCTURE_TYPE_FENCE_CREATE_INFO};
     VkFence fence;
     CHECK(vkCreateFence(c->dev, &fi, NULL, &fence));
-    VkSubmitInfo si = {
-        .sType = VK_STRUCTURE_TYPE_SUBMIT_INFO,
-        .commandBufferCount = 1,
-        .pCommandBuffers = &cb,
-    };
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     unsigned long n = 0;
     double elapsed;
     do {
-        CHECK(vkQueueSubmit(c->queue, 1, &si, fence));
-        VkResult r = vkWaitForFences(c->dev, 1, &fence, VK_TRUE, (uint64_t)fence_timeout_s * 1000000000ull);
-        if (r == VK_TIMEOUT) {
-            printf("VKCHECK-ERROR: %s bench: fence not signalled after %u s\n", what, fence_timeout_s);
-            gpu_hung = 1;
+        if (submit_fenced(c, cb, fence, what))
             return 1;
-        }
-        CHECK(r);
         CHECK(vkResetFences(c->dev, 1, &fence));
         n++;
         elapsed = seconds_since(&t0);
@@ -499,11 +515,8 @@ static int render_test(const struct ctx *c)
     struct hbuf out;
     if (host_buffer(c, (VkDeviceSize)WIDTH * HEIGHT * 4, VK_BUFFER_USAGE_TRANSFER_DST_BIT, &out))
         return 1;
-    memset(out.map, 0, (size_t)out.size); /* no stale pattern can pass */
-    if (!out.coherent) {
-        VkMappedMemoryRange r = {VK_STRUCTURE_TYPE_MAPPED_MEMORY_RANGE, NULL, out.mem, 0, VK_WHOLE_SIZE};
-        CHECK(vkFlushMappedMemoryRanges(c->dev, 1, &r));
-    }
+    if (host_clear(c, &out))
+        return 1;
 
     step("render: record");
     VkCommandBuffer cmd;
@@ -565,11 +578,8 @@ static int render_test(const struct ctx *c)
     }
     printf("VKCHECK-RENDER: ok (%ux%u, all %u pixels exact)\n", WIDTH, HEIGHT, WIDTH * HEIGHT);
     if (bench_secs) {
-        memset(out.map, 0, (size_t)out.size);
-        if (!out.coherent) {
-            VkMappedMemoryRange r = {VK_STRUCTURE_TYPE_MAPPED_MEMORY_RANGE, NULL, out.mem, 0, VK_WHOLE_SIZE};
-            CHECK(vkFlushMappedMemoryRanges(c->dev, 1, &r));
-        }
+        if (host_clear(c, &out))
+            return 1;
         if (bench(c, cmd, "render") || host_invalidate(c, &out))
             return 1;
         bad = render_mismatches(out.map, 1);
@@ -601,11 +611,8 @@ static int compute_test(const struct ctx *c)
     struct hbuf data;
     if (host_buffer(c, (VkDeviceSize)COMPUTE_WORDS * 4, VK_BUFFER_USAGE_STORAGE_BUFFER_BIT, &data))
         return 1;
-    memset(data.map, 0, (size_t)data.size);
-    if (!data.coherent) {
-        VkMappedMemoryRange r = {VK_STRUCTURE_TYPE_MAPPED_MEMORY_RANGE, NULL, data.mem, 0, VK_WHOLE_SIZE};
-        CHECK(vkFlushMappedMemoryRanges(c->dev, 1, &r));
-    }
+    if (host_clear(c, &data))
+        return 1;
 
     step("compute: pipeline");
     VkDescriptorSetLayoutBinding bind = {
@@ -717,11 +724,8 @@ static int compute_test(const struct ctx *c)
     }
     printf("VKCHECK-COMPUTE: ok (all %u words exact)\n", COMPUTE_WORDS);
     if (bench_secs) {
-        memset(data.map, 0, (size_t)data.size);
-        if (!data.coherent) {
-            VkMappedMemoryRange r = {VK_STRUCTURE_TYPE_MAPPED_MEMORY_RANGE, NULL, data.mem, 0, VK_WHOLE_SIZE};
-            CHECK(vkFlushMappedMemoryRanges(c->dev, 1, &r));
-        }
+        if (host_clear(c, &data))
+            return 1;
         if (bench(c, cmd, "compute") || host_invalidate(c, &data))
             return 1;
         bad = compute_mismatches(data.map, 1);
