@@ -1368,7 +1368,10 @@ mod tests {
             rig.kick(CONTROL_QUEUE);
             wait_notified(&rig, CONTROL_QUEUE);
         }
-        assert!(rig.client.polled_wakeups() > 0, "no wake-up found by polling");
+        assert!(
+            rig.client.polled_wakeups() > 0,
+            "no wake-up found by polling"
+        );
         assert_eq!(rig.used(CONTROL_QUEUE).0, 55);
         // A kick's wake-up can come after its chain was already taken (the thread saw the
         // chain while finishing the previous one) and be found by polling a little later.
