@@ -19,14 +19,15 @@
 #    gets the same placement. --no-pinned leaves this step out;
 # 4. guest: scripts/bench/guest-bench.py, glmark2 in the test guest on every backend of
 #    guest-bench.py --list, QEMU's in-process virtio-gpu-gl among them (the guest image is built
-#    and cached by scripts/guest/build.sh); then --workload vulkan: vkcheck --bench in the Vulkan
+#    and cached by scripts/guest/build.sh); then --workload pageflip (kmscube's KMS page flips
+#    on the same backends); then --workload vulkan: vkcheck --bench in the Vulkan
 #    guest image through Venus (ours, QEMU 11.1's in-process venus=on, vhost-device-gpu) and the
 #    guest's own lavapipe.
 # Defaults are the scripts' own: gpu-bench 1 warm-up + 5 reps of 1 s, guest 3 rounds of 3 s per
 # scene. A step that fails does not stop the later ones; its section says so and the exit status
 # is 1. Writes target/bench/tables.md (markdown for the README: settings, commit, versions, the
 # three tables, each step's time) plus the scripts' own JSON (report.json, peers.json,
-# guest.json, guest-vulkan.json) and report.png.
+# guest.json, guest-pageflip.json, guest-vulkan.json) and report.png.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 reps=5 duration=1 warmup=1 guest_rounds=3 guest_secs=3 pinned=1
@@ -79,6 +80,8 @@ fi
 # The host's release daemon (run.sh) and the sid build (peers.sh) are what guest-bench runs.
 step guest "$out/guest.md" scripts/bench/guest-bench.py --rounds "$guest_rounds" \
     --secs "$guest_secs"
+step guest-pageflip "$out/guest-pageflip.md" scripts/bench/guest-bench.py --workload pageflip \
+    --rounds "$guest_rounds"
 step guest-vulkan "$out/guest-vulkan.md" scripts/bench/guest-bench.py --workload vulkan \
     --rounds "$guest_rounds" --secs "$guest_secs"
 
@@ -122,6 +125,10 @@ sid_qemu="$(in_sid qemu-system-x86_64 --version | head -1 | awk '{print $4}' || 
     echo "## Guest workloads (scripts/bench/guest-bench.py --rounds $guest_rounds --secs $guest_secs)"
     echo
     cat "$out/guest.md"
+    echo
+    echo "## Page flips in the guest (scripts/bench/guest-bench.py --workload pageflip --rounds $guest_rounds)"
+    echo
+    cat "$out/guest-pageflip.md"
     echo
     echo "## Vulkan guest workload (scripts/bench/guest-bench.py --workload vulkan --rounds $guest_rounds --secs $guest_secs)"
     echo

@@ -16,6 +16,9 @@ Backends (a name and how to run it; see --list):
                     virglrenderer runs on llvmpipe in QEMU's process, as ours-virgl does in ours)
   ours-virgl-sid    our daemon built in the sid chroot (libvirglrenderer 1.3.0), QEMU 11.1
   vhost-device-gpu  rust-vmm's vhost-device-gpu 0.2.0 (scripts/bench/peers.sh), same chroot
+With --workload pageflip the same backends run Debian's kmscube for --flips frames, each a KMS
+page flip the device completes (the flip's flush through the daemon to QEMU's display), and the
+table shows kmscube's frames per second.
 With --workload vulkan (the Vulkan guest image; its vkcheck renders and computes with exact
 results, then times --secs seconds of each: submit + fence wait, again and again):
   ours-venus-sid    our daemon (sid build, libvirglrenderer 1.3.0 and its render server)
@@ -167,6 +170,42 @@ def one_vulkan_run(name, kernel, initrd, secs, out_dir):
             "wall_s": wall}
 
 
+def one_pageflip_run(name, kernel, initrd, flips, out_dir):
+    cmd, extra, needs, _ = BACKENDS[name]
+    if not os.path.exists(needs):
+        return not_built(needs)
+    p, serial, wall = run_guest(cmd, ["--guest-arg", f"flips={flips}"] + extra, kernel, initrd,
+                                "pageflip", out_dir, 120 + flips)
+    flip = re.search(r"^E2E-PAGEFLIP: (\d+) ([\d.]+) ([\d.]+)", serial, re.M)
+    renderer = re.search(r"^E2E-GL-RENDERER: (.*)$", serial, re.M)
+    if p.returncode != 0 or not flip:
+        return failed(p, [l for l in serial.splitlines() if l.startswith("kmscube:")
+                          and ("error" in l.lower() or "failed" in l.lower())], wall)
+    return {"status": "ok", "fps": float(flip.group(3)), "frames": int(flip.group(1)),
+            "renderer": renderer.group(1).strip() if renderer else "", "wall_s": wall}
+
+
+def pageflip_main(args, names):
+    kernel, initrd = guest_artefacts()
+    results = run_rounds(names, args.rounds, lambda n, r: one_pageflip_run(
+        n, kernel, initrd, args.flips, os.path.join(REPO, "target/bench/guest-pageflip", f"{n}-{r}")),
+        "fps")
+    rows = [["metric"] + names,
+            metric_row("page flips/s", names, results, lambda x: x["fps"], lambda v: f"{v:.1f}"),
+            ["guest GL renderer"] + [next((x["renderer"] for x in results[n] if x.get("renderer")),
+                                          "-") for n in names],
+            wall_row("wall s per run (boot + kmscube)", names, results)]
+    report(f"kmscube -c {args.flips} in the test guest (TCG): every frame a KMS page flip the device "
+           f"completes; kmscube's own frames per second (after its first frame), medians of "
+           f"{args.rounds} interleaved rounds; (xR) = against {names[0]}.", rows, args.json,
+           {"workload": "pageflip", "rounds": args.rounds, "flips": args.flips, "results": results})
+    if not args.strict:
+        return 0
+    return strict_failures(names, results, lambda n, x: (
+        f"guest GL_RENDERER {x['renderer']!r} does not name virgl"
+        if BACKENDS[n][3] and "virgl" not in x["renderer"].lower() else ""))
+
+
 def run_rounds(names, rounds, run, shown):
     """Every backend once per round, interleaved; a backend that is n/a is not run again."""
     results = {n: [] for n in names}
@@ -261,9 +300,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--secs", type=int, default=3, help="seconds per glmark2 scene")
-    ap.add_argument("--workload", choices=["glmark2", "vulkan"], default="glmark2",
-                    help="glmark2 (default), or vulkan: vkcheck --bench in the Vulkan guest "
-                         "image, on the --workload vulkan backends (--secs: seconds per part)")
+    ap.add_argument("--workload", choices=["glmark2", "pageflip", "vulkan"], default="glmark2",
+                    help="glmark2 (default); pageflip: kmscube's page flips per second (--flips "
+                         "frames); vulkan: vkcheck --bench in the Vulkan guest image, on the "
+                         "--workload vulkan backends (--secs: seconds per part)")
+    ap.add_argument("--flips", type=int, default=300, help="kmscube frames per pageflip run")
     ap.add_argument("--backends", default=None)
     ap.add_argument("--json", default=None)
     ap.add_argument("--list", action="store_true")
@@ -281,11 +322,15 @@ def main():
             ap.error(f"unknown {args.workload} backend {n!r} (--list)")
     if not 1 <= args.rounds <= 50 or not 1 <= args.secs <= 60:
         ap.error("--rounds 1..50, --secs 1..60")
+    if not 10 <= args.flips <= 100000:
+        ap.error("--flips 10..100000")
     if args.json is None:
-        args.json = os.path.join(REPO, "target/bench", "guest-vulkan.json"
-                                 if args.workload == "vulkan" else "guest.json")
+        args.json = os.path.join(REPO, "target/bench", {"glmark2": "guest.json"}.get(
+            args.workload, f"guest-{args.workload}.json"))
     if args.workload == "vulkan":
         return vulkan_main(args, names)
+    if args.workload == "pageflip":
+        return pageflip_main(args, names)
     kernel, initrd = guest_artefacts()
     results = run_rounds(names, args.rounds, lambda n, r: one_run(
         n, kernel, initrd, args.secs, os.path.join(REPO, "target/bench/guest", f"{n}-{r}")),

@@ -785,7 +785,9 @@ impl Resource {
     }
 
     /// The map-info value of a mappable blob (`VIRTIO_GPU_MAP_CACHE_*` in the low bits), as
-    /// the guest gets it in `RESP_OK_MAP_INFO`; see [`MapCaching::from_map_info`].
+    /// the guest gets it in `RESP_OK_MAP_INFO`; see [`MapCaching::from_map_info`]. The library
+    /// knows it only where it could infer the caching type from the GL driver (Mesa's drivers);
+    /// elsewhere, NVIDIA's driver for one, it answers `EINVAL`.
     pub fn map_info(&self) -> Result<u32> {
         if !self.is_blob() {
             return Err(Error::NotBlob(self.id));

@@ -137,11 +137,21 @@ fn host3d_blob_maps_reads_and_writes() {
         size: size.into(),
     };
     let blob = r.create_blob(2, Some(&ctx), &args, None).unwrap();
-    let caching = MapCaching::from_map_info(blob.map_info().unwrap());
-    assert!(
-        !matches!(caching, MapCaching::Unknown(_)),
-        "map info {caching:?}"
-    );
+    // The library knows the caching type only where it can infer it from the GL driver (Mesa's
+    // drivers, one Quadro); elsewhere (NVIDIA's driver, seen on an H200) it answers EINVAL.
+    match blob.map_info() {
+        Ok(info) => {
+            let caching = MapCaching::from_map_info(info);
+            assert!(
+                !matches!(caching, MapCaching::Unknown(_)),
+                "map info {caching:?}"
+            );
+        }
+        Err(Error::Library { errno, .. }) if errno.0 == libc::EINVAL => {
+            eprintln!("map info: the library inferred no caching type for this GL driver")
+        }
+        Err(e) => panic!("map info: {e}"),
+    }
 
     // Not mapped yet.
     assert!(matches!(
