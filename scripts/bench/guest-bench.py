@@ -178,11 +178,13 @@ def one_pageflip_run(name, kernel, initrd, flips, out_dir):
                                 "pageflip", out_dir, 120 + flips)
     flip = re.search(r"^E2E-PAGEFLIP: (\d+) ([\d.]+) ([\d.]+)", serial, re.M)
     renderer = re.search(r"^E2E-GL-RENDERER: (.*)$", serial, re.M)
+    mode = re.search(r"^E2E-MODE: (.*)$", serial, re.M)
     if p.returncode != 0 or not flip:
         return failed(p, [l for l in serial.splitlines() if l.startswith("kmscube:")
                           and ("error" in l.lower() or "failed" in l.lower())], wall)
     return {"status": "ok", "fps": float(flip.group(3)), "frames": int(flip.group(1)),
-            "renderer": renderer.group(1).strip() if renderer else "", "wall_s": wall}
+            "renderer": renderer.group(1).strip() if renderer else "",
+            "mode": mode.group(1).strip() if mode else "", "wall_s": wall}
 
 
 def pageflip_main(args, names):
@@ -194,6 +196,8 @@ def pageflip_main(args, names):
             metric_row("page flips/s", names, results, lambda x: x["fps"], lambda v: f"{v:.1f}"),
             ["guest GL renderer"] + [next((x["renderer"] for x in results[n] if x.get("renderer")),
                                           "-") for n in names],
+            ["mode"] + [next((x["mode"] for x in results[n] if x.get("mode")), "-")
+                        for n in names],
             wall_row("wall s per run (boot + kmscube)", names, results)]
     report(f"kmscube -c {args.flips} in the test guest (TCG): every frame a KMS page flip the device "
            f"completes; kmscube's own frames per second (after its first frame), medians of "

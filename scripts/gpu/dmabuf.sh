@@ -9,11 +9,13 @@
 #       libgbm and their few dependencies, and the glvnd dispatch libraries libEGL/libGL*, but no
 #       EGL or GL driver) and this script into DIR (about 40 MiB).
 #   DIR/dmabuf.sh run [OUTDIR]         (there) with the host's own EGL vendor (NVIDIA's, if its
-#       glvnd JSON file is at the usual place in /usr/local/nvidia or /usr/share/glvnd), for each
-#       library set: the probe (`dmabuf-probe egl`, the control, and `dmabuf-probe virgl`), the
-#       export test of the virglrenderer crate, the end-to-end dmabuf test (tests/dmabuf.rs, with
-#       --ignored), the 3D, display and sandbox end-to-end tests (the daemon's sandbox is on by
-#       default), and gpu-bench's scanout rows with the sandbox on and off. Logs go to OUTDIR
+#       glvnd JSON file is at the usual place in /usr/local/nvidia or /usr/share/glvnd): first
+#       the CUDA control (cuda-dmabuf.py: can the kernel driver make a dmabuf at all?), then for
+#       each library set: the probe (`dmabuf-probe egl`, the EGL control, and `dmabuf-probe
+#       virgl`), the export test of the virglrenderer crate, the end-to-end dmabuf test
+#       (tests/dmabuf.rs, with --ignored), the 3D, display and sandbox end-to-end tests (the
+#       daemon's sandbox is on by default), and gpu-bench's 3D rows with the sandbox on and off
+#       (the 3D rows check their pixels). Logs go to OUTDIR
 #       (default /tmp/dmabuf-out): run.log and bench-<set>.json.
 set -u
 
@@ -58,6 +60,7 @@ stage() {
         cp -L "/lib/x86_64-linux-gnu/$l" "$dir/lib/" || exit 1
     done
     cp "$0" "$dir/dmabuf.sh"
+    cp "$(dirname "$0")/cuda-dmabuf.py" "$dir/" || exit 1
     du -sh "$dir"
 }
 
@@ -74,7 +77,11 @@ run() {
     export EGL_PLATFORM=surfaceless
     echo "== host"; date; uname -r; cat /etc/os-release 2>/dev/null | head -2
     nvidia-smi -L 2>&1; head -1 /proc/driver/nvidia/version 2>&1
-    ls -la /dev/nvidia* /dev/dri /dev/udmabuf 2>&1; grep -i nvidia /proc/modules
+    ls -la /dev/nvidia* /dev/dri /dev/udmabuf /dev/dma_heap 2>&1; grep -i nvidia /proc/modules
+    ls /sys/class/drm /sys/module 2>&1 | grep -i -E 'drm|nvidia|card|render'
+    grep -E 'Modeset|EnableGpuFirmware' /proc/driver/nvidia/params 2>&1
+    echo "== CUDA dmabuf export (nvidia.ko's own dmabufs, no EGL, no DRM)"
+    timeout 60 python3 "$here/cuda-dmabuf.py"; echo "rc $?"
     echo "EGL vendor file: ${__EGL_VENDOR_LIBRARY_FILENAMES:-(none: the glvnd default)}"
     for set in system virgl1x; do
         [ -d "$here/$set" ] || continue
