@@ -337,14 +337,20 @@ fn run(options: ServeOptions) -> Result<(), Box<dyn std::error::Error>> {
 /// Start-up is over (renderer initialised, socket listening): confines the main thread's file
 /// access and installs the syscall filter on every thread.
 fn close_sandbox() -> Result<(), sandbox::SandboxError> {
-    let files = sandbox::close(&FilePolicy::for_renderers())?;
+    let policy = FilePolicy::for_renderers();
+    let files = sandbox::close(&policy)?;
     let files = match files {
         FilesConfined::Fully => "file access confined (Landlock)",
         FilesConfined::Partially => "file access partly confined (this kernel's Landlock is older)",
         FilesConfined::No => "file access not confined (this kernel has no Landlock)",
     };
+    let opens = if policy.reopens_devices_rw {
+        "read-write opens of existing files only where Landlock allows them (NVIDIA's device nodes)"
+    } else {
+        "no write-opens"
+    };
     log::info!(
-        "sandbox closed: {} syscalls allowed on every thread, no exec, no write-opens; {files}",
+        "sandbox closed: {} syscalls allowed on every thread, no exec, {opens}; {files}",
         sandbox::ALLOWED_SYSCALLS.len() + 1
     );
     Ok(())

@@ -108,6 +108,64 @@ fn probe(dir: &Path) -> ! {
     std::process::exit(3);
 }
 
+/// Set (to a scratch directory) in the child of the device-reopen test.
+const REOPEN_CHILD_ENV: &str = "VUGPU_SANDBOX_REOPEN_DIR";
+/// The device-reopen test's name, for running it again.
+const REOPEN_TEST_NAME: &str = "a_driver_that_reopens_devices_may_open_only_them_read_write";
+
+/// The child of the device-reopen test: the renderers' policy as it is where NVIDIA's driver is
+/// loaded (`reopens_devices_rw`), with `dir/device` standing for a device node.
+fn probe_reopen(dir: &Path) -> ! {
+    let mut policy = FilePolicy::for_renderers();
+    policy.devices.push(dir.join("device"));
+    policy.reopens_devices_rw = true;
+    match sandbox::close(&policy) {
+        Ok(confined) => println!("\nlandlock: {}", confined != FilesConfined::No),
+        Err(e) => {
+            println!("\nclose: {e}");
+            std::process::exit(0);
+        }
+    }
+    let rw = |name: &str| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(dir.join(name))
+            .map(|_| String::new())
+    };
+    report("open the device read-write", rw("device"));
+    report("open another existing file read-write", rw("existing"));
+    report(
+        "open the device write-only",
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join("device"))
+            .map(|_| String::new()),
+    );
+    report(
+        "truncate the device",
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .truncate(true)
+            .open(dir.join("device"))
+            .map(|_| String::new()),
+    );
+    report(
+        "create a file",
+        std::fs::File::create(dir.join("new")).map(|_| String::new()),
+    );
+    report(
+        "list /",
+        std::fs::read_dir("/").map(|d| (d.count() > 0).to_string()),
+    );
+    report(
+        "read a file outside the read set",
+        std::fs::read_to_string(dir.join("existing")),
+    );
+    std::process::exit(0);
+}
+
 fn scratch_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("vugpu-sandbox-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -161,4 +219,46 @@ fn a_sandboxed_process_refuses_exec_writes_and_unlisted_syscalls() {
     has("execve next");
     assert!(!stdout.contains("execve returned"), "{context}");
     assert_eq!(out.status.signal(), Some(libc::SIGSYS), "{context}");
+}
+
+#[test]
+fn a_driver_that_reopens_devices_may_open_only_them_read_write() {
+    if let Some(dir) = std::env::var_os(REOPEN_CHILD_ENV) {
+        probe_reopen(Path::new(&dir));
+    }
+    let dir = scratch_dir();
+    std::fs::write(dir.join("device"), "node").unwrap();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            REOPEN_TEST_NAME,
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(REOPEN_CHILD_ENV, &dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let _ = std::fs::remove_dir_all(&dir);
+    let context = format!("child {:?}\nstdout:\n{stdout}", out.status);
+    let has = |line: &str| {
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "expected {line:?}\n{context}"
+        )
+    };
+    if !stdout.lines().any(|l| l == "landlock: true") {
+        // Without Landlock the sandbox cannot tell the device from other files and refuses.
+        assert!(stdout.contains("close: the GL driver"), "{context}");
+        eprintln!("this kernel has no Landlock: the sandbox refuses to close for such a driver");
+        return;
+    }
+    has("open the device read-write: ok ");
+    has("open another existing file read-write: EACCES");
+    has("open the device write-only: EACCES");
+    has("truncate the device: EACCES");
+    has("create a file: EACCES");
+    has("list /: EACCES");
+    has("read a file outside the read set: EACCES");
+    assert!(out.status.success(), "{context}");
 }

@@ -4,7 +4,8 @@
 //! or process it starts afterwards; threads that already exist keep their rights (kernels with
 //! Landlock ABI 8 can apply it to all threads, which is not relied on here: ABI 7 is what was
 //! tested). It is applied best-effort: on a kernel without Landlock the daemon logs so and
-//! relies on the syscall filter alone, which refuses every write-open in any case.
+//! relies on the syscall filter alone, which refuses every write-open in any case (where the GL
+//! driver needs read-write opens, NVIDIA's, the sandbox refuses to close instead).
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +42,11 @@ pub const READ_PATHS: &[&str] = &[
 /// probes them); nothing can be created there.
 pub const DEVICE_PATHS: &[&str] = &["/dev/dri"];
 
+/// Where NVIDIA's proprietary driver keeps its device nodes: `/dev/nvidiactl`, `/dev/nvidia<N>`,
+/// `/dev/nvidia-uvm`, `/dev/nvidia-uvm-tools`, `/dev/nvidia-modeset` and the `/dev/nvidia-caps`
+/// directory, all named `nvidia*` in `/dev`.
+const NVIDIA_NODE_PREFIX: &str = "nvidia";
+
 /// What a confined thread may do with files: only what is listed; nothing else, and no file,
 /// directory, link, socket or device can be made anywhere.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -51,23 +57,39 @@ pub struct FilePolicy {
     pub devices: Vec<PathBuf>,
     /// Remove files (not directories) directly or indirectly beneath these directories.
     pub remove_files: Vec<PathBuf>,
+    /// The GL driver opens device nodes again for reading and writing after start-up (NVIDIA's
+    /// driver does, for every new GL context), so the syscall filter must let read-write opens
+    /// of existing files through and leave the choice of path to Landlock (see
+    /// [`super::close`]).
+    pub reopens_devices_rw: bool,
 }
 
 impl FilePolicy {
     /// What the renderers need once they are initialised: [`READ_PATHS`], [`DEVICE_PATHS`],
     /// Mesa's shader cache (read only: see the module doc of [`super`]) and this program's own
-    /// binary (read for a backtrace's symbols).
+    /// binary (read for a backtrace's symbols). Where the process holds one of NVIDIA's device
+    /// nodes open (its GL driver was loaded and opened them during initialisation), also what
+    /// that driver does after start-up (traced on an H200, driver 580.159): it opens
+    /// `/dev/nvidiactl` and `/dev/nvidia0` again, read-write, while it serves the guest's
+    /// contexts (44 such opens in 0.3 s of gpu-bench's `3d-readback`), and renders nothing
+    /// right when they are refused; so its nodes join the devices and
+    /// [`FilePolicy::reopens_devices_rw`] is set.
     pub fn for_renderers() -> Self {
         let mut read: Vec<PathBuf> = READ_PATHS.iter().map(PathBuf::from).collect();
         read.extend(mesa_shader_cache_dirs());
         if let Ok(exe) = std::env::current_exe() {
             read.push(exe);
         }
-        FilePolicy {
+        let mut policy = FilePolicy {
             read,
             devices: DEVICE_PATHS.iter().map(PathBuf::from).collect(),
-            remove_files: Vec::new(),
+            ..FilePolicy::default()
+        };
+        if holds_nvidia_node(Path::new("/proc/self/fd"), Path::new("/dev")) {
+            policy.devices.extend(nvidia_nodes(Path::new("/dev")));
+            policy.reopens_devices_rw = true;
         }
+        policy
     }
 
     /// No access to any file except removing files beneath `dirs` (the signal thread's policy:
@@ -139,6 +161,38 @@ fn rule(path: &Path, access: BitFlags<AccessFs>, abi: ABI) -> Option<PathBeneath
     Some(PathBeneath::new(fd, access))
 }
 
+/// NVIDIA's device nodes in `dev` (the entries named `nvidia*`; see [`NVIDIA_NODE_PREFIX`]).
+fn nvidia_nodes(dev: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dev) else {
+        return Vec::new();
+    };
+    let mut nodes: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(NVIDIA_NODE_PREFIX)
+        })
+        .map(|e| e.path())
+        .collect();
+    nodes.sort();
+    nodes
+}
+
+/// Whether one of the descriptors listed in `fd_dir` (`/proc/self/fd`) is one of NVIDIA's
+/// device nodes in `dev`.
+fn holds_nvidia_node(fd_dir: &Path, dev: &Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(fd_dir) else {
+        return false;
+    };
+    let prefix = dev.join(NVIDIA_NODE_PREFIX);
+    let prefix = prefix.to_string_lossy();
+    entries
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .any(|target| target.to_string_lossy().starts_with(&*prefix))
+}
+
 /// Mesa's on-disk shader cache directories, where they exist: `$MESA_SHADER_CACHE_DIR`, else
 /// `mesa_shader_cache` and `mesa_shader_cache_db` in `$XDG_CACHE_HOME`, else in `~/.cache`.
 fn mesa_shader_cache_dirs() -> Vec<PathBuf> {
@@ -160,5 +214,60 @@ fn mesa_shader_cache_dirs() -> Vec<PathBuf> {
             .filter(|dir| dir.is_dir())
             .collect(),
         None => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("vugpu-landlock-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn nvidia_nodes_are_the_nvidia_entries_of_dev() {
+        let dev = scratch("dev");
+        for f in [
+            "nvidiactl",
+            "nvidia0",
+            "nvidia-uvm",
+            "null",
+            "dri-not",
+            "xnvidia",
+        ] {
+            std::fs::write(dev.join(f), "").unwrap();
+        }
+        std::fs::create_dir(dev.join("nvidia-caps")).unwrap();
+        let names: Vec<String> = nvidia_nodes(&dev)
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["nvidia-caps", "nvidia-uvm", "nvidia0", "nvidiactl"]);
+        assert!(nvidia_nodes(&dev.join("missing")).is_empty());
+        std::fs::remove_dir_all(&dev).unwrap();
+    }
+
+    #[test]
+    fn a_held_nvidia_node_is_found_among_the_open_descriptors() {
+        let dev = scratch("held");
+        std::fs::write(dev.join("nvidiactl"), "").unwrap();
+        std::fs::write(dev.join("other"), "").unwrap();
+        let fds = Path::new("/proc/self/fd");
+        let other = std::fs::File::open(dev.join("other")).unwrap();
+        assert!(!holds_nvidia_node(fds, &dev));
+        let ctl = std::fs::File::open(dev.join("nvidiactl")).unwrap();
+        assert!(holds_nvidia_node(fds, &dev));
+        drop(ctl);
+        assert!(!holds_nvidia_node(fds, &dev));
+        drop(other);
+        // The test process holds none of the host's NVIDIA nodes, whether it has any or not.
+        assert!(!holds_nvidia_node(fds, Path::new("/dev")));
+        assert!(!FilePolicy::for_renderers().reopens_devices_rw);
+        std::fs::remove_dir_all(&dev).unwrap();
     }
 }

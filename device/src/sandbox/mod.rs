@@ -23,6 +23,12 @@
 //!   during initialisation are confined by the syscall filter alone (which refuses them any
 //!   write-open too).
 //!
+//! - **NVIDIA's GL driver** ([`FilePolicy::for_renderers`] finds its device nodes among the
+//!   descriptors the process holds after initialisation): it opens its nodes again, read-write,
+//!   while it serves the guest's contexts, so its nodes are added to the devices and the syscall
+//!   filter lets plain read-write opens of existing files through, leaving the path to Landlock
+//!   (without Landlock the daemon refuses to start with the sandbox on; see [`close`]).
+//!
 //! Not confined: libvirglrenderer's Venus render server, a separate process started during
 //! initialisation (before the sandbox closes); memory use of the GL/Vulkan driver, which only a
 //! cgroup bounds.
@@ -33,7 +39,7 @@ pub mod seccomp;
 use std::path::{Path, PathBuf};
 
 pub use self::landlock::{confine_thread_files, FilePolicy, FilesConfined};
-pub use self::seccomp::{install_syscall_filter, ALLOWED_SYSCALLS};
+pub use self::seccomp::{install_syscall_filter, WriteOpens, ALLOWED_SYSCALLS};
 
 /// Why the sandbox could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -48,14 +54,38 @@ pub enum SandboxError {
     /// error: see [`FilesConfined::No`]).
     #[error("landlock: {0}")]
     Landlock(#[from] ::landlock::RulesetError),
+    /// The GL driver opens device nodes read-write after start-up (NVIDIA's), which only
+    /// Landlock can tell from other files, and this kernel has no Landlock.
+    #[error(
+        "the GL driver (NVIDIA's) opens its device nodes read-write after start-up, and without \
+         Landlock (this kernel has none) the sandbox could only refuse that, which leaves the \
+         driver rendering nothing: run with --sandbox off, or on a kernel with Landlock"
+    )]
+    DeviceReopensNeedLandlock,
 }
 
 /// Closes the sandbox for the calling thread (Landlock, `policy`) and then for the whole
 /// process (seccomp, every thread). Call it once, on the main thread, when start-up is over.
 /// Returns whether Landlock could confine the thread.
+///
+/// Where the GL driver opens device nodes again read-write ([`FilePolicy::reopens_devices_rw`],
+/// NVIDIA's driver), the syscall filter lets plain read-write opens of existing files through
+/// ([`WriteOpens::ReadWriteAllowed`]) and Landlock limits them to the policy's devices for the
+/// main thread, the GPU thread (where GL contexts are made) and the threads they start. Threads
+/// a library started during initialisation are not under Landlock: they could open an existing
+/// file read-write (never create or truncate one) where the user's permissions allow. Without
+/// Landlock this is refused ([`SandboxError::DeviceReopensNeedLandlock`]).
 pub fn close(policy: &FilePolicy) -> Result<FilesConfined, SandboxError> {
     let files = confine_thread_files(policy)?;
-    install_syscall_filter()?;
+    let write_opens = if policy.reopens_devices_rw {
+        if files == FilesConfined::No {
+            return Err(SandboxError::DeviceReopensNeedLandlock);
+        }
+        WriteOpens::ReadWriteAllowed
+    } else {
+        WriteOpens::Refused
+    };
+    install_syscall_filter(write_opens)?;
     Ok(files)
 }
 

@@ -10,7 +10,10 @@
 //!    process can be made;
 //! 2. opening a file for writing, creating or truncating it (`open`, `openat` with `O_WRONLY`,
 //!    `O_RDWR`, `O_CREAT` or `O_TRUNC`), and the terminal ioctls `TIOCSTI` and `TIOCLINUX`,
-//!    fail with `EACCES` (what a read-only file system would answer);
+//!    fail with `EACCES` (what a read-only file system would answer). With NVIDIA's GL driver,
+//!    which opens its device nodes again read-write for each new GL context,
+//!    [`WriteOpens::ReadWriteAllowed`] lets plain `O_RDWR` opens through and Landlock decides
+//!    the path (see [`super::close`]);
 //! 3. `execve`, `execveat` and `ptrace` kill the process: nothing the daemon or its libraries
 //!    do after start-up needs them, and a process that tries is running someone else's code.
 //!
@@ -112,6 +115,17 @@ const KILLING_SYSCALLS: &[libc::c_long] = &[libc::SYS_execve, libc::SYS_execveat
 const WRITE_OPEN_FLAGS: &[libc::c_int] =
     &[libc::O_WRONLY, libc::O_RDWR, libc::O_CREAT, libc::O_TRUNC];
 
+/// Which write-opens the filter refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOpens {
+    /// Every open with `O_WRONLY`, `O_RDWR`, `O_CREAT` or `O_TRUNC` (the default).
+    Refused,
+    /// As `Refused`, except plain read-write opens (`O_RDWR` without `O_CREAT` or `O_TRUNC`)
+    /// of files that exist, for a GL driver that opens its device nodes again after start-up
+    /// (NVIDIA's). Only with Landlock, which then decides which paths (its device nodes).
+    ReadWriteAllowed,
+}
+
 /// Terminal ioctls that would let the process type into or drive a terminal it shares.
 const REFUSED_IOCTLS: &[libc::c_ulong] = &[libc::TIOCSTI, libc::TIOCLINUX];
 
@@ -137,7 +151,7 @@ fn has_bits(arg: u8, bits: u64) -> Result<SeccompRule, SandboxError> {
 }
 
 /// The three filters of the module doc.
-fn filters() -> Result<[SeccompFilter; 3], SandboxError> {
+fn filters(write_opens: WriteOpens) -> Result<[SeccompFilter; 3], SandboxError> {
     let arch = std::env::consts::ARCH.try_into()?;
     let mut allowed: BTreeMap<i64, Vec<SeccompRule>> = ALLOWED_SYSCALLS
         .iter()
@@ -157,6 +171,7 @@ fn filters() -> Result<[SeccompFilter; 3], SandboxError> {
     let write_opens = |flags_arg: u8| -> Result<Vec<SeccompRule>, SandboxError> {
         WRITE_OPEN_FLAGS
             .iter()
+            .filter(|&&flag| !(flag == libc::O_RDWR && write_opens == WriteOpens::ReadWriteAllowed))
             .map(|&flag| has_bits(flags_arg, flag as u64))
             .collect()
     };
@@ -193,9 +208,9 @@ fn filters() -> Result<[SeccompFilter; 3], SandboxError> {
 }
 
 /// Sets `no_new_privs` and installs the filters of the module doc on every thread of the
-/// process. Irreversible.
-pub fn install_syscall_filter() -> Result<(), SandboxError> {
-    let programs = filters()?
+/// process, refusing `write_opens`. Irreversible.
+pub fn install_syscall_filter(write_opens: WriteOpens) -> Result<(), SandboxError> {
+    let programs = filters(write_opens)?
         .into_iter()
         .map(BpfProgram::try_from)
         .collect::<Result<Vec<_>, _>>()?;
