@@ -194,10 +194,8 @@ def pageflip_main(args, names):
         "fps")
     rows = [["metric"] + names,
             metric_row("page flips/s", names, results, lambda x: x["fps"], lambda v: f"{v:.1f}"),
-            ["guest GL renderer"] + [next((x["renderer"] for x in results[n] if x.get("renderer")),
-                                          "-") for n in names],
-            ["mode"] + [next((x["mode"] for x in results[n] if x.get("mode")), "-")
-                        for n in names],
+            seen_row("guest GL renderer", names, results, "renderer"),
+            seen_row("mode", names, results, "mode"),
             wall_row("wall s per run (boot + kmscube)", names, results)]
     report(f"kmscube -c {args.flips} in the test guest (TCG): every frame a KMS page flip the device "
            f"completes; kmscube's own frames per second (after its first frame), medians of "
@@ -271,6 +269,11 @@ def strict_failures(names, results, wrong):
     return 1 if bad else 0
 
 
+def seen_row(label, names, results, key):
+    """A row of what the runs reported under `key` (the first run that did), "-" where none."""
+    return [label] + [next((x[key] for x in results[n] if x.get(key)), "-") for n in names]
+
+
 def wall_row(label, names, results):
     walls = {n: [x["wall_s"] for x in results[n] if "wall_s" in x] for n in names}
     return [label] + [f"{statistics.median(walls[n]):.0f}" if walls[n] else "-" for n in names]
@@ -285,8 +288,7 @@ def vulkan_main(args, names):
     for key in ["render", "compute"]:
         rows.append(metric_row(f"{key} submits/s", names, results,
                                lambda x, key=key: x["rates"][key], lambda v: f"{v:.0f}"))
-    rows.append(["guest Vulkan device"]
-                + [next((x["device"] for x in results[n] if x.get("device")), "-") for n in names])
+    rows.append(seen_row("guest Vulkan device", names, results, "device"))
     rows.append(wall_row("wall s per run (boot + checks + bench)", names, results))
     report(f"vkcheck --bench in the Vulkan test guest (TCG): a 64x64 render pass (clear, draw, copy "
            f"to a host-visible buffer) and a 65536-word compute dispatch, each submitted and waited "
@@ -347,9 +349,7 @@ def main():
     for scene in scenes:
         rows.append(metric_row(f"{scene} FPS", names, results,
                                lambda x, scene=scene: x["scenes"].get(scene), lambda v: f"{v:g}"))
-    rows.append(["guest GL renderer"]
-                + [next((x["renderer"] for x in results[n] if x.get("renderer")), "-")
-                   for n in names])
+    rows.append(seen_row("guest GL renderer", names, results, "renderer"))
     rows.append(wall_row("wall s per run (boot + glmark2)", names, results))
     report(f"glmark2-es2-drm --off-screen in the test guest (TCG), {args.secs} s per scene, "
            f"medians of {args.rounds} interleaved rounds; (xR) = against {names[0]}.", rows,
