@@ -953,3 +953,54 @@ fn three_d_transfers_are_checked_against_the_resource() {
         "TRANSFER_FROM_HOST_3D of two layers, strides of a row and a layer",
     );
 }
+
+/// `VIRGL_CCMD_PIPE_RESOURCE_CREATE` words (header, then target, format, bind, width, height,
+/// depth, array size, last level, samples, flags, blob id).
+fn pipe_resource_create(args: [u32; 11]) -> Vec<u8> {
+    let mut words = vec![(11u32 << 16) | 48];
+    words.extend(args);
+    words.iter().flat_map(|w| w.to_le_bytes()).collect()
+}
+
+/// The fuzzer's find: one 48-byte command in a SUBMIT_3D stream made libvirglrenderer allocate
+/// a 3.9 GB buffer. The device charges such resources before the stream reaches the library:
+/// refused (out of memory) with the daemon's peak RSS unchanged, and a small one still goes.
+#[test]
+fn a_stream_that_makes_a_huge_resource_is_refused_before_the_library() {
+    let Some((p, mut fe)) = start3d() else { return };
+    setup(&mut fe, &p, 2);
+    let huge = [
+        0,
+        0x3d,
+        0x10,
+        0xea01_0f01,
+        0x0101_0100,
+        0x0101_0100,
+        0,
+        0,
+        0,
+        6,
+        1,
+    ];
+    for blob_id in 1..=4 {
+        let mut args = huge;
+        args[10] = blob_id;
+        let r = fe
+            .request(&Command::submit_3d(1, &pipe_resource_create(args)))
+            .check(&p, "SUBMIT_3D of a 3.9 GB buffer");
+        assert_eq!(r.ty(), resp::ERR_OUT_OF_MEMORY, "{}", r.describe());
+    }
+    let alive = fe
+        .request(&Command::get_display_info())
+        .check(&p, "serving after the refused streams");
+    assert_eq!(alive.ty(), resp::OK_DISPLAY_INFO);
+    let peak = p.memory().unwrap().hwm_kib;
+    assert!(
+        peak < 1 << 20,
+        "the daemon's peak RSS is {peak} KiB: the library allocated the refused resource"
+    );
+    // A 4 KiB buffer is within the budget and goes to the library.
+    let small = [0, 64, 0x10, 4096, 1, 1, 1, 0, 0, 0, 9];
+    fe.ok(&Command::submit_3d(1, &pipe_resource_create(small)))
+        .check(&p, "SUBMIT_3D of a 4 KiB buffer");
+}

@@ -185,6 +185,22 @@ impl VirtioGpu {
             self.release_resource_charges(charges);
             return Err(e.into());
         }
+        // A HOST3D blob of a resource the context's stream made (VIRGL_CCMD_PIPE_RESOURCE_CREATE)
+        // is that resource's storage: it keeps the larger of that charge and its pages' charge.
+        if args.blob_mem == VIRTIO_GPU_BLOB_MEM_HOST3D {
+            if let Some(pipe) = self.take_pipe_resource(ctx_id, args.blob_id) {
+                match charges.storage.take() {
+                    Some(pages) if pages.bytes() >= pipe.bytes() => {
+                        self.budget.release(pipe);
+                        charges.storage = Some(pages);
+                    }
+                    pages => {
+                        self.budget.release_opt(pages);
+                        charges.storage = Some(pipe);
+                    }
+                }
+            }
+        }
         self.resources.insert(
             resource_id,
             ResourceState {
@@ -400,7 +416,7 @@ mod tests {
     use crate::limits::{
         BACKING_ENTRY_BYTES, BACKING_RECORD_BYTES, CONTEXT_RECORD_BYTES, RESOURCE_RECORD_BYTES,
     };
-    use crate::protocol::tests::le32s;
+    use crate::protocol::tests::{hdr, le32s};
     use crate::protocol::*;
 
     #[test]
@@ -759,6 +775,75 @@ mod tests {
         );
         assert_eq!(h.budget_used(), ctx + RESOURCE_RECORD_BYTES + 8192);
         h.gpu.reset();
+        assert_eq!(h.budget_used(), 0);
+    }
+
+    /// A SUBMIT_3D stream's `VIRGL_CCMD_PIPE_RESOURCE_CREATE` is charged before the library
+    /// sees it (the fuzzer's 3.9 GB buffer is refused), its HOST3D blob takes the charge over,
+    /// and what no blob took goes with the context.
+    #[test]
+    fn a_stream_s_pipe_resources_are_charged_and_taken_by_their_blob() {
+        let ctx = CONTEXT_RECORD_BYTES;
+        let (mut h, _) = host_blob_harness_with(GpuConfig {
+            max_hostmem: 1 << 20,
+            ..GpuConfig::default()
+        });
+        h.gpu.contexts.get_mut(&1).unwrap().virgl_stream = true;
+        let submit = |h: &mut Harness, args: [u32; 11]| {
+            let mut words = vec![(11 << 16) | 48];
+            words.extend(args);
+            let stream: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+            let mut cmd = hdr(VIRTIO_GPU_CMD_SUBMIT_3D, 0, 0, 1, 0);
+            cmd.extend(le32s(&[stream.len() as u32, 0]));
+            cmd.extend(stream);
+            h.cmd(&cmd)
+        };
+        // The fuzzer's buffer: 0xea010f01 bytes wide.
+        let huge = [
+            0,
+            0x3d,
+            0x10,
+            0xea01_0f01,
+            0x0101_0100,
+            0x0101_0100,
+            0,
+            0,
+            0,
+            6,
+            1,
+        ];
+        assert_eq!(submit(&mut h, huge), VIRTIO_GPU_RESP_ERR_OUT_OF_MEMORY);
+        assert_eq!(h.budget_used(), ctx);
+        // A 256x256 RGBA texture (format 1: 4 bytes a texel) for blob 7, and a 16 KiB buffer
+        // (format 64, R8) for blob 8.
+        let texture = 256 * 256 * 4;
+        assert_eq!(
+            submit(&mut h, [2, 1, 2, 256, 256, 1, 1, 0, 0, 0, 7]),
+            VIRTIO_GPU_RESP_OK_NODATA
+        );
+        assert_eq!(
+            submit(&mut h, [0, 64, 0x10, 16384, 1, 1, 1, 0, 0, 0, 8]),
+            VIRTIO_GPU_RESP_OK_NODATA
+        );
+        let buffer = 16384;
+        let pending = 2 * RESOURCE_RECORD_BYTES + texture + buffer;
+        assert_eq!(h.budget_used(), ctx + pending);
+        // Blob 7's resource, a HOST3D blob of one page: it keeps the texture's charge.
+        let host = VIRTIO_GPU_BLOB_MEM_HOST3D;
+        let mut blob = create_blob_cmd(1, host, 0, 4096, &[]);
+        blob[40..48].copy_from_slice(&7u64.to_le_bytes());
+        assert_eq!(h.cmd(&blob), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(h.budget_used(), ctx + pending + RESOURCE_RECORD_BYTES);
+        assert_eq!(h.unref(1), VIRTIO_GPU_RESP_OK_NODATA);
+        assert_eq!(
+            h.budget_used(),
+            ctx + RESOURCE_RECORD_BYTES + buffer,
+            "the blob took blob 7's charge"
+        );
+        // Blob 8 is never taken: the context's end gives its charge back.
+        let mut destroy = hdr(VIRTIO_GPU_CMD_CTX_DESTROY, 0, 0, 1, 0);
+        destroy.extend(le32s(&[]));
+        assert_eq!(h.cmd(&destroy), VIRTIO_GPU_RESP_OK_NODATA);
         assert_eq!(h.budget_used(), 0);
     }
 }

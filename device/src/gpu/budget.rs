@@ -10,6 +10,7 @@
 //! |---|---|---|---|
 //! | `Record` | [`RESOURCE_RECORD_BYTES`] per resource (also guest blobs) | CREATE_2D/3D/BLOB | UNREF, reset |
 //! | `Storage` | 2D: `w * h * 4` (every virtio 2D format is 32-bit); 3D: [`storage_3d`] | CREATE_2D/3D | UNREF, reset |
+//! | `Storage` | a virgl stream's `VIRGL_CCMD_PIPE_RESOURCE_CREATE`: [`storage_3d`] + [`RESOURCE_RECORD_BYTES`] (`gpu/virgl_stream.rs`) | SUBMIT_3D, before the stream runs; its HOST3D blob then keeps the larger of it and its pages | UNREF of that blob, CTX_DESTROY, reset |
 //! | `HostBlob` | the blob's size rounded up to host pages | CREATE_BLOB (HOST3D, HOST3D_GUEST) | UNREF, reset |
 //! | `Backing` | [`backing_metadata`]: entries x [`BACKING_ENTRY_BYTES`] + [`BACKING_RECORD_BYTES`] | ATTACH_BACKING, CREATE_BLOB with entries | DETACH_BACKING, UNREF, reset (a replaced backing at once) |
 //! | `Staging` | the backing's length, where the renderer copies it ([`Renderer::attach_backing_copies`]: gfxstream) | ATTACH_BACKING | DETACH_BACKING, UNREF, reset |

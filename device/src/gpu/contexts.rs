@@ -5,11 +5,13 @@ use std::collections::HashMap;
 
 use log::{debug, warn};
 
-use super::budget::{Charge, Use};
+use super::budget::{self, Charge, Use};
+use super::virgl_stream;
 use super::{GpuError, GpuResult, VirtioGpu};
-use crate::limits::{CONTEXT_ATTACHMENT_BYTES, CONTEXT_RECORD_BYTES};
+use crate::limits::{CONTEXT_ATTACHMENT_BYTES, CONTEXT_RECORD_BYTES, RESOURCE_RECORD_BYTES};
 use crate::protocol::{
-    Response, CTRL_HDR_SIZE, MAX_CAPSET_SIZE, VIRTIO_GPU_CONTEXT_INIT_CAPSET_ID_MASK,
+    Response, CTRL_HDR_SIZE, MAX_CAPSET_SIZE, VIRTIO_GPU_CAPSET_VIRGL, VIRTIO_GPU_CAPSET_VIRGL2,
+    VIRTIO_GPU_CONTEXT_INIT_CAPSET_ID_MASK,
 };
 use crate::renderer::{CapsetInfo, RenderContext, Renderer, RendererCapabilities, RendererError};
 
@@ -26,6 +28,12 @@ pub(super) struct ContextState {
     pub(super) resources: HashMap<u32, Charge>,
     /// The renderer's context.
     pub(super) render: Box<dyn RenderContext>,
+    /// Whether its SUBMIT_3D streams are virgl's (the VIRGL or VIRGL2 capset, or the default
+    /// context of a renderer that offers them), which the device reads for allocations.
+    pub(super) virgl_stream: bool,
+    /// Resources its streams made with `VIRGL_CCMD_PIPE_RESOURCE_CREATE` that no blob took
+    /// yet, in stream order: (blob id, the charge of their storage and record).
+    pub(super) pipe_resources: Vec<(u32, Charge)>,
 }
 
 impl VirtioGpu {
@@ -69,12 +77,21 @@ impl VirtioGpu {
                 return Err(e.into());
             }
         };
+        let virgl_stream = match capset_id {
+            0 => self
+                .capsets
+                .iter()
+                .any(|c| c.id == VIRTIO_GPU_CAPSET_VIRGL || c.id == VIRTIO_GPU_CAPSET_VIRGL2),
+            id => id == VIRTIO_GPU_CAPSET_VIRGL || id == VIRTIO_GPU_CAPSET_VIRGL2,
+        };
         self.contexts.insert(
             ctx_id,
             ContextState {
                 record,
                 resources: HashMap::new(),
                 render,
+                virgl_stream,
+                pipe_resources: Vec::new(),
             },
         );
         Ok(Response::OkNoData)
@@ -85,6 +102,9 @@ impl VirtioGpu {
     pub(super) fn release_context_charges(&mut self, ctx: ContextState) {
         self.budget.release(ctx.record);
         for (_, c) in ctx.resources {
+            self.budget.release(c);
+        }
+        for (_, c) in ctx.pipe_resources {
             self.budget.release(c);
         }
     }
@@ -160,9 +180,53 @@ impl VirtioGpu {
     }
 
     /// SUBMIT_3D: the command stream goes to the context's renderer context.
+    /// SUBMIT_3D. In a virgl context, every resource the stream makes
+    /// (`VIRGL_CCMD_PIPE_RESOURCE_CREATE`, which the library allocates as the stream runs) is
+    /// charged first like a RESOURCE_CREATE_3D of the same description; over the budget, the
+    /// stream is refused whole (`ERR_OUT_OF_MEMORY`) and the library never sees it.
     pub(super) fn submit_3d(&mut self, ctx_id: u32, commands: &[u8]) -> GpuResult<Response> {
-        self.context_mut(ctx_id)?.render.submit(commands)?;
-        Ok(Response::OkNoData)
+        let creates = if self.context_mut(ctx_id)?.virgl_stream {
+            virgl_stream::pipe_resource_creates(commands)
+        } else {
+            Vec::new()
+        };
+        let mut charged = Vec::with_capacity(creates.len());
+        for c in &creates {
+            let bytes = budget::storage_3d(&c.args).saturating_add(RESOURCE_RECORD_BYTES);
+            match self.budget.charge(Use::Storage, bytes) {
+                Ok(charge) => charged.push((c.blob_id, charge)),
+                Err(e) => {
+                    for (_, charge) in charged {
+                        self.budget.release(charge);
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        let context = self.context_mut(ctx_id)?;
+        match context.render.submit(commands) {
+            Ok(()) => {
+                context.pipe_resources.extend(charged);
+                Ok(Response::OkNoData)
+            }
+            Err(e) => {
+                // The library may have run the commands before the failing one: what they made
+                // stays charged until a blob takes it or the context goes.
+                context.pipe_resources.extend(charged);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// The charge of the first resource `ctx_id`'s streams made for `blob_id` that no blob took
+    /// yet (the one the library gives a HOST3D blob of that id), taken out of the context.
+    pub(super) fn take_pipe_resource(&mut self, ctx_id: u32, blob_id: u64) -> Option<Charge> {
+        let context = self.contexts.get_mut(&ctx_id)?;
+        let i = context
+            .pipe_resources
+            .iter()
+            .position(|(id, _)| u64::from(*id) == blob_id)?;
+        Some(context.pipe_resources.remove(i).1)
     }
 
     /// GET_CAPSET_INFO: the offered capset at `index`.

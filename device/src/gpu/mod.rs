@@ -56,6 +56,7 @@ mod scanout;
 pub(crate) mod test_support;
 mod trim;
 mod validate;
+mod virgl_stream;
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
