@@ -197,15 +197,11 @@ def pageflip_main(args, names):
             seen_row("guest GL renderer", names, results, "renderer"),
             seen_row("mode", names, results, "mode"),
             wall_row("wall s per run (boot + kmscube)", names, results)]
-    report(f"kmscube -c {args.flips} in the test guest (TCG): every frame a KMS page flip the device "
+    return report(f"kmscube -c {args.flips} in the test guest (TCG): every frame a KMS page flip the device "
            f"completes; kmscube's own frames per second (after its first frame), medians of "
            f"{args.rounds} interleaved rounds; (xR) = against {names[0]}.", rows, args.json,
-           {"workload": "pageflip", "rounds": args.rounds, "flips": args.flips, "results": results})
-    if not args.strict:
-        return 0
-    return strict_failures(names, results, lambda n, x: (
-        f"guest GL_RENDERER {x['renderer']!r} does not name virgl"
-        if BACKENDS[n][3] and "virgl" not in x["renderer"].lower() else ""))
+           {"workload": "pageflip", "rounds": args.rounds, "flips": args.flips, "results": results},
+           args.strict, gl_renderer_wrong)
 
 
 def run_rounds(names, rounds, run, shown):
@@ -242,8 +238,9 @@ def metric_row(label, names, results, value, fmt):
     return row
 
 
-def report(title, rows, json_path, data):
-    """Prints the markdown table and writes the JSON."""
+def report(title, rows, json_path, data, strict, wrong):
+    """Prints the markdown table and writes the JSON; the exit status: with --strict (`strict`),
+    1 where a run failed or `wrong(name, run)` says why an ok run does not count."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print(title + "\n")
     for i, r in enumerate(rows):
@@ -254,6 +251,14 @@ def report(title, rows, json_path, data):
     with open(json_path, "w") as f:
         json.dump(data, f, indent=1)
     print(f"\nwrote {json_path}")
+    return strict_failures(rows[0][1:], data["results"], wrong) if strict else 0
+
+
+def gl_renderer_wrong(name, run):
+    """--strict for the GL workloads: a virgl backend's guest GL_RENDERER must name virgl."""
+    if BACKENDS[name][3] and "virgl" not in run["renderer"].lower():
+        return f"guest GL_RENDERER {run['renderer']!r} does not name virgl"
+    return ""
 
 
 def strict_failures(names, results, wrong):
@@ -290,16 +295,14 @@ def vulkan_main(args, names):
                                lambda x, key=key: x["rates"][key], lambda v: f"{v:.0f}"))
     rows.append(seen_row("guest Vulkan device", names, results, "device"))
     rows.append(wall_row("wall s per run (boot + checks + bench)", names, results))
-    report(f"vkcheck --bench in the Vulkan test guest (TCG): a 64x64 render pass (clear, draw, copy "
+    return report(f"vkcheck --bench in the Vulkan test guest (TCG): a 64x64 render pass (clear, draw, copy "
            f"to a host-visible buffer) and a 65536-word compute dispatch, each submitted and waited "
            f"for with a fence for {args.secs} s after its exact check; medians of {args.rounds} "
            f"interleaved rounds; (xR) = against {names[0]}.", rows, args.json,
-           {"workload": "vulkan", "rounds": args.rounds, "secs": args.secs, "results": results})
-    if not args.strict:
-        return 0
-    return strict_failures(names, results, lambda n, x: (
-        "" if VK_BACKENDS[n][3].lower() in x["device"].lower()
-        else f"guest Vulkan device {x['device']!r} does not name {VK_BACKENDS[n][3]}"))
+           {"workload": "vulkan", "rounds": args.rounds, "secs": args.secs, "results": results},
+           args.strict, lambda n, x: (
+               "" if VK_BACKENDS[n][3].lower() in x["device"].lower()
+               else f"guest Vulkan device {x['device']!r} does not name {VK_BACKENDS[n][3]}"))
 
 
 def main():
@@ -351,14 +354,10 @@ def main():
                                lambda x, scene=scene: x["scenes"].get(scene), lambda v: f"{v:g}"))
     rows.append(seen_row("guest GL renderer", names, results, "renderer"))
     rows.append(wall_row("wall s per run (boot + glmark2)", names, results))
-    report(f"glmark2-es2-drm --off-screen in the test guest (TCG), {args.secs} s per scene, "
+    return report(f"glmark2-es2-drm --off-screen in the test guest (TCG), {args.secs} s per scene, "
            f"medians of {args.rounds} interleaved rounds; (xR) = against {names[0]}.", rows,
-           args.json, {"rounds": args.rounds, "secs": args.secs, "results": results})
-    if not args.strict:
-        return 0
-    return strict_failures(names, results, lambda n, x: (
-        f"guest GL_RENDERER {x['renderer']!r} does not name virgl"
-        if BACKENDS[n][3] and "virgl" not in x["renderer"].lower() else ""))
+           args.json, {"rounds": args.rounds, "secs": args.secs, "results": results}, args.strict,
+           gl_renderer_wrong)
 
 
 if __name__ == "__main__":
