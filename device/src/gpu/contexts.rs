@@ -179,8 +179,7 @@ impl VirtioGpu {
         Ok(Response::OkNoData)
     }
 
-    /// SUBMIT_3D: the command stream goes to the context's renderer context.
-    /// SUBMIT_3D. In a virgl context, every resource the stream makes
+    /// SUBMIT_3D: the command stream goes to the context's renderer context. In a virgl context, every resource the stream makes
     /// (`VIRGL_CCMD_PIPE_RESOURCE_CREATE`, which the library allocates as the stream runs) is
     /// charged first like a RESOURCE_CREATE_3D of the same description; over the budget, the
     /// stream is refused whole (`ERR_OUT_OF_MEMORY`) and the library never sees it.
@@ -204,18 +203,13 @@ impl VirtioGpu {
             }
         }
         let context = self.context_mut(ctx_id)?;
-        match context.render.submit(commands) {
-            Ok(()) => {
-                context.pipe_resources.extend(charged);
-                Ok(Response::OkNoData)
-            }
-            Err(e) => {
-                // The library may have run the commands before the failing one: what they made
-                // stays charged until a blob takes it or the context goes.
-                context.pipe_resources.extend(charged);
-                Err(e.into())
-            }
-        }
+        let submitted = context.render.submit(commands);
+        // Also when the submit failed: the library may have run the commands before the
+        // failing one, and what they made stays charged until a blob takes it or the context
+        // goes.
+        context.pipe_resources.extend(charged);
+        submitted?;
+        Ok(Response::OkNoData)
     }
 
     /// The charge of the first resource `ctx_id`'s streams made for `blob_id` that no blob took
