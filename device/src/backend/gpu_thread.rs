@@ -36,6 +36,7 @@ use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard, Gues
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
+use super::early_notify::{self, EarlyNotify};
 use super::poll::AdaptivePoll;
 use super::vring::GpuVring;
 use super::BackendError;
@@ -644,6 +645,8 @@ struct GpuThread<D: GpuDevice> {
     guest_log: LogLimiter,
     /// How long to poll for new work before sleeping.
     poll: AdaptivePoll,
+    /// Whether the answers ready before a RESOURCE_FLUSH go out before it runs.
+    early: EarlyNotify,
 }
 
 fn queue_index(kind: QueueKind) -> usize {
@@ -704,6 +707,7 @@ impl<D: GpuDevice> GpuThread<D> {
             pending: VecDeque::new(),
             guest_log: LogLimiter::default(),
             poll: AdaptivePoll::new(Duration::ZERO),
+            early: EarlyNotify::new(),
         })
     }
 
@@ -1024,24 +1028,33 @@ impl<D: GpuDevice> GpuThread<D> {
             // display, and the frontend may need the lock meanwhile (e.g. to stop the queue).
             let mut used = Vec::with_capacity(chains.len());
             for chain in chains {
-                // The answers ready so far go out before a flush sends its pixels to the
+                // The answers ready so far may go out before a flush sends its pixels to the
                 // display: a driver waiting on them (the transfer that filled the resource)
-                // wakes while the flush runs instead of after it (gpu-bench damage-64 on a 2-vCPU
-                // VM, the bench's thread on the other vCPU: 1.11x). Everything else in a batch
-                // still gets one notification at its end (per-command notifications cost churn
-                // 0.91x on one CPU).
-                if !used.is_empty()
+                // wakes while the flush runs instead of after it, where its thread runs on
+                // another CPU ([`early_notify`] judges that). Everything else in a batch still
+                // gets one notification at its end (per-command notifications cost churn 0.91x
+                // on one CPU).
+                let judge = if !used.is_empty()
                     && protocol::peek_command_type(&chain)
                         == Some(protocol::VIRTIO_GPU_CMD_RESOURCE_FLUSH)
+                    && self.early.before_flush()
                 {
+                    let switches = early_notify::involuntary_switches();
                     let ready = std::mem::take(&mut used);
                     self.publish(ready);
-                }
+                    switches
+                } else {
+                    None
+                };
                 if let Some(entry) = self
                     .device
                     .process_chain(kind, chain, self.display.as_dyn())
                 {
                     used.push(entry);
+                }
+                if let Some(before) = judge {
+                    let after = early_notify::involuntary_switches().unwrap_or(before);
+                    self.early.after_flush(after > before);
                 }
                 self.shared.progress.fetch_add(1, Ordering::Relaxed);
             }

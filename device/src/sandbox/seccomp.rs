@@ -101,6 +101,7 @@ pub const ALLOWED_SYSCALLS: &[(&str, libc::c_long)] = &[
     ("unlink", libc::SYS_unlink), // the socket path at SIGTERM (Landlock limits where)
     // Information.
     ("getrandom", libc::SYS_getrandom),
+    ("getrusage", libc::SYS_getrusage), // the GPU thread's own preemptions (early notification)
     ("sysinfo", libc::SYS_sysinfo),
     ("getuid", libc::SYS_getuid),
     ("geteuid", libc::SYS_geteuid),
