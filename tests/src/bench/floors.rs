@@ -1,6 +1,9 @@
 //! The physical floors, measured in the same run as the backends: memcpy bandwidth (one
 //! thread, buffers of a frame's size) and the round trip of an eventfd ping-pong between two
-//! threads (the cost of one kick and one call when nothing else is done).
+//! threads (the cost of one kick and one call when nothing else is done). Beside them, two
+//! figures for the two threads on two different CPUs, where the scheduler may put a frontend and
+//! a daemon: the same ping-pong, and a round trip where one side polls (as our daemon does
+//! between commands) and only the other sleeps.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -71,6 +74,75 @@ pub fn eventfd_round_trip_cross_cpu_seconds() -> Option<f64> {
     let mut cpus = (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) });
     let (a, b) = (cpus.next()?, cpus.next()?);
     ping_pong(Some(a), Some(b)).ok()
+}
+
+/// Seconds of one round trip across two CPUs where one side polls and the other sleeps: the
+/// calling thread, on the first CPU of its affinity set, stores a sequence number and sleeps on
+/// an eventfd; a thread on the second CPU spins until it sees the number and writes the eventfd.
+/// Fastest batch; `None` with fewer than two CPUs. This is what a polling daemon and a frontend
+/// that sleeps on its call eventfd cannot go below when the scheduler puts them on different
+/// CPUs: one cache line across and one wake-up of the sleeping thread (on a VM, of an idle vCPU).
+pub fn polled_round_trip_cross_cpu_seconds() -> Option<f64> {
+    let set = current_affinity().ok()?;
+    // SAFETY: CPU_ISSET reads the set, bounds-checked against its size.
+    let mut cpus = (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) });
+    let (a, b) = (cpus.next()?, cpus.next()?);
+    set_affinity(&cpu_set_of(a)).ok()?;
+    let r = polled_ping_pong(b);
+    let _ = set_affinity(&set);
+    r.ok()
+}
+
+fn polled_ping_pong(echo_cpu: usize) -> Result<f64> {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let seq = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let pong = Arc::new(EventFd::new(0).map_err(|e| Error::io("eventfd", e))?);
+    let (s, st, po) = (seq.clone(), stop.clone(), pong.clone());
+    let echo = std::thread::Builder::new()
+        .name("floor-poll-echo".into())
+        .spawn(move || -> std::io::Result<()> {
+            // Unpinned on failure: the measurement still ends.
+            let _ = set_affinity(&cpu_set_of(echo_cpu));
+            let mut seen = 0u64;
+            while !st.load(Ordering::Acquire) {
+                let now = s.load(Ordering::Acquire);
+                if now != seen {
+                    seen = now;
+                    po.write(1)?;
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+            Ok(())
+        })
+        .map_err(|e| Error::io("spawn echo thread", e))?;
+    let mut t = Vec::with_capacity(PINGPONG_BATCHES);
+    let mut res = Ok(());
+    let mut n = 0u64;
+    'outer: for _ in 0..PINGPONG_BATCHES {
+        let start = Instant::now();
+        for _ in 0..PINGPONG_BATCH {
+            n += 1;
+            seq.store(n, Ordering::Release);
+            if let Err(e) = pong.read() {
+                res = Err(Error::io("polled ping-pong", e));
+                break 'outer;
+            }
+        }
+        t.push(start.elapsed().as_secs_f64() / f64::from(PINGPONG_BATCH));
+    }
+    stop.store(true, Ordering::Release);
+    let _ = echo.join();
+    res?;
+    let best = t.into_iter().fold(f64::NAN, f64::min);
+    if best.is_finite() && best > 0.0 {
+        Ok(best)
+    } else {
+        Err(Error::Malformed(format!(
+            "polled ping-pong measured {best} s"
+        )))
+    }
 }
 
 fn cpu_set_of(cpu: usize) -> libc::cpu_set_t {
@@ -178,6 +250,9 @@ pub struct Floors {
     pub eventfd_rtt_s: f64,
     /// Seconds of one eventfd round trip across two CPUs (not a floor; `None`: one CPU).
     pub eventfd_rtt_cross_cpu_s: Option<f64>,
+    /// Seconds of one round trip across two CPUs with one side polling and the other sleeping
+    /// (the floor of a polling daemon whose frontend runs on another CPU; `None`: one CPU).
+    pub polled_rtt_cross_cpu_s: Option<f64>,
 }
 
 impl Floors {
@@ -190,6 +265,7 @@ impl Floors {
             memcpy_bps_2160p: b2 as f64 / memcpy_seconds(b2),
             eventfd_rtt_s: eventfd_round_trip_seconds()?,
             eventfd_rtt_cross_cpu_s: eventfd_round_trip_cross_cpu_seconds(),
+            polled_rtt_cross_cpu_s: polled_round_trip_cross_cpu_seconds(),
         })
     }
 
@@ -223,5 +299,19 @@ mod tests {
         assert!(memcpy_seconds(1 << 20) > 0.0);
         let rtt = eventfd_round_trip_seconds().unwrap();
         assert!(rtt > 0.0 && rtt < 0.01, "{rtt}");
+    }
+
+    #[test]
+    fn the_polled_round_trip_needs_two_cpus_and_ends() {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let before = current_affinity().unwrap();
+        match polled_round_trip_cross_cpu_seconds() {
+            Some(rtt) => assert!(rtt > 0.0 && rtt < 0.01, "{rtt}"),
+            None => assert_eq!(cpus, 1, "two CPUs and no measurement"),
+        }
+        // The caller's affinity is given back.
+        let after = current_affinity().unwrap();
+        // SAFETY: CPU_EQUAL compares two live sets.
+        assert!(unsafe { libc::CPU_EQUAL(&before, &after) });
     }
 }

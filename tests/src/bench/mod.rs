@@ -247,6 +247,13 @@ impl RunResult {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),
             },
+            polled_rtt_cross_cpu_s: match (
+                self.floors_before.polled_rtt_cross_cpu_s,
+                self.floors_after.polled_rtt_cross_cpu_s,
+            ) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
         }
     }
 }

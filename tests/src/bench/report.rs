@@ -103,6 +103,30 @@ fn short_reason(reason: &str, notes: &mut Vec<String>) -> String {
     format!("{}... [note {n}]", cut.trim_end())
 }
 
+/// What a round trip costs with the two threads on two different CPUs (not floors of the
+/// table's rows: the scheduler picks the placement), or nothing on one CPU.
+fn cross_cpu_note(f: &crate::bench::floors::Floors) -> String {
+    let mut parts = Vec::new();
+    if let Some(x) = f.eventfd_rtt_cross_cpu_s {
+        parts.push(format!(
+            "{:.2} us with the two threads on two different CPUs",
+            x * 1e6
+        ));
+    }
+    if let Some(x) = f.polled_rtt_cross_cpu_s {
+        parts.push(format!(
+            "{:.2} us there when one side polls and only the other sleeps, as a polling daemon's \
+             frontend does",
+            x * 1e6
+        ));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" (not a floor: {})", parts.join("; "))
+    }
+}
+
 /// The Markdown table (with a short header saying how to read it).
 pub fn table(r: &RunResult) -> String {
     let s = &r.settings;
@@ -126,10 +150,7 @@ pub fn table(r: &RunResult) -> String {
         f.memcpy_bps_1080p / 1e9,
         f.memcpy_bps_2160p / 1e9,
         f.eventfd_rtt_s * 1e6,
-        f.eventfd_rtt_cross_cpu_s.map_or(String::new(), |x| format!(
-            " (not a floor: {:.2} us with the two threads on two different CPUs)",
-            x * 1e6
-        ))
+        cross_cpu_note(&f)
     );
     let mut header = vec![
         "workload".to_owned(),
@@ -227,6 +248,10 @@ pub fn to_json(r: &RunResult, command: &str) -> Json {
             .set(
                 "eventfd_rtt_cross_cpu_us",
                 fl.eventfd_rtt_cross_cpu_s.map(|x| x * 1e6),
+            )
+            .set(
+                "polled_rtt_cross_cpu_us",
+                fl.polled_rtt_cross_cpu_s.map(|x| x * 1e6),
             );
         o
     };
@@ -355,6 +380,7 @@ mod tests {
             memcpy_bps_2160p: 10e9,
             eventfd_rtt_s: 10e-6,
             eventfd_rtt_cross_cpu_s: Some(20e-6),
+            polled_rtt_cross_cpu_s: Some(15e-6),
         };
         let ok = |fps: &[f64]| Cell {
             samples: fps
