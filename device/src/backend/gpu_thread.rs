@@ -36,7 +36,7 @@ use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryLoadGuard, Gues
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::early_notify::{self, EarlyNotify};
+use super::cpu_sharing::{self, CpuSharing};
 use super::poll::AdaptivePoll;
 use super::vring::GpuVring;
 use super::BackendError;
@@ -646,7 +646,7 @@ struct GpuThread<D: GpuDevice> {
     /// How long to poll for new work before sleeping.
     poll: AdaptivePoll,
     /// Whether the answers ready before a RESOURCE_FLUSH go out before it runs.
-    early: EarlyNotify,
+    early: CpuSharing,
 }
 
 fn queue_index(kind: QueueKind) -> usize {
@@ -707,7 +707,7 @@ impl<D: GpuDevice> GpuThread<D> {
             pending: VecDeque::new(),
             guest_log: LogLimiter::default(),
             poll: AdaptivePoll::new(Duration::ZERO),
-            early: EarlyNotify::new(),
+            early: CpuSharing::new("early notification"),
         })
     }
 
@@ -1031,18 +1031,18 @@ impl<D: GpuDevice> GpuThread<D> {
                 // The answers ready so far may go out before a flush sends its pixels to the
                 // display: a driver waiting on them (the transfer that filled the resource)
                 // wakes while the flush runs instead of after it, where its thread runs on
-                // another CPU ([`early_notify`] judges that). Everything else in a batch still
+                // another CPU ([`cpu_sharing`] judges that). Everything else in a batch still
                 // gets one notification at its end (per-command notifications cost churn 0.91x
                 // on one CPU).
                 let judge = if !used.is_empty()
                     && protocol::peek_command_type(&chain)
                         == Some(protocol::VIRTIO_GPU_CMD_RESOURCE_FLUSH)
-                    && self.early.before_flush()
+                    && self.early.try_alone()
                 {
-                    let switches = early_notify::involuntary_switches();
+                    let judge = cpu_sharing::Try::begin();
                     let ready = std::mem::take(&mut used);
                     self.publish(ready);
-                    switches
+                    Some(judge)
                 } else {
                     None
                 };
@@ -1052,9 +1052,8 @@ impl<D: GpuDevice> GpuThread<D> {
                 {
                     used.push(entry);
                 }
-                if let Some(before) = judge {
-                    let after = early_notify::involuntary_switches().unwrap_or(before);
-                    self.early.after_flush(after > before);
+                if let Some(judge) = judge {
+                    self.early.record(judge.preempted());
                 }
                 self.shared.progress.fetch_add(1, Ordering::Relaxed);
             }

@@ -21,7 +21,7 @@
 //! vhost 0.18's request handler does not implement SET_STATUS/GET_STATUS and would drop the
 //! connection on them.
 
-pub mod early_notify;
+pub mod cpu_sharing;
 pub mod gpu_thread;
 pub mod poll;
 pub mod relay;
