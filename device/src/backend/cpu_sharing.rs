@@ -194,16 +194,13 @@ mod tests {
     }
 
     fn pin_to(cpu: libc::c_int) {
-        // SAFETY: cpu_set_t is plain data (all zeroes: empty); CPU_SET bounds-checks `cpu`;
-        // sched_setaffinity reads the set, a live local.
-        unsafe {
-            let mut set: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(usize::try_from(cpu).unwrap(), &mut set);
-            assert_eq!(
-                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
-                0
-            );
-        }
+        // SAFETY: cpu_set_t is plain data; all zeroes is the empty set.
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        // SAFETY: CPU_SET bounds-checks `cpu` against the set's size.
+        unsafe { libc::CPU_SET(usize::try_from(cpu).unwrap(), &mut set) };
+        // SAFETY: reads size_of::<cpu_set_t>() bytes from `set`, a live local.
+        let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+        assert_eq!(r, 0);
     }
 
     #[test]
