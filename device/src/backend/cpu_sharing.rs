@@ -1,26 +1,27 @@
 //! Whether the frontend's thread shares the GPU thread's CPU, judged from the GPU thread's own
-//! preemptions, and what depends on it: early notification.
+//! preemptions, and the two decisions that depend on it.
 //!
-//! A driver that sends TRANSFER_TO_HOST_2D then RESOURCE_FLUSH in one batch waits for the
-//! transfer's answer. Publishing it before the flush runs lets the driver's thread work while the
-//! flush sends its pixels to the display when the two threads run on different CPUs (gpu-bench
-//! damage-64, the bench's thread on the other vCPU: x1.40). When they share a CPU, the
-//! notification instead wakes the driver's thread in the middle of the flush: it preempts the
-//! daemon, finds its flush not answered yet and sleeps again, a pair of context switches per
-//! frame for nothing (damage-64 on one CPU: x1.13 slower).
+//! - **Early notification.** A driver that sends TRANSFER_TO_HOST_2D then RESOURCE_FLUSH in one
+//!   batch waits for the transfer's answer. Publishing it before the flush runs lets the
+//!   driver's thread work while the flush sends its pixels to the display when the two threads
+//!   run on different CPUs (gpu-bench damage-64, the bench's thread on the other vCPU: x1.40).
+//!   When they share a CPU, the notification instead wakes the driver's thread in the middle of
+//!   the flush: it preempts the daemon, finds its flush not answered yet and sleeps again, a
+//!   pair of context switches per frame for nothing (damage-64 on one CPU: x1.13 slower).
+//! - **Spinning while polling** (`gpu_thread.rs`, `POLL_SPIN`). Between two looks at its epoll
+//!   the polling GPU thread spins for a moment on the queues' available rings: a chain is then
+//!   answered before the frontend's thread, on another CPU, has gone to sleep, and the
+//!   frontend's wake-up from an idle vCPU (12-20 us on the VMs measured) is not paid (gpu-bench
+//!   cmd-rtt across two vCPUs 16.68 → 3.59 us, churn x1.72). On a shared CPU the spin only
+//!   keeps the frontend from running (damage-64 on one CPU 0.95x): there the thread yields at
+//!   once, as before.
 //!
 //! The daemon cannot see where the frontend's thread runs, but it can see the effect: the GPU
 //! thread's involuntary context switches (`getrusage(RUSAGE_THREAD)`: a preemption, or a
-//! `sched_yield` that let another thread run) during an early-notified flush. A [`CpuSharing`]
-//! counts the preempted tries in a window of [`WINDOW`] and, when at least [`PREEMPTED_TO_STOP`]
-//! were, assumes a shared CPU for the next [`PAUSE`] occasions, then tries again (the frontend's
-//! thread may have moved).
-//!
-//! Polling ([`super::poll`]) yields after every empty look whatever the placement: spinning
-//! instead where the frontend runs on another CPU was tried with this same judge and changed
-//! nothing measurable (gpu-bench cmd-rtt 16.54 against 16.55 us, churn 53691 against 53710
-//! cycles/s): what a command costs there beyond the daemon's own work is the wake-up of the
-//! frontend's idle vCPU.
+//! `sched_yield` that let another thread run) while it does the thing that matters. A
+//! [`CpuSharing`] counts the preempted tries in a window of [`WINDOW`] and, when at least
+//! [`PREEMPTED_TO_STOP`] were, assumes a shared CPU for the next [`PAUSE`] occasions, then tries
+//! again (the frontend's thread may have moved).
 
 /// Tries judged together.
 pub const WINDOW: u32 = 16;
