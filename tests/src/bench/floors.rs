@@ -69,11 +69,17 @@ pub fn eventfd_round_trip_seconds() -> Result<f64> {
 /// frontend's thread and the daemon's thread on different CPUs (on a VM, a wake-up of an idle
 /// vCPU).
 pub fn eventfd_round_trip_cross_cpu_seconds() -> Option<f64> {
+    let (_, a, b) = two_cpus()?;
+    ping_pong(Some(a), Some(b)).ok()
+}
+
+/// The caller's affinity set and its first two CPUs (`None` with fewer than two).
+fn two_cpus() -> Option<(libc::cpu_set_t, usize, usize)> {
     let set = current_affinity().ok()?;
     // SAFETY: CPU_ISSET reads the set, bounds-checked against its size.
     let mut cpus = (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) });
     let (a, b) = (cpus.next()?, cpus.next()?);
-    ping_pong(Some(a), Some(b)).ok()
+    Some((set, a, b))
 }
 
 /// Seconds of one round trip across two CPUs where one side polls and the other sleeps: the
@@ -83,10 +89,7 @@ pub fn eventfd_round_trip_cross_cpu_seconds() -> Option<f64> {
 /// that sleeps on its call eventfd cannot go below when the scheduler puts them on different
 /// CPUs: one cache line across and one wake-up of the sleeping thread (on a VM, of an idle vCPU).
 pub fn polled_round_trip_cross_cpu_seconds() -> Option<f64> {
-    let set = current_affinity().ok()?;
-    // SAFETY: CPU_ISSET reads the set, bounds-checked against its size.
-    let mut cpus = (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) });
-    let (a, b) = (cpus.next()?, cpus.next()?);
+    let (set, a, b) = two_cpus()?;
     set_affinity(&cpu_set_of(a)).ok()?;
     let r = polled_ping_pong(b);
     let _ = set_affinity(&set);
@@ -135,14 +138,7 @@ fn polled_ping_pong(echo_cpu: usize) -> Result<f64> {
     stop.store(true, Ordering::Release);
     let _ = echo.join();
     res?;
-    let best = t.into_iter().fold(f64::NAN, f64::min);
-    if best.is_finite() && best > 0.0 {
-        Ok(best)
-    } else {
-        Err(Error::Malformed(format!(
-            "polled ping-pong measured {best} s"
-        )))
-    }
+    fastest_batch(t, "polled ping-pong")
 }
 
 fn cpu_set_of(cpu: usize) -> libc::cpu_set_t {
@@ -231,11 +227,16 @@ fn ping_pong_inner(pin: Option<usize>) -> Result<f64> {
     }
     let _ = echo.join();
     res?;
+    fastest_batch(t, "ping-pong")
+}
+
+/// The fastest of the batches' seconds per round trip (a floor is a best case).
+fn fastest_batch(t: Vec<f64>, what: &str) -> Result<f64> {
     let best = t.into_iter().fold(f64::NAN, f64::min);
     if best.is_finite() && best > 0.0 {
         Ok(best)
     } else {
-        Err(Error::Malformed(format!("ping-pong measured {best} s")))
+        Err(Error::Malformed(format!("{what} measured {best} s")))
     }
 }
 
