@@ -826,9 +826,12 @@ impl<D: GpuDevice> GpuThread<D> {
                 continue;
             }
             // The driver's index is read like the queue's own iterator reads it (acquire), so
-            // the chains it announces are visible when the queue is processed.
+            // the chains it announces are visible when the queue is processed. An index more
+            // than a ring ahead is refused by the queue's iterator and stays so until the guest
+            // changes it: it is left to the kicks, or polling would take it again and again.
             if let Ok(avail) = q.avail_idx(&*guest, Ordering::Acquire) {
-                if avail.0 != q.next_avail() {
+                let pending = avail.0.wrapping_sub(q.next_avail());
+                if pending != 0 && pending <= q.size() {
                     if let Some(k) = self.kicked.get_mut(queue) {
                         *k = true;
                         found = true;
@@ -1554,6 +1557,38 @@ mod tests {
         drop(rig.handle);
     }
 
+    #[test]
+    fn a_bogus_available_index_does_not_keep_polling_busy() {
+        let rig = Rig::new();
+        rig.client.set_poll_max(Duration::from_millis(20));
+        // Polling on: the window has grown.
+        let mut sent = 0u16;
+        while sent < 4000 && rig.client.polled_wakeups() < 3 {
+            rig.add_chains(CONTROL_QUEUE, 1);
+            rig.kick(CONTROL_QUEUE);
+            wait_notified(&rig, CONTROL_QUEUE);
+            sent += 1;
+        }
+        // The guest sets its available index more than a ring ahead and never kicks: the
+        // queue's iterator refuses it, and polling must not take it again and again.
+        {
+            let guest = rig.mem.memory();
+            let (_, avail, _) = rig.rings[CONTROL_QUEUE];
+            let idx = sent.wrapping_add(QUEUE_SIZE + 5);
+            guest.write_obj(idx, GuestAddress(avail + 2)).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let before = thread_cpu_ticks(&rig.gpu_thread);
+        std::thread::sleep(Duration::from_millis(500));
+        let spent = thread_cpu_ticks(&rig.gpu_thread) - before;
+        assert!(
+            spent < 10,
+            "the GPU thread used {spent} clock ticks in 500 ms"
+        );
+        assert_eq!(rig.used(CONTROL_QUEUE).0, sent);
+        drop(rig.handle);
+    }
+
     /// User + system CPU time of a thread of this process (`/proc/thread-self` as it read it),
     /// in clock ticks.
     fn thread_cpu_ticks(thread: &std::path::Path) -> u64 {
@@ -1568,15 +1603,10 @@ mod tests {
 
     /// Waits (at most WAIT) until the driver of `queue` is notified, and consumes it.
     fn wait_notified(rig: &Rig, queue: usize) {
-        let mut pfd = libc::pollfd {
-            fd: rig.calls[queue].as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: `pfd` is one valid pollfd for the duration of the call.
-        let n = unsafe { libc::poll(&mut pfd, 1, WAIT.as_millis() as libc::c_int) };
-        assert_eq!(n, 1, "queue {queue}: the driver was not notified");
-        assert!(rig.notified(queue));
+        assert!(
+            notified_within(rig, queue, WAIT),
+            "queue {queue}: the driver was not notified"
+        );
     }
 
     #[test]
