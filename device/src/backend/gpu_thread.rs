@@ -1469,12 +1469,7 @@ mod tests {
         // then, which starts the growth again: up to 2000 commands (a few ms each when idle).
         rig.client.set_poll_max(Duration::from_millis(20));
         let mut sent = 5u16;
-        while sent < 2005 && rig.client.polled_wakeups() < 10 {
-            rig.add_chains(CONTROL_QUEUE, 1);
-            rig.kick(CONTROL_QUEUE);
-            wait_notified(&rig, CONTROL_QUEUE);
-            sent += 1;
-        }
+        kick_until_polled(&rig, &mut sent, 10, 2005);
         assert!(
             rig.client.polled_wakeups() >= 10,
             "polling found {} of {} wake-ups",
@@ -1507,6 +1502,17 @@ mod tests {
         drop(rig.handle);
     }
 
+    /// Sends kicked one-chain commands on the control queue, each waited for, until polling
+    /// has found `polled` wake-ups in all or `sent` reaches `limit`.
+    fn kick_until_polled(rig: &Rig, sent: &mut u16, polled: u64, limit: u16) {
+        while *sent < limit && rig.client.polled_wakeups() < polled {
+            rig.add_chains(CONTROL_QUEUE, 1);
+            rig.kick(CONTROL_QUEUE);
+            wait_notified(rig, CONTROL_QUEUE);
+            *sent += 1;
+        }
+    }
+
     /// Whether the driver of `queue` is notified within `timeout`.
     fn notified_within(rig: &Rig, queue: usize, timeout: Duration) -> bool {
         let mut pfd = libc::pollfd {
@@ -1531,12 +1537,7 @@ mod tests {
             }
             // Kicked commands in a row until polling finds two of them: the window has grown.
             let polled = rig.client.polled_wakeups();
-            while sent < 4000 && rig.client.polled_wakeups() < polled + 2 {
-                rig.add_chains(CONTROL_QUEUE, 1);
-                rig.kick(CONTROL_QUEUE);
-                wait_notified(&rig, CONTROL_QUEUE);
-                sent += 1;
-            }
+            kick_until_polled(&rig, &mut sent, polled + 2, 4000);
             // Then a chain with no kick: polling looks at the available ring and takes it. A
             // loaded machine may stall this thread past the window, and the GPU thread sleeps:
             // then the kick comes after all, and the window grows again.
@@ -1563,12 +1564,7 @@ mod tests {
         rig.client.set_poll_max(Duration::from_millis(20));
         // Polling on: the window has grown.
         let mut sent = 0u16;
-        while sent < 4000 && rig.client.polled_wakeups() < 3 {
-            rig.add_chains(CONTROL_QUEUE, 1);
-            rig.kick(CONTROL_QUEUE);
-            wait_notified(&rig, CONTROL_QUEUE);
-            sent += 1;
-        }
+        kick_until_polled(&rig, &mut sent, 3, 4000);
         // The guest sets its available index more than a ring ahead and never kicks: the
         // queue's iterator refuses it, and polling must not take it again and again.
         {
